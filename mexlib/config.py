@@ -1,0 +1,244 @@
+"""A run's configuration: plain values that map one-to-one onto a notebook's parameters.
+
+A :class:`RunConfig` fixes everything that changes a run's results: data, model, method,
+regime, seed and each phase's optimisation. It validates itself at construction (a bad value
+raises with the valid choices) and has a stable hash, the run store's key. Where the device
+runs is not part of it: it is recorded with the run as provenance.
+
+Profiles give the defaults: ``smoke`` (seconds, for tests), ``cpu`` (real results on a 2-core
+machine) and ``paper`` (the paper's models and data, for a GPU). Build a configuration with
+:func:`make_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .data import DATASETS, dataset_spec
+from .methods import METHODS
+from .models import HEAD_KINDS, arch_spec, default_head_kind
+
+REGIMES = {
+    "disjoint": "phase 1 (backbone) then phase 3 (heads only, backbone frozen)",
+    "joint": "phase 2 only (backbone and heads together, from scratch)",
+    "mixed": "phase 1 (backbone) then phase 2 (all, starting from the phase-1 backbone)",
+}
+#: The phases each regime runs, in order.
+REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint")}
+PROFILES = ("smoke", "cpu", "paper")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+def _choose(kind: str, value: Any, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(map(str, valid))}")
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """Optimisation of one training phase.
+
+    ``epochs`` caps the phase; early stopping ends it sooner when every monitored exit has gone
+    ``patience`` epochs without improving its validation accuracy (``patience=None`` trains to
+    the cap). Either way the phase ends with the checkpoint at which some exit last improved.
+    """
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    patience: int | None = None
+
+    def __post_init__(self):
+        _choose("optimizer", self.optimizer, OPTIMIZERS)
+        _choose("schedule", self.schedule, SCHEDULES)
+        for name in ("epochs", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.batch_size <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr and batch_size must be positive and weight_decay >= 0: {self}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one multi-exit run."""
+
+    profile: str
+    dataset: str = "fashion-mnist"
+    train_size: int | None = None  # a stratified subset of the training split (None: all)
+    test_size: int | None = None  # the first n test images (None: all); smoke only
+    val_fraction: float = 0.1
+    arch: str = "resnet-cpu"
+    exit_after_blocks: tuple[int, ...] = (1, 2, 3, 4, 5)
+    head: str = "auto"  # "auto": SDN's pooled head on CNNs, the class-token head on ViTs
+    method: str = "sdn"
+    regime: str = "mixed"
+    seed: int = 0
+    trivial_augment: bool = False
+    backbone_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
+    joint_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
+    heads_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
+
+    def __post_init__(self):
+        _choose("profile", self.profile, PROFILES)
+        dataset_spec(self.dataset)
+        arch = arch_spec(self.arch)
+        _choose("regime", self.regime, tuple(REGIMES))
+        _choose("method", self.method, tuple(METHODS))
+        if self.head != "auto":
+            _choose("head", self.head, tuple(HEAD_KINDS))
+        object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
+        blocks = self.exit_after_blocks
+        if not blocks or list(blocks) != sorted(set(blocks)) or blocks[0] < 1 or blocks[-1] >= arch.num_blocks:
+            raise ValueError(f"exit_after_blocks must be increasing block numbers in 1..{arch.num_blocks - 1} "
+                             f"({self.arch} has {arch.num_blocks} blocks; its own classifier is the "
+                             f"last exit), got {blocks}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
+
+    # --- derived -------------------------------------------------------------------------
+
+    @property
+    def head_kind(self) -> str:
+        return self.head if self.head != "auto" else default_head_kind(
+            "conv" if arch_spec(self.arch).family == "resnet" else "tokens")
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        return REGIME_PHASES[self.regime]
+
+    def phase(self, name: str) -> PhaseConfig:
+        return {"backbone": self.backbone_phase, "joint": self.joint_phase,
+                "heads": self.heads_phase}[name]
+
+    def with_regime(self, regime: str) -> "RunConfig":
+        return replace(self, regime=regime)
+
+    def backbone_config(self) -> dict:
+        """What determines phase 1: disjoint and mixed runs that agree on it share one
+        trained backbone."""
+        keys = ("profile", "dataset", "train_size", "test_size", "val_fraction", "arch", "seed",
+                "trivial_augment", "backbone_phase")
+        return {k: v for k, v in self.to_dict().items() if k in keys}
+
+    # --- serialisation and hashing -------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        values = dict(values)
+        for name in ("backbone_phase", "joint_phase", "heads_phase"):
+            if isinstance(values.get(name), dict):
+                values[name] = PhaseConfig(**values[name])
+        return cls(**values)
+
+
+def stable_hash(values: dict, salt: str = "") -> str:
+    """A short hash of canonical JSON: the same values give the same key on every machine."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":")) + salt
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+def _profile_defaults(profile: str, arch: str | None) -> dict:
+    if profile == "smoke":
+        phase = PhaseConfig(epochs=1, lr=0.05, batch_size=128)
+        return dict(dataset="fashion-mnist", train_size=1000, test_size=1000, arch="resnet-smoke",
+                    exit_after_blocks=(1, 2), backbone_phase=phase, joint_phase=phase,
+                    heads_phase=phase)
+    if profile == "cpu":
+        # Sized so that 3 seeds of the three regimes train in about 20 minutes on 2 cores:
+        # a 6-block ResNet of widths 8/16/32 with a head after each of its first 5 blocks, on
+        # a stratified 30,000-image subset of Fashion-MNIST's 54,000 training images.
+        phase = PhaseConfig(epochs=6, lr=0.05, batch_size=128, patience=2)
+        return dict(dataset="fashion-mnist", train_size=30_000, arch="resnet-cpu",
+                    exit_after_blocks=(1, 2, 3, 4, 5), backbone_phase=phase, joint_phase=phase,
+                    heads_phase=phase)
+    # paper: STUDY.md §2 and §6. Patience 20 is our choice; the paper's is not known.
+    arch = arch or "resnet34"
+    family = arch_spec(arch).family
+    if family == "vit":
+        phase = PhaseConfig(epochs=200, lr=1e-3, batch_size=256, optimizer="adamw",
+                            weight_decay=0.05, warmup_epochs=5, patience=20)
+        exits = (4, 6, 8, 10)
+    else:
+        phase = PhaseConfig(epochs=200, lr=0.05, batch_size=128, weight_decay=5e-4, patience=20)
+        exits = (5, 7, 9, 11, 13, 15)
+    later = replace(phase, batch_size=256)
+    return dict(dataset="cifar100", arch=arch, exit_after_blocks=exits, trivial_augment=True,
+                backbone_phase=phase, joint_phase=later, heads_phase=later)
+
+
+PHASE_FIELDS = tuple(f.name for f in fields(PhaseConfig))
+
+
+def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
+    """The profile's configuration with ``overrides`` applied.
+
+    Besides :class:`RunConfig`'s fields, an override may name a :class:`PhaseConfig` field
+    (``epochs=3``, ``lr=0.1``), which then applies to all three phases, or give a phase as a
+    dict of changes (``joint_phase={"lr": 0.01}``). Unknown names raise with the valid ones.
+    """
+    _choose("profile", profile, PROFILES)
+    run_fields = {f.name for f in fields(RunConfig)} - {"profile"}
+    unknown = set(overrides) - run_fields - set(PHASE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown configuration names {sorted(unknown)}; valid names: "
+                         f"{', '.join(sorted(run_fields | set(PHASE_FIELDS)))}")
+    values = _profile_defaults(profile, overrides.get("arch"))
+    if "arch" in overrides and "exit_after_blocks" not in overrides and profile != "paper":
+        values.pop("exit_after_blocks")
+        num_blocks = arch_spec(overrides["arch"]).num_blocks
+        values["exit_after_blocks"] = tuple(range(1, num_blocks))
+    shared_phase = {k: overrides.pop(k) for k in list(overrides) if k in PHASE_FIELDS}
+    for name in ("backbone_phase", "joint_phase", "heads_phase"):
+        phase = values.get(name, PhaseConfig(epochs=6, lr=0.05))
+        change = overrides.pop(name, {})
+        if isinstance(change, PhaseConfig):
+            phase, change = change, {}
+        unknown = set(change) - set(PHASE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown phase settings {sorted(unknown)} in {name}; valid: "
+                             f"{', '.join(PHASE_FIELDS)}")
+        values[name] = replace(phase, **{**shared_phase, **change})
+    values.update(overrides)
+    return RunConfig(profile=profile, **values)
+
+
+def with_pretraining_split(config: RunConfig, total_epochs: int, backbone_epochs: int) -> RunConfig:
+    """The pretraining-length study (STUDY.md §2): of ``total_epochs``, phase 1 gets
+    ``backbone_epochs`` = k and phase 2 gets the rest. k = 0 is the joint regime with all N
+    epochs; k = N trains the backbone for N epochs and then, as the disjoint regime does, the
+    heads alone (with ``heads_phase``'s cap), since phase 2 would get no epoch."""
+    if not 0 <= backbone_epochs <= total_epochs:
+        raise ValueError(f"backbone_epochs must lie in 0..{total_epochs}, got {backbone_epochs}")
+    if backbone_epochs == 0:
+        return replace(config, regime="joint", joint_phase=replace(config.joint_phase, epochs=total_epochs))
+    if backbone_epochs == total_epochs:
+        return replace(config, regime="disjoint",
+                       backbone_phase=replace(config.backbone_phase, epochs=total_epochs))
+    return replace(config, regime="mixed",
+                   backbone_phase=replace(config.backbone_phase, epochs=backbone_epochs),
+                   joint_phase=replace(config.joint_phase, epochs=total_epochs - backbone_epochs))
+
+
+__all__ = ["DATASETS", "METHODS", "PROFILES", "PhaseConfig", "REGIMES", "RunConfig",
+           "make_config", "stable_hash", "with_pretraining_split"]

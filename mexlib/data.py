@@ -1,0 +1,412 @@
+"""Datasets as in-memory tensors, a stratified validation split, and batched augmentation.
+
+Images are held as ``uint8`` tensors of shape ``[N, C, H, W]`` (all the study's datasets fit in
+memory) and moved to the training device once. Augmentation runs per batch on that device, on
+the ``uint8`` images, before normalisation, so a crop's padding is black as in torchvision's
+``RandomCrop``; validation and test batches are only normalised.
+
+Where the data come from (see :func:`load_dataset`):
+
+* Fashion-MNIST (the default): ``<data>/FashionMNIST/raw``, then the idx files of Debian's
+  ``dataset-fashion-mnist`` package, then torchvision's download.
+* CIFAR-10 / CIFAR-100: torchvision's loader and download into ``<data>``.
+* Image folders (Imagenette, Tiny ImageNet layouts) under ``<data>/<name>``, decoded once,
+  resized and cached as a tensor file next to the images.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import v2
+
+from . import paths
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is neither on disk nor downloadable; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the rest of the package needs to know about a dataset."""
+
+    name: str
+    num_classes: int
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int  # random-crop padding used for training augmentation (0: no crop)
+    flip: bool  # random horizontal flips during training
+    folder: str  # subfolder of the data folder
+
+
+@dataclass
+class ImageData:
+    """A dataset's train and test images as ``uint8`` tensors ``[N, C, H, W]``."""
+
+    spec: DatasetSpec
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    classes: list[str]
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(s) for s in self.train_images.shape[1:])
+        return (f"ImageData({self.spec.name!r}, train={len(self.train_labels)}, "
+                f"test={len(self.test_labels)}, classes={len(self.classes)}, image={shape})")
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), 2, True, "FashionMNIST"),
+        DatasetSpec("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+                    4, True, "cifar-10-batches-py"),
+        DatasetSpec("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                    4, True, "cifar-100-python"),
+        DatasetSpec("imagenette", 10, 3, 128, _IMAGENET_MEAN, _IMAGENET_STD, 16, True,
+                    "imagenette"),
+        DatasetSpec("tiny-imagenet", 200, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, 8, True,
+                    "tiny-imagenet-200"),
+    ]
+}
+
+#: Folders outside the data folder where a system package may have installed a dataset.
+SYSTEM_FOLDERS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of a dataset by name; an unknown name raises with the valid ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: "
+                         f"{', '.join(sorted(DATASETS))}") from None
+
+
+def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) -> ImageData:
+    """Load a dataset into memory, fetching it first if needed (see the module docstring)."""
+    spec = dataset_spec(name)
+    root = Path(root) if root is not None else paths.data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    loader = _LOADERS[name]
+    return loader(spec, root)
+
+
+# --- loaders -------------------------------------------------------------------------------
+
+def _load_fashion_mnist(spec: DatasetSpec, root: Path) -> ImageData:
+    cls = torchvision.datasets.FashionMNIST
+    raw = root / spec.folder / "raw"
+    archives = [Path(url).name for url, _ in cls.resources]
+    tried = [str(raw)]
+    if not _torchvision_has_files(cls, root):
+        for folder in SYSTEM_FOLDERS.get(spec.name, []):
+            tried.append(str(folder))
+            if all((folder / a).is_file() for a in archives):
+                # Debian recompresses the archives, so their checksums differ from those
+                # torchvision verifies; decompress them into the idx files it reads instead.
+                raw.mkdir(parents=True, exist_ok=True)
+                for a in archives:
+                    _gunzip(folder / a, raw / Path(a).stem)
+                break
+    try:
+        # torchvision reads the idx files when present and downloads them otherwise.
+        train = cls(root, train=True, download=True)
+        test = cls(root, train=False, download=True)
+    except Exception as error:  # offline, a proxy, a corrupt file: all end the same way
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST was not found (looked in: {', '.join(tried)}) and torchvision "
+            f"could not download it ({type(error).__name__}: {error}).\n"
+            f"Get it one of two ways:\n"
+            f"  * offline, on Debian or Ubuntu: `sudo apt-get install dataset-fashion-mnist` "
+            f"(installs the idx files to /usr/share/datasets/fashion-mnist, found "
+            f"automatically), or copy the four files {', '.join(archives)} into {raw};\n"
+            f"  * online: run `python -c \"import mexlib.data as d; d.load_dataset('fashion-mnist')\"`"
+            f" on a machine with internet access; torchvision downloads it into {root}."
+        ) from error
+    return ImageData(spec, train.data.unsqueeze(1).contiguous(), train.targets.long(),
+                     test.data.unsqueeze(1).contiguous(), test.targets.long(), list(train.classes))
+
+
+def _gunzip(source: Path, target: Path) -> None:
+    tmp = target.with_suffix(".part")
+    with gzip.open(source, "rb") as fin, open(tmp, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+    tmp.replace(target)
+
+
+def _torchvision_has_files(cls, root: Path) -> bool:
+    probe = cls.__new__(cls)
+    probe.root = str(root)
+    return probe._check_exists()
+
+
+def _load_cifar(spec: DatasetSpec, root: Path) -> ImageData:
+    cls = torchvision.datasets.CIFAR10 if spec.name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        train = cls(root, train=True, download=True)
+        test = cls(root, train=False, download=True)
+    except Exception as error:
+        raise DatasetNotFoundError(
+            f"{spec.name} was not found in {root / spec.folder} and torchvision could not "
+            f"download it ({type(error).__name__}: {error}).\n"
+            f"Get it one of two ways:\n"
+            f"  * online: rerun on a machine with internet access; torchvision downloads "
+            f"{cls.filename} into {root};\n"
+            f"  * offline: copy {cls.filename} (from {cls.url}) into {root}; it is verified "
+            f"and extracted on first use."
+        ) from error
+
+    def to_tensor(ds):
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(ds.targets, dtype=torch.long)
+
+    train_images, train_labels = to_tensor(train)
+    test_images, test_labels = to_tensor(test)
+    return ImageData(spec, train_images, train_labels, test_images, test_labels,
+                     list(train.classes))
+
+
+def _load_image_folder(spec: DatasetSpec, root: Path) -> ImageData:
+    """Imagenette layout (``train/<class>/*``, ``val/<class>/*``) or Tiny ImageNet's
+    (``train/<wnid>/images/*``, ``val/images/*`` with ``val/val_annotations.txt``)."""
+    folder = root / spec.folder
+    cache = folder / f"mexlib-tensors-{spec.image_size}px.pt"
+    if cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        return ImageData(spec, stored["train_images"], stored["train_labels"],
+                         stored["test_images"], stored["test_labels"], stored["classes"])
+    if not (folder / "train").is_dir() or not (folder / "val").is_dir():
+        raise DatasetNotFoundError(
+            f"{spec.name} was not found: expected the folders {folder / 'train'} and "
+            f"{folder / 'val'}. Download and unpack the dataset there (Imagenette: "
+            f"https://github.com/fastai/imagenette; Tiny ImageNet: "
+            f"http://cs231n.stanford.edu/tiny-imagenet-200.zip), keeping its folder layout.")
+    train = torchvision.datasets.ImageFolder(folder / "train")
+    annotations = folder / "val" / "val_annotations.txt"
+    if annotations.is_file():
+        test_samples = []
+        for line in annotations.read_text().splitlines():
+            if line.strip():
+                filename, wnid = line.split("\t")[:2]
+                test_samples.append((folder / "val" / "images" / filename, train.class_to_idx[wnid]))
+    else:
+        test = torchvision.datasets.ImageFolder(folder / "val")
+        if test.classes != train.classes:
+            raise ValueError(f"{folder}: the classes of val/ differ from those of train/")
+        test_samples = test.samples
+    train_images, train_labels = _decode_resized(train.samples, spec.image_size)
+    test_images, test_labels = _decode_resized(test_samples, spec.image_size)
+    data = ImageData(spec, train_images, train_labels, test_images, test_labels, train.classes)
+    tmp = cache.with_suffix(".tmp")
+    torch.save({"train_images": train_images, "train_labels": train_labels,
+                "test_images": test_images, "test_labels": test_labels,
+                "classes": train.classes}, tmp)
+    tmp.replace(cache)
+    return data
+
+
+def _decode_resized(samples, size: int) -> tuple[Tensor, Tensor]:
+    images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(samples):
+        with Image.open(path) as pil:
+            image = v2.functional.pil_to_tensor(pil.convert("RGB"))
+        image = v2.functional.resize(image, size, antialias=True)
+        images[i] = v2.functional.center_crop(image, size)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    return images, labels
+
+
+_LOADERS: dict[str, Callable[[DatasetSpec, Path], ImageData]] = {
+    "fashion-mnist": _load_fashion_mnist,
+    "cifar10": _load_cifar,
+    "cifar100": _load_cifar,
+    "imagenette": _load_image_folder,
+    "tiny-imagenet": _load_image_folder,
+}
+
+
+# --- splits ----------------------------------------------------------------------------------
+
+def stratified_split(labels: Tensor, fraction: float, seed: int,
+                     count: int | None = None) -> tuple[Tensor, Tensor]:
+    """Split sample indices into (rest, held_out), holding out ``fraction`` of every class.
+
+    With ``count``, exactly ``count`` samples are held out, shared among classes in proportion
+    to their sizes (largest remainders get the leftover places). Depends only on the labels,
+    the fraction and the seed (its own generator, never the global one), so every run of a
+    study sees the same split. Both index tensors are sorted.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie strictly between 0 and 1, got {fraction}")
+    labels = labels.cpu()
+    generator = torch.Generator().manual_seed(seed)
+    classes, sizes = torch.unique(labels, return_counts=True)
+    if count is None:
+        take = [int(round(fraction * int(n))) for n in sizes]
+    else:
+        shares = sizes.double() * count / len(labels)
+        take = shares.floor().long()
+        leftover = count - int(take.sum())
+        take[torch.argsort(shares - take, descending=True, stable=True)[:leftover]] += 1
+        take = take.tolist()
+    held_out = []
+    for cls, k in zip(classes, take):
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held_out.append(members[:k])
+    held = torch.sort(torch.cat(held_out)).values
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[held] = False
+    return torch.nonzero(mask).flatten(), held
+
+
+@dataclass
+class Splits:
+    """Index tensors into ``ImageData.train_*`` for training and validation."""
+
+    train: Tensor
+    val: Tensor
+
+
+def make_splits(data: ImageData, val_fraction: float = 0.1, seed: int = 0,
+                train_size: int | None = None) -> Splits:
+    """Hold out a stratified validation split; optionally keep a stratified subset of the rest.
+
+    ``train_size`` caps the number of training images (the cpu profile trains on a subset);
+    the validation split is the same whatever the cap.
+    """
+    train, val = stratified_split(data.train_labels, val_fraction, seed)
+    if train_size is not None and train_size < len(train):
+        if train_size <= 0:
+            raise ValueError(f"train_size must be positive, got {train_size}")
+        _, keep = stratified_split(data.train_labels[train], train_size / len(train), seed + 1,
+                                   count=train_size)
+        train = train[keep]
+    return Splits(train=train, val=val)
+
+
+# --- augmentation and batches ----------------------------------------------------------------
+
+class BatchAugment:
+    """Training augmentation applied to a whole ``uint8`` batch on its device.
+
+    Random crop after zero padding (each sample its own offset) and random horizontal flips,
+    as torchvision's ``RandomCrop(padding)`` and ``RandomHorizontalFlip`` do per sample;
+    optionally TrivialAugmentWide (the paper profile), drawn per group of ``policy_group``
+    samples because torchvision applies one operation to a whole tensor.
+    """
+
+    def __init__(self, crop_padding: int = 0, flip: bool = False, trivial_augment: bool = False,
+                 policy_group: int = 8):
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.trivial_augment = v2.TrivialAugmentWide() if trivial_augment else None
+        self.policy_group = policy_group
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        n, _, h, w = images.shape
+        dev = images.device
+        if self.trivial_augment is not None:
+            # torchvision draws its operations from the global generator: seed it from ours.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+                images = torch.cat([self.trivial_augment(chunk)
+                                    for chunk in images.split(self.policy_group)])
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = torch.nn.functional.pad(images, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+            rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+            batch = torch.arange(n, device=dev)[:, None, None, None]
+            channel = torch.arange(images.shape[1], device=dev)[None, :, None, None]
+            images = padded[batch, channel, rows, cols]
+        if self.flip:
+            flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        return images
+
+    @classmethod
+    def for_dataset(cls, spec: DatasetSpec, trivial_augment: bool = False) -> "BatchAugment":
+        return cls(spec.crop_padding, spec.flip, trivial_augment)
+
+
+class Normalize:
+    """``uint8`` images to floats normalised by the dataset's channel mean and std."""
+
+    def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        shape = (1, len(spec.mean), 1, 1)
+        mean = torch.tensor(spec.mean, dtype=torch.float64)
+        std = torch.tensor(spec.std, dtype=torch.float64)
+        self.scale = (1.0 / (255.0 * std)).view(shape).to(device, dtype)
+        self.shift = (-mean / std).view(shape).to(device, dtype)
+        self.dtype = dtype
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return images.to(self.dtype) * self.scale + self.shift
+
+
+class BatchLoader:
+    """Batches of (normalised images, labels) from tensors already on the training device.
+
+    The order of epoch ``e`` depends only on ``(seed, e)`` (set with :meth:`set_epoch`, as
+    with ``DistributedSampler``), so a run resumed at epoch ``e`` sees exactly the batches an
+    uninterrupted run would have seen.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, normalize: Normalize,
+                 shuffle: bool = False, augment: BatchAugment | None = None,
+                 drop_last: bool = False, seed: int = 0,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.seed, self.epoch = seed, 0
+        self.memory_format = memory_format
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator).to(self.labels.device) if self.shuffle else None
+        for i in range(len(self)):
+            index = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if order is not None:
+                rows = order[index]
+                images, labels = self.images[rows], self.labels[rows]
+            else:
+                images, labels = self.images[index], self.labels[index]
+            if self.augment is not None:
+                images = self.augment(images, generator)
+            x = self.normalize(images).contiguous(memory_format=self.memory_format)
+            yield x, labels

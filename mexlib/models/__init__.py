@@ -1,0 +1,9 @@
+"""Backbones with per-block features, internal classifiers and the multi-exit wrapper."""
+
+from .backbones import ARCHITECTURES, ArchSpec, Backbone, FeatureInfo, arch_spec, count_parameters
+from .heads import HEAD_KINDS, build_head, default_head_kind
+from .multi_exit import MultiExitModel, exit_logits
+
+__all__ = ["ARCHITECTURES", "ArchSpec", "Backbone", "FeatureInfo", "HEAD_KINDS",
+           "MultiExitModel", "arch_spec", "build_head", "count_parameters",
+           "default_head_kind", "exit_logits"]

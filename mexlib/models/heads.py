@@ -1,0 +1,81 @@
+"""Internal classifiers ("heads", "exits") attached to a backbone's block outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbones import FeatureInfo
+
+
+class PooledHead(nn.Module):
+    """SDN's head (Kaya et al. 2019): a learnable mix ``α·maxpool + (1−α)·avgpool`` down to
+    ``pool_size × pool_size``, flattened, then one linear layer. ``α`` starts at 0.5."""
+
+    def __init__(self, channels: int, num_classes: int, pool_size: int = 4):
+        super().__init__()
+        self.pool_size = pool_size
+        self.alpha = nn.Parameter(torch.tensor(0.5))
+        self.fc = nn.Linear(channels * pool_size * pool_size, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = (self.alpha * F.adaptive_max_pool2d(x, self.pool_size)
+                  + (1 - self.alpha) * F.adaptive_avg_pool2d(x, self.pool_size))
+        return self.fc(pooled.flatten(1))
+
+
+class ConvHead(nn.Module):
+    """A deeper head for the head-depth ablation: ``depth`` conv-BN-ReLU layers (3×3, same
+    width), then SDN's pooled head."""
+
+    def __init__(self, channels: int, num_classes: int, depth: int, pool_size: int = 4):
+        super().__init__()
+        layers = []
+        for _ in range(depth):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.pooled = PooledHead(channels, num_classes, pool_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pooled(self.convs(x))
+
+
+class ClassTokenHead(nn.Module):
+    """A ViT exit: layer norm and one linear layer on the class token."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.fc(self.norm(tokens[:, 0]))
+
+
+HEAD_KINDS = {
+    "pool": ("conv", "SDN's pooled head: learnable max/avg-pool mix to 4x4, one linear layer"),
+    "conv1": ("conv", "one 3x3 conv-BN-ReLU, then the pooled head"),
+    "conv2": ("conv", "two 3x3 conv-BN-ReLU, then the pooled head"),
+    "token": ("tokens", "layer norm and a linear layer on the class token"),
+}
+
+
+def default_head_kind(layout: str) -> str:
+    return "pool" if layout == "conv" else "token"
+
+
+def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head {kind!r}; valid heads: {', '.join(HEAD_KINDS)}")
+    layout = HEAD_KINDS[kind][0]
+    if layout != feature.layout:
+        valid = [k for k, (lay, _) in HEAD_KINDS.items() if lay == feature.layout]
+        raise ValueError(f"head {kind!r} needs {layout} features but this backbone yields "
+                         f"{feature.layout}; valid heads here: {', '.join(valid)}")
+    if kind == "pool":
+        return PooledHead(feature.channels, num_classes)
+    if kind == "token":
+        return ClassTokenHead(feature.channels, num_classes)
+    return ConvHead(feature.channels, num_classes, depth=int(kind[-1]))

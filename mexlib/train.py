@@ -1,0 +1,331 @@
+"""The three training phases and the regimes built from them (STUDY.md §2).
+
+=========  ======================================  =================================
+phase      trains                                  monitored by early stopping
+=========  ======================================  =================================
+backbone   backbone and its final classifier       the final exit
+joint      backbone and every head                 every exit
+heads      the heads only (backbone frozen, eval)  every head
+=========  ======================================  =================================
+
+Regimes: disjoint = backbone → heads, joint = joint, mixed = backbone → joint (fresh heads on
+the phase-1 weights). A phase trains up to its epoch cap with early stopping on the validation
+split: one stopper per monitored exit, a checkpoint whenever any of them improves, a stop once
+all have gone ``patience`` epochs without improving, and the phase ends on that checkpoint.
+
+Every epoch writes a resumable checkpoint (model, optimiser, scheduler, stoppers, history);
+a phase started again with the same checkpoint path continues where it stopped and ends
+bit-identical to an uninterrupted run, because each epoch's data order and augmentation depend
+only on the seed and the epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .config import PhaseConfig, RunConfig
+from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
+from .methods import Method, get_method
+from .models import MultiExitModel, arch_spec
+
+FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
+_PHASE_SEED = {"backbone": 1, "joint": 2, "heads": 3}
+EVAL_BATCH_SIZE = 1000
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the phase, epoch and exit."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# --- data on the device --------------------------------------------------------------------
+
+@dataclass
+class DeviceData:
+    """The run's train / validation / test tensors, moved to the training device once."""
+
+    config: RunConfig
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    normalize: Normalize
+    augment: BatchAugment
+    memory_format: torch.memory_format = torch.contiguous_format
+
+    @classmethod
+    def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
+        splits = make_splits(data, config.val_fraction, seed=0, train_size=config.train_size)
+        test = slice(0, config.test_size)
+        channels_last = arch_spec(config.arch).family == "resnet"
+        spec = dataset_spec(config.dataset)
+        return cls(config,
+                   data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
+                   data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
+                   data.test_images[test].to(device), data.test_labels[test].to(device),
+                   Normalize(spec, device), BatchAugment.for_dataset(spec, config.trivial_augment),
+                   torch.channels_last if channels_last else torch.contiguous_format)
+
+    def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
+        return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
+                           shuffle=True, augment=self.augment, drop_last=True,
+                           seed=self.config.seed * 100 + _PHASE_SEED[phase],
+                           memory_format=self.memory_format)
+
+    def eval_loader(self, split: str) -> BatchLoader:
+        images, labels = {"val": (self.val_images, self.val_labels),
+                          "test": (self.test_images, self.test_labels)}[split]
+        return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
+                           memory_format=self.memory_format)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+def build_model(config: RunConfig) -> MultiExitModel:
+    """The run's model, initialised from its seed. The backbone and the heads draw from
+    separate seeds, so a backbone's initialisation does not depend on its heads and every
+    regime of a seed starts from the same weights."""
+    spec = dataset_spec(config.dataset)
+    torch.manual_seed(config.seed)
+    backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
+    torch.manual_seed(config.seed + 1_000_000)
+    model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes)
+    if backbone.prefers_channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+# --- early stopping ------------------------------------------------------------------------
+
+class EarlyStopping:
+    """One stopper per monitored exit on validation accuracy."""
+
+    def __init__(self, num_exits: int, patience: int | None):
+        self.patience = patience
+        self.best = [-math.inf] * num_exits
+        self.since_best = [0] * num_exits
+
+    def update(self, accuracies: list[float]) -> bool:
+        """Record one check; True when some exit improved (time to checkpoint)."""
+        improved = False
+        for i, acc in enumerate(accuracies):
+            if acc > self.best[i]:
+                self.best[i], self.since_best[i] = acc, 0
+                improved = True
+            else:
+                self.since_best[i] += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and all(s >= self.patience for s in self.since_best)
+
+    def state_dict(self) -> dict:
+        return {"best": list(self.best), "since_best": list(self.since_best)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.since_best = list(state["best"]), list(state["since_best"])
+
+
+# --- one phase -----------------------------------------------------------------------------
+
+@dataclass
+class PhaseResult:
+    phase: str
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    wall_time: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(phase=self.phase, history=self.history, best_epoch=self.best_epoch,
+                    stopped_early=self.stopped_early, wall_time=self.wall_time)
+
+
+def make_optimizer(params, phase: PhaseConfig) -> torch.optim.Optimizer:
+    if phase.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=phase.lr, momentum=phase.momentum,
+                               weight_decay=phase.weight_decay)
+    return torch.optim.AdamW(params, lr=phase.lr, weight_decay=phase.weight_decay)
+
+
+def make_scheduler(optimizer, phase: PhaseConfig, steps_per_epoch: int):
+    """Linear warm-up, then cosine annealing to zero (or constant), stepped every batch."""
+    warmup = phase.warmup_epochs * steps_per_epoch
+    total = max(1, phase.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if phase.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor) -> list[Tensor]:
+    return [model.backbone_only(x)] if phase == "backbone" else model(x)
+
+
+def _monitored(model: MultiExitModel, phase: str) -> list[int]:
+    """Exit indices whose validation accuracy early stopping watches."""
+    if phase == "backbone":
+        return [0]  # the only output in phase 1 is the final exit
+    if phase == "heads":
+        return list(range(model.num_exits - 1))
+    return list(range(model.num_exits))
+
+
+@torch.no_grad()
+def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list[float]]:
+    model.eval()
+    correct, losses, n = None, None, 0
+    for x, y in loader:
+        with autocast:
+            outs = _exit_outputs(model, phase, x)
+        batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in outs])
+        batch_loss = method.exit_losses(outs, y) * len(y)
+        correct = batch_correct if correct is None else correct + batch_correct
+        losses = batch_loss if losses is None else losses + batch_loss
+        n += len(y)
+    return (correct.double() / n).tolist(), (losses / n).tolist()
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
+                method: Method, device: torch.device, checkpoint: Path | None = None,
+                progress: bool = True, description: str = "") -> PhaseResult:
+    """Train one phase in place and leave ``model`` at the phase's best checkpoint."""
+    model.set_freeze_mode(FREEZE_MODE[phase])
+    result = PhaseResult(phase)
+    if settings.epochs == 0:
+        return result
+    loader = data.train_loader(phase, settings.batch_size)
+    optimizer = make_optimizer(model.trainable_parameters(), settings)
+    scheduler = make_scheduler(optimizer, settings, len(loader))
+    monitored = _monitored(model, phase)
+    stopper = EarlyStopping(len(monitored), settings.patience)
+    best_state = copy.deepcopy(model.state_dict())
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        stopper.load_state_dict(state["stopper"])
+        best_state, start_epoch = state["best_state"], state["epoch"] + 1
+        result = PhaseResult(**state["result"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bar = tqdm(total=settings.epochs, initial=start_epoch, disable=not progress, leave=True,
+               desc=f"{description}{phase}", unit="epoch", dynamic_ncols=True)
+    for epoch in range(start_epoch, settings.epochs):
+        if stopper.should_stop:
+            break
+        started = time.perf_counter()
+        loader.set_epoch(epoch)
+        model.train()
+        loss_sum, seen = None, 0
+        for x, y in loader:
+            with autocast:
+                outs = _exit_outputs(model, phase, x)
+            exit_losses = method.exit_losses(outs, y)
+            loss = exit_losses[0] if phase == "backbone" else method.combine(exit_losses)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            batch = exit_losses.detach() * len(y)
+            loss_sum = batch if loss_sum is None else loss_sum + batch
+            seen += len(y)
+        train_loss = (loss_sum / seen).tolist()
+        _check_finite(train_loss, phase, epoch, model.num_exits)
+        val_acc, val_loss = _validate(model, phase, data.eval_loader("val"), method, autocast)
+        result.history.append(dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+                                   train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
+                                   seconds=time.perf_counter() - started))
+        result.wall_time += time.perf_counter() - started
+        if stopper.update([val_acc[i] for i in monitored]):
+            best_state, result.best_epoch = copy.deepcopy(model.state_dict()), epoch
+        result.stopped_early = stopper.should_stop and epoch + 1 < settings.epochs
+        if checkpoint is not None:
+            _save_atomic(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                              scheduler=scheduler.state_dict(), stopper=stopper.state_dict(),
+                              best_state=best_state, result=result.to_dict()), checkpoint)
+        bar.update(1)
+        bar.set_postfix_str(_progress_text(train_loss, val_acc))
+    bar.close()
+    model.load_state_dict(best_state)
+    return result
+
+
+def _check_finite(losses: list[float], phase: str, epoch: int, num_exits: int) -> None:
+    for i, value in enumerate(losses):
+        if not math.isfinite(value):
+            exit_name = "the final exit" if phase == "backbone" or i == num_exits - 1 else f"exit {i}"
+            raise TrainingDiverged(f"training diverged in phase {phase!r}, epoch {epoch}: the loss of "
+                                   f"{exit_name} is {value}; lower the learning rate or check the data")
+
+
+def _progress_text(train_loss: list[float], val_acc: list[float]) -> str:
+    losses = " ".join(f"{v:.2f}" for v in train_loss)
+    accs = " ".join(f"{100 * v:.1f}" for v in val_acc)
+    return f"loss [{losses}] val% [{accs}]"
+
+
+# --- regimes ---------------------------------------------------------------------------------
+
+def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
+                   workdir: Path | None = None, progress: bool = True) -> tuple[MultiExitModel, PhaseResult]:
+    """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed)."""
+    model = build_model(config).to(device)
+    result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
+                         device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ")
+    return model, result
+
+
+def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
+                 backbone_state: dict | None = None, workdir: Path | None = None,
+                 progress: bool = True) -> tuple[MultiExitModel, list[PhaseResult]]:
+    """The phases after phase 1: joint from scratch, or heads / joint on a trained backbone
+    (``backbone_state``: the backbone's state dict from :func:`train_backbone`)."""
+    model = build_model(config).to(device)
+    phases = [p for p in config.phases if p != "backbone"]
+    if "backbone" in config.phases:
+        if backbone_state is None:
+            raise ValueError(f"the {config.regime} regime starts from a trained backbone; "
+                             f"pass backbone_state from train_backbone")
+        model.backbone.load_state_dict(backbone_state)
+    method = get_method(config.method)
+    results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
+                           progress, f"seed {config.seed} {config.regime} ") for p in phases]
+    model.set_freeze_mode("all")
+    return model, results
+
+
+def _checkpoint(workdir: Path | None, phase: str) -> Path | None:
+    if workdir is None:
+        return None
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir / f"{phase}.ckpt"
