@@ -56,6 +56,9 @@ BUDGETS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 #: (rounding, not substance) still counts as within it.
 COST_TOLERANCE = 1e-9
 
+#: Thresholds of a sweep: any 1-d sequence of numbers; None takes the policy's default.
+Thresholds = Tensor | Sequence[float] | None
+
 FLOP_UNIT = "FLOPs (torch.utils.flop_counter: 1 multiply-add = 2 FLOPs)"
 MAC_UNIT = "MACs (= FLOPs / 2; the paper's fvcore counts these and calls them FLOPs)"
 
@@ -204,7 +207,7 @@ def _rule(policy: str, ic_scores: Tensor, thresholds: Tensor, levels: Tensor, *,
     return _ExitRule(policy, thresholds, levels, running, strict, len(ic_scores) + 1)
 
 
-def _confidence_rule(logits: Tensor, thresholds) -> _ExitRule:
+def _confidence_rule(logits: Tensor, thresholds: Thresholds) -> _ExitRule:
     _check_logits(logits)
     thresholds = _thresholds(thresholds, logits.device)
     logits = logits.float()
@@ -212,7 +215,7 @@ def _confidence_rule(logits: Tensor, thresholds) -> _ExitRule:
     return _rule("confidence", top_probability[:-1], thresholds, thresholds, strict=True)
 
 
-def _entropy_rule(logits: Tensor, thresholds) -> _ExitRule:
+def _entropy_rule(logits: Tensor, thresholds: Thresholds) -> _ExitRule:
     _check_logits(logits)
     num_classes = logits.shape[-1]
     if num_classes < 2:
@@ -228,7 +231,7 @@ def _entropy_rule(logits: Tensor, thresholds) -> _ExitRule:
     return _rule("entropy", -normalised[:-1], thresholds, -thresholds, strict=True)
 
 
-def _patience_rule(logits: Tensor, patiences) -> _ExitRule:
+def _patience_rule(logits: Tensor, patiences: Thresholds) -> _ExitRule:
     _check_logits(logits)
     if patiences is None:
         patiences = torch.arange(logits.shape[0])
@@ -251,7 +254,7 @@ def _consecutive_agreements(predictions: Tensor) -> Tensor:
     return depth - run_start
 
 
-_RULES: dict[str, Callable[[Tensor, object], _ExitRule]] = {
+_RULES: dict[str, Callable[[Tensor, Thresholds], _ExitRule]] = {
     "confidence": _confidence_rule,
     "entropy": _entropy_rule,
     "patience": _patience_rule,
@@ -261,14 +264,13 @@ _RULES: dict[str, Callable[[Tensor, object], _ExitRule]] = {
 POLICIES: tuple[str, ...] = tuple(_RULES)
 
 
-def _exit_rule(policy: str, logits: Tensor, thresholds) -> _ExitRule:
+def _exit_rule(policy: str, logits: Tensor, thresholds: Thresholds) -> _ExitRule:
     if policy not in _RULES:
         raise ValueError(f"unknown exit policy {policy!r}; valid policies: {', '.join(POLICIES)}")
     return _RULES[policy](logits, thresholds)
 
 
-def confidence_policy(logits: Tensor, thresholds: Tensor | Sequence[float] | None = None
-                      ) -> ExitDecision:
+def confidence_policy(logits: Tensor, thresholds: Thresholds = None) -> ExitDecision:
     """Max-softmax exits: leave at the first IC whose top probability is > τ.
 
     Default thresholds: 100 evenly spaced values in [0, 1].
@@ -276,8 +278,7 @@ def confidence_policy(logits: Tensor, thresholds: Tensor | Sequence[float] | Non
     return _confidence_rule(logits, thresholds).decide()
 
 
-def entropy_policy(logits: Tensor, thresholds: Tensor | Sequence[float] | None = None
-                   ) -> ExitDecision:
+def entropy_policy(logits: Tensor, thresholds: Thresholds = None) -> ExitDecision:
     """Entropy exits: leave at the first IC whose normalised entropy is < τ.
 
     Default thresholds: 100 evenly spaced values in [0, 1]. Needs at least two classes.
@@ -285,8 +286,7 @@ def entropy_policy(logits: Tensor, thresholds: Tensor | Sequence[float] | None =
     return _entropy_rule(logits, thresholds).decide()
 
 
-def patience_policy(logits: Tensor, patiences: Tensor | Sequence[int] | None = None
-                    ) -> ExitDecision:
+def patience_policy(logits: Tensor, patiences: Thresholds = None) -> ExitDecision:
     """PBEE exits: leave at the first IC where p + 1 consecutive exits agree (see module doc).
 
     Default patiences: 0 .. num_exits - 1 (the last one never exits early).
@@ -294,8 +294,7 @@ def patience_policy(logits: Tensor, patiences: Tensor | Sequence[int] | None = N
     return _patience_rule(logits, patiences).decide()
 
 
-def run_policy(name: str, logits: Tensor, thresholds: Tensor | Sequence[float] | None = None
-               ) -> ExitDecision:
+def run_policy(name: str, logits: Tensor, thresholds: Thresholds = None) -> ExitDecision:
     """Run the exit policy called ``name``; an unknown name raises with the valid ones."""
     return _exit_rule(name, logits, thresholds).decide()
 
@@ -303,7 +302,7 @@ def run_policy(name: str, logits: Tensor, thresholds: Tensor | Sequence[float] |
 # --- curves ----------------------------------------------------------------------------------
 
 def tradeoff_curve(logits: Tensor, labels: Tensor, costs: Tensor, policy: str = "confidence",
-                   thresholds: Tensor | Sequence[float] | None = None) -> pd.DataFrame:
+                   thresholds: Thresholds = None) -> pd.DataFrame:
     """Accuracy against expected relative cost for a sweep of thresholds.
 
     Columns: ``threshold`` (patience for ``"patience"``), ``cost`` (mean relative cost over
@@ -549,7 +548,7 @@ def _check_costs(costs: Tensor | Sequence[float], num_exits: int) -> Tensor:
     return costs
 
 
-def _thresholds(values: Tensor | Sequence[float] | None, device: torch.device) -> Tensor:
+def _thresholds(values: Thresholds, device: torch.device) -> Tensor:
     if values is None:
         values = torch.linspace(0.0, 1.0, 100, dtype=torch.float64)
     values = torch.as_tensor(values, dtype=torch.float64, device=device)

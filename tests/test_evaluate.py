@@ -74,7 +74,8 @@ def test_default_thresholds_are_100_evenly_spaced(logits):
     decision = ev.confidence_policy(logits)
     assert len(decision.thresholds) == 100
     assert decision.thresholds[0] == 0.0 and decision.thresholds[-1] == 1.0
-    assert torch.allclose(decision.thresholds.diff(), torch.full((99,), 1 / 99, dtype=torch.float64))
+    spacing = torch.full((99,), 1 / 99, dtype=torch.float64)
+    assert torch.allclose(decision.thresholds.diff(), spacing)
 
 
 def test_predictions_follow_exit_taken(logits):
@@ -306,7 +307,8 @@ def test_curve_matches_exit_decision(policy):
 
 def test_single_exit_model_always_takes_it():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])  # 1 exit, 2 samples
-    curve = ev.tradeoff_curve(logits, torch.tensor([0, 0]), torch.tensor([1.0]), thresholds=[0.0, 1.0])
+    curve = ev.tradeoff_curve(logits, torch.tensor([0, 0]), torch.tensor([1.0]),
+                              thresholds=[0.0, 1.0])
     assert curve["cost"].tolist() == [1.0, 1.0] and curve["accuracy"].tolist() == [0.5, 0.5]
     assert ev.confidence_policy(logits, [0.0]).exit_index.tolist() == [[0, 0]]
 
@@ -314,7 +316,7 @@ def test_single_exit_model_always_takes_it():
 # --- FLOPs -----------------------------------------------------------------------------------
 
 class TinyMultiExit(nn.Module):
-    """Conv block → Linear block → Linear block → final classifier; heads after blocks 0, 1."""
+    """Conv block → Linear → Linear → final classifier; heads after blocks 0 and 1."""
 
     num_exits = 3
 

@@ -1,0 +1,282 @@
+"""The run store: get a finished run, or train it once and keep it.
+
+Layout under :func:`mexlib.paths.runs_dir`::
+
+    backbone-<key>/   phase 1 of one configuration (shared by disjoint and mixed)
+    run-<key>/        one regime of one configuration and seed
+    work/<key>/       resumable checkpoints while a run trains
+    damaged/          runs that failed their integrity check, moved aside
+
+A key is the hash of the canonical configuration plus :data:`RESULTS_VERSION`, which changes
+whenever the code's results would change. Each finished run folder holds ``config.json``,
+``provenance.json`` (package version and git commit, library versions, device, wall time per
+phase), ``history.json`` (per-epoch training curves), ``weights.pt``, ``logits.pt`` (every
+exit's logits on the validation and test sets, with the labels) and ``manifest.json`` (size
+and SHA-256 of each file). A run is written into a temporary folder and renamed into place
+only when complete, so a crash never leaves a half-written run that reads as finished; a run
+whose files do not match its manifest is reported, moved to ``damaged/`` and trained again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import __version__, paths
+from .config import RunConfig, stable_hash
+from .data import ImageData, load_dataset
+from .models import MultiExitModel, exit_logits
+from .train import DeviceData, build_model, resolve_device, train_backbone, train_regime
+
+#: Bump when a change to the code changes what a run produces; old runs are then not reused.
+RESULTS_VERSION = 1
+_FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
+
+
+class DamagedRunWarning(UserWarning):
+    """A stored run failed its integrity check and will be trained again."""
+
+
+def backbone_key(config: RunConfig) -> str:
+    return stable_hash(config.backbone_config(), salt=f"backbone-v{RESULTS_VERSION}")
+
+
+def run_key(config: RunConfig) -> str:
+    return stable_hash(config.to_dict(), salt=f"run-v{RESULTS_VERSION}")
+
+
+@dataclass
+class StoredRun:
+    """A finished run as stored: read lazily from its folder."""
+
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return self.path.name.split("-", 1)[1]
+
+    @property
+    def config(self) -> dict:
+        return self._json("config.json")
+
+    @property
+    def provenance(self) -> dict:
+        return self._json("provenance.json")
+
+    @property
+    def history(self) -> list[dict]:
+        """One entry per phase: ``phase``, ``history`` (per-epoch rows), ``best_epoch``, ..."""
+        return self._json("history.json")
+
+    def logits(self, split: str = "test") -> tuple[Tensor, Tensor]:
+        """Every exit's logits ``[K, N, C]`` and the labels ``[N]`` on ``"val"`` or ``"test"``."""
+        if split not in ("val", "test"):
+            raise ValueError(f"unknown split {split!r}; valid splits: val, test")
+        stored = torch.load(self.path / "logits.pt", weights_only=True)
+        return stored[f"{split}_logits"], stored[f"{split}_labels"]
+
+    def state_dict(self) -> dict:
+        return torch.load(self.path / "weights.pt", weights_only=True, map_location="cpu")
+
+    def model(self) -> MultiExitModel:
+        """The trained model, rebuilt from the configuration and loaded with the weights."""
+        model = build_model(RunConfig.from_dict(self.config))
+        state = self.state_dict()
+        if self.path.name.startswith("backbone-"):
+            model.backbone.load_state_dict(state)
+        else:
+            model.load_state_dict(state)
+        return model.eval()
+
+    def _json(self, name: str):
+        return json.loads((self.path / name).read_text())
+
+
+class RunStore:
+    """Finished runs by configuration, trained on first request."""
+
+    def __init__(self, root: str | Path | None = None, device: str | torch.device | None = "auto",
+                 progress: bool = True):
+        self.root = Path(root) if root is not None else paths.runs_dir()
+        self.device = resolve_device(device)
+        self.progress = progress
+        self._data: dict[tuple, DeviceData] = {}
+        self.trained: list[str] = []  # folder names trained by this store object, in order
+
+    # --- lookup --------------------------------------------------------------------------
+
+    def find(self, config: RunConfig) -> StoredRun | None:
+        return self._find(f"run-{run_key(config)}")
+
+    def find_backbone(self, config: RunConfig) -> StoredRun | None:
+        return self._find(f"backbone-{backbone_key(config)}")
+
+    def _find(self, name: str) -> StoredRun | None:
+        path = self.root / name
+        if not path.exists():
+            return None
+        problem = verify(path)
+        if problem is None:
+            return StoredRun(path)
+        damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
+        damaged.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(damaged)
+        warnings.warn(f"stored run {path} is damaged ({problem}); moved it to {damaged} and "
+                      f"training it again", DamagedRunWarning, stacklevel=3)
+        return None
+
+    # --- get or run ----------------------------------------------------------------------
+
+    def get_or_run(self, config: RunConfig) -> StoredRun:
+        """The finished run of ``config``: from the store, or trained now and stored."""
+        found = self.find(config)
+        if found is not None:
+            return found
+        backbone_state, backbone_run = None, None
+        if "backbone" in config.phases:
+            backbone_run = self.get_or_run_backbone(config)
+            backbone_state = backbone_run.state_dict()
+        key = run_key(config)
+        data = self._device_data(config)
+        workdir = self.root / "work" / key
+        started = time.perf_counter()
+        model, results = train_regime(config, data, self.device, backbone_state, workdir, self.progress)
+        phases = ([{"phase": "backbone", "stored_run": backbone_run.path.name}] if backbone_run else [])
+        phases += [r.to_dict() for r in results]
+        return self._write(f"run-{key}", config.to_dict(), model.state_dict(), model, data,
+                           phases, time.perf_counter() - started, workdir)
+
+    def get_or_run_backbone(self, config: RunConfig) -> StoredRun:
+        """Phase 1 of ``config``, keyed on :meth:`RunConfig.backbone_config` alone."""
+        found = self.find_backbone(config)
+        if found is not None:
+            return found
+        key = backbone_key(config)
+        data = self._device_data(config)
+        workdir = self.root / "work" / key
+        started = time.perf_counter()
+        model, result = train_backbone(config, data, self.device, workdir, self.progress)
+        return self._write(f"backbone-{key}", config.to_dict(), model.backbone.state_dict(),
+                           model, data, [result.to_dict()], time.perf_counter() - started,
+                           workdir, final_exit_only=True)
+
+    def _device_data(self, config: RunConfig) -> DeviceData:
+        fields = (config.dataset, config.train_size, config.test_size, config.val_fraction,
+                  config.arch, config.seed, config.trivial_augment)
+        if fields not in self._data:
+            self._data[fields] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
+        return self._data[fields]
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _write(self, name: str, config: dict, weights: dict, model: MultiExitModel,
+               data: DeviceData, phases: list[dict], seconds: float, workdir: Path,
+               final_exit_only: bool = False) -> StoredRun:
+        logits = {}
+        for split in ("val", "test"):
+            values, labels = exit_logits(model, data.eval_loader(split))
+            logits[f"{split}_logits"] = values[-1:] if final_exit_only else values
+            logits[f"{split}_labels"] = labels
+        tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        (tmp / "history.json").write_text(json.dumps(phases, indent=1))
+        (tmp / "provenance.json").write_text(json.dumps(
+            provenance(config, self.device, seconds, phases), indent=1))
+        torch.save({k: v.detach().cpu() for k, v in weights.items()}, tmp / "weights.pt")
+        torch.save(logits, tmp / "logits.pt")
+        (tmp / "manifest.json").write_text(json.dumps(
+            {f: _describe(tmp / f) for f in _FILES}, indent=1))
+        final = self.root / name
+        if final.exists():  # another process finished the same run first: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(final)
+        shutil.rmtree(workdir, ignore_errors=True)
+        self.trained.append(name)
+        return StoredRun(final)
+
+
+def verify(path: Path) -> str | None:
+    """None when the run folder matches its manifest, else what is wrong."""
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return "no manifest.json"
+    try:
+        expected = json.loads(manifest.read_text())
+    except json.JSONDecodeError as error:
+        return f"unreadable manifest.json ({error})"
+    for name in _FILES:
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if expected.get(name) != _describe(file):
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _describe(file: Path) -> dict:
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return {"bytes": file.stat().st_size, "sha256": digest}
+
+
+_DATASETS: dict[str, ImageData] = {}
+
+
+def _dataset(name: str) -> ImageData:
+    if name not in _DATASETS:
+        _DATASETS[name] = load_dataset(name)
+    return _DATASETS[name]
+
+
+def provenance(config: dict, device: torch.device, seconds: float, phases: list[dict]) -> dict:
+    import torchvision
+
+    return {
+        "config": config,
+        "results_version": RESULTS_VERSION,
+        "mexlib_version": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_type": device.type,
+        "threads": torch.get_num_threads(),
+        "wall_time_seconds": seconds,
+        "phase_wall_time_seconds": {p["phase"]: p.get("wall_time") for p in phases},
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=paths.ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None
+
+
+def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = True) -> StoredRun:
+    """Shortcut for ``RunStore(device=device, progress=progress).get_or_run(config)``."""
+    return RunStore(device=device, progress=progress).get_or_run(config)
+
+
+__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StoredRun", "backbone_key",
+           "get_or_run", "run_key", "verify"]
