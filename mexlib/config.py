@@ -39,6 +39,18 @@ def _choose(kind: str, value: Any, valid) -> None:
         raise ValueError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(map(str, valid))}")
 
 
+def _canonical_numbers(obj, floats: tuple[str, ...], ints: tuple[str, ...]) -> None:
+    """Store numbers as one type each, so equal configurations hash equally (1 and 1.0)."""
+    for name in floats:
+        object.__setattr__(obj, name, float(getattr(obj, name)))
+    for name in ints:
+        value = getattr(obj, name)
+        if value is not None:
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+            object.__setattr__(obj, name, int(value))
+
+
 @dataclass(frozen=True)
 class PhaseConfig:
     """Optimisation of one training phase.
@@ -59,6 +71,8 @@ class PhaseConfig:
     patience: int | None = None
 
     def __post_init__(self):
+        _canonical_numbers(self, floats=("lr", "weight_decay", "momentum"),
+                           ints=("epochs", "batch_size", "warmup_epochs", "patience"))
         _choose("optimizer", self.optimizer, OPTIMIZERS)
         _choose("schedule", self.schedule, SCHEDULES)
         for name in ("epochs", "warmup_epochs"):
@@ -91,6 +105,7 @@ class RunConfig:
     heads_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
 
     def __post_init__(self):
+        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "test_size", "seed"))
         _choose("profile", self.profile, PROFILES)
         dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
@@ -98,6 +113,11 @@ class RunConfig:
         _choose("method", self.method, tuple(METHODS))
         if self.head != "auto":
             _choose("head", self.head, tuple(HEAD_KINDS))
+            layout = "conv" if arch.family == "resnet" else "tokens"
+            if HEAD_KINDS[self.head][0] != layout:
+                fitting = [k for k, (lay, _) in HEAD_KINDS.items() if lay == layout]
+                raise ValueError(f"head {self.head!r} does not fit {self.arch} ({layout} features); "
+                                 f"valid heads here: auto, {', '.join(fitting)}")
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
         blocks = self.exit_after_blocks
         if not blocks or list(blocks) != sorted(set(blocks)) or blocks[0] < 1 or blocks[-1] >= arch.num_blocks:
@@ -182,6 +202,9 @@ def _profile_defaults(profile: str, arch: str | None) -> dict:
     else:
         phase = PhaseConfig(epochs=200, lr=0.05, batch_size=128, weight_decay=5e-4, patience=20)
         exits = (5, 7, 9, 11, 13, 15)
+    num_blocks = arch_spec(arch).num_blocks
+    if exits[-1] >= num_blocks:  # not one of the paper's depths: a head after every block
+        exits = tuple(range(1, num_blocks))
     later = replace(phase, batch_size=256)
     return dict(dataset="cifar100", arch=arch, exit_after_blocks=exits, trivial_augment=True,
                 backbone_phase=phase, joint_phase=later, heads_phase=later)

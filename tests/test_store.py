@@ -1,0 +1,440 @@
+"""Tests of mexlib.store: train once, share phase 1, store complete runs, survive damage.
+
+One module-scoped set of smoke runs (seeds 0 and 1) is trained once and shared by the tests
+that only read; tests that damage or retrain copy a run into their own folder first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+import mexlib
+import mexlib.data
+import mexlib.models
+import mexlib.store
+import mexlib.train
+from mexlib import paths
+from mexlib.config import RunConfig, make_config
+from mexlib.data import dataset_spec
+from mexlib.store import DamagedRunWarning, RunStore, StoredRun, backbone_key, run_key, verify
+from mexlib.train import DeviceData
+
+CPU = torch.device("cpu")
+SEED0_RUNS = ("disjoint", "mixed", "joint")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine has 2 cores that other jobs share; one intra-op thread keeps the tiny
+    smoke models from stalling on thread hand-offs. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _store(root: Path) -> RunStore:
+    return RunStore(root=root, device="cpu", progress=False)
+
+
+def _config(regime: str, seed: int = 0) -> RunConfig:
+    return make_config("smoke", regime=regime, seed=seed)
+
+
+def _clone(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@dataclass
+class Shared:
+    root: Path
+    store: RunStore
+    configs: dict[str, RunConfig] = field(default_factory=dict)
+    runs: dict[str, StoredRun] = field(default_factory=dict)
+    backbones: dict[int, StoredRun] = field(default_factory=dict)
+    trained_after: dict[str, list[str]] = field(default_factory=dict)
+    backbone_calls_after: dict[str, int] = field(default_factory=dict)
+    phase_starts: list[dict] = field(default_factory=list)  # model state as each phase begins
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, one_thread) -> Shared:
+    """Seed 0 in all three regimes (disjoint first, so it trains the backbone), then disjoint of
+    seed 1; with a counting wrapper on the store's train_backbone and a spy on train_phase."""
+    result = Shared(tmp_path_factory.mktemp("shared-runs"), None)
+    result.store = _store(result.root)
+    backbone_calls = []
+    real_train_backbone = mexlib.store.train_backbone
+    real_train_phase = mexlib.train.train_phase
+    signature = inspect.signature(real_train_phase)
+
+    def counting_train_backbone(config, *args, **kwargs):
+        backbone_calls.append(config)
+        return real_train_backbone(config, *args, **kwargs)
+
+    def spying_train_phase(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        model = bound["model"]
+        result.phase_starts.append(dict(phase=bound["phase"], description=bound["description"],
+                                        backbone=_clone(model.backbone), heads=_clone(model.heads)))
+        return real_train_phase(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mexlib.store, "train_backbone", counting_train_backbone)
+        patch.setattr(mexlib.train, "train_phase", spying_train_phase)
+        for name, regime, seed in [("disjoint", "disjoint", 0), ("mixed", "mixed", 0),
+                                   ("joint", "joint", 0), ("disjoint-seed1", "disjoint", 1)]:
+            config = _config(regime, seed)
+            result.configs[name] = config
+            result.runs[name] = result.store.get_or_run(config)
+            result.trained_after[name] = list(result.store.trained)
+            result.backbone_calls_after[name] = len(backbone_calls)
+    for seed, name in [(0, "disjoint"), (1, "disjoint-seed1")]:
+        result.backbones[seed] = result.store.find_backbone(result.configs[name])
+    return result
+
+
+@pytest.fixture(scope="module")
+def device_data(shared) -> DeviceData:
+    config = shared.configs["disjoint"]
+    return DeviceData.from_dataset(config, mexlib.data.load_dataset(config.dataset), CPU)
+
+
+def _run_and_config(shared: Shared, name: str) -> tuple[StoredRun, RunConfig, bool]:
+    """A stored run by name ("backbone" is seed 0's phase-1 run), its configuration, and whether
+    it is a backbone run."""
+    if name == "backbone":
+        return shared.backbones[0], shared.configs["disjoint"], True
+    return shared.runs[name], shared.configs[name], False
+
+
+# --- train once ---------------------------------------------------------------------------------
+
+def test_get_or_run_trains_once(shared):
+    trained_before = list(shared.store.trained)
+    for name, config in shared.configs.items():
+        assert shared.store.get_or_run(config).path == shared.runs[name].path
+    assert shared.store.trained == trained_before
+
+    fresh = _store(shared.root)
+    for name, config in shared.configs.items():
+        again = fresh.get_or_run(config)
+        assert again.path == shared.runs[name].path
+        assert again.path.name == f"run-{run_key(config)}"
+    for seed, backbone in shared.backbones.items():
+        config = shared.configs["disjoint" if seed == 0 else "disjoint-seed1"]
+        assert fresh.get_or_run_backbone(config).path == backbone.path
+    assert fresh.trained == []
+
+
+def test_phase_one_is_trained_once_for_disjoint_and_mixed(shared):
+    disjoint, mixed = shared.configs["disjoint"], shared.configs["mixed"]
+    backbone_name = f"backbone-{backbone_key(disjoint)}"
+    assert shared.trained_after["mixed"] == [backbone_name, f"run-{run_key(disjoint)}",
+                                             f"run-{run_key(mixed)}"]
+    assert sum(n.startswith("backbone-") for n in shared.trained_after["mixed"]) == 1
+    assert shared.backbones[0].path.name == backbone_name
+    for name in ("disjoint", "mixed"):
+        assert shared.runs[name].history[0] == {"phase": "backbone", "stored_run": backbone_name}
+    # Joint has no phase 1 and trains no backbone.
+    assert [p["phase"] for p in shared.runs["joint"].history] == ["joint"]
+    assert shared.trained_after["joint"] == shared.trained_after["mixed"] + [f"run-{run_key(shared.configs['joint'])}"]
+    # The counting wrapper saw one phase-1 training for seed 0, through three regimes.
+    assert shared.backbone_calls_after["disjoint"] == 1
+    assert shared.backbone_calls_after["mixed"] == 1
+    assert shared.backbone_calls_after["joint"] == 1
+
+
+def test_another_seed_trains_its_own_backbone(shared):
+    seed1 = shared.configs["disjoint-seed1"]
+    assert backbone_key(seed1) != backbone_key(shared.configs["disjoint"])
+    new = shared.trained_after["disjoint-seed1"][len(shared.trained_after["joint"]):]
+    assert new == [f"backbone-{backbone_key(seed1)}", f"run-{run_key(seed1)}"]
+    assert shared.backbone_calls_after["disjoint-seed1"] == 2
+    assert shared.runs["disjoint-seed1"].history[0]["stored_run"] == shared.backbones[1].path.name
+    assert not torch.equal(shared.backbones[1].logits("test")[0], shared.backbones[0].logits("test")[0])
+
+
+# --- what the regimes do with phase 1 -----------------------------------------------------------
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_disjoint_final_exit_is_exactly_the_backbone(shared, split):
+    run_logits, run_labels = shared.runs["disjoint"].logits(split)
+    backbone_logits, backbone_labels = shared.backbones[0].logits(split)
+    assert backbone_logits.shape[0] == 1
+    assert torch.equal(run_logits[-1], backbone_logits[0])
+    assert torch.equal(run_labels, backbone_labels)
+    assert run_logits.shape[0] == len(shared.configs["disjoint"].exit_after_blocks) + 1
+
+
+def test_disjoint_backbone_state_is_the_backbone_run(shared):
+    backbone = shared.backbones[0].state_dict()
+    assert any(k.endswith("running_mean") for k in backbone)
+    assert any(k.endswith("running_var") for k in backbone)
+    assert any(k.endswith("num_batches_tracked") for k in backbone)
+    run_state = shared.runs["disjoint"].state_dict()
+    run_backbone = {k[len("backbone."):]: v for k, v in run_state.items() if k.startswith("backbone.")}
+    assert _states_equal(run_backbone, backbone)
+    assert set(run_state) - {f"backbone.{k}" for k in backbone} == {k for k in run_state if k.startswith("heads.")}
+
+
+def test_mixed_changes_the_phase_one_weights(shared):
+    backbone = shared.backbones[0].state_dict()
+    run_state = shared.runs["mixed"].state_dict()
+    mixed_backbone = {k[len("backbone."):]: v for k, v in run_state.items() if k.startswith("backbone.")}
+    assert mixed_backbone.keys() == backbone.keys()
+    changed = [k for k in backbone if not torch.equal(mixed_backbone[k], backbone[k])]
+    assert changed
+    assert any(k.endswith("running_mean") for k in changed)  # phase 2 trains BN statistics too
+    assert not torch.equal(shared.runs["mixed"].logits("test")[0][-1], shared.backbones[0].logits("test")[0][0])
+
+
+def _starts(shared: Shared, phase: str, regime: str, seed: int = 0) -> list[dict]:
+    """The spy's records of ``phase`` starting for ``regime`` (phase 1 is named by seed only)."""
+    prefix = f"seed {seed} {regime} " if phase != "backbone" else f"seed {seed} "
+    return [s for s in shared.phase_starts if s["phase"] == phase and s["description"] == prefix]
+
+
+def test_phases_after_phase_one_start_from_its_weights_with_fresh_heads(shared):
+    backbone = shared.backbones[0].state_dict()
+    (heads_start,) = _starts(shared, "heads", "disjoint")
+    (mixed_start,) = _starts(shared, "joint", "mixed")
+    (joint_start,) = _starts(shared, "joint", "joint")
+    (backbone_start,) = _starts(shared, "backbone", "disjoint")
+    assert _states_equal(heads_start["backbone"], backbone)
+    assert _states_equal(mixed_start["backbone"], backbone)
+    # Joint starts from scratch: the same initial backbone as phase 1, not its result.
+    assert _states_equal(joint_start["backbone"], backbone_start["backbone"])
+    assert not _states_equal(joint_start["backbone"], backbone)
+    # Every regime of the seed starts its heads from the same fresh initialisation.
+    assert _states_equal(mixed_start["heads"], joint_start["heads"])
+    assert _states_equal(heads_start["heads"], joint_start["heads"])
+
+
+# --- what a stored run holds ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["backbone", *SEED0_RUNS])
+def test_config_json_round_trips(shared, name):
+    run, config, is_backbone = _run_and_config(shared, name)
+    stored = RunConfig.from_dict(run.config)
+    if is_backbone:
+        assert stored.backbone_config() == config.backbone_config()
+        assert run.key == backbone_key(stored)
+    else:
+        assert stored == config
+        assert run.key == run_key(stored)
+    assert verify(run.path) is None
+
+
+def _git_head() -> str | None:
+    """The checkout's commit, when the package runs from a git checkout with one."""
+    if shutil.which("git") is None:
+        return None
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+@pytest.mark.parametrize("name", ["backbone", *SEED0_RUNS])
+def test_provenance(shared, name):
+    run, config, is_backbone = _run_and_config(shared, name)
+    prov = run.provenance
+    assert prov["config"] == run.config
+    assert prov["results_version"] == mexlib.store.RESULTS_VERSION
+    assert prov["mexlib_version"] == mexlib.__version__
+    assert prov["torch"] == torch.__version__
+    assert prov["device_type"] == "cpu"
+    assert isinstance(prov["device"], str) and prov["device"]
+    assert "git_commit" in prov
+    if _git_head() is not None:
+        assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", prov["git_commit"])
+        assert prov["git_commit"].startswith(_git_head())
+    assert prov["wall_time_seconds"] > 0
+    phases = ["backbone"] if is_backbone else list(config.phases)
+    assert list(prov["phase_wall_time_seconds"]) == phases
+    for entry in run.history:
+        if "wall_time" in entry:  # a phase this run trained (not a reference to phase 1)
+            assert prov["phase_wall_time_seconds"][entry["phase"]] == entry["wall_time"] > 0
+    if not is_backbone and "backbone" in config.phases:
+        assert shared.backbones[0].provenance["phase_wall_time_seconds"]["backbone"] > 0
+
+
+@pytest.mark.parametrize("name", ["backbone", *SEED0_RUNS])
+def test_history_has_per_epoch_rows_per_exit(shared, name):
+    run, config, is_backbone = _run_and_config(shared, name)
+    num_exits = len(config.exit_after_blocks) + 1
+    history = run.history
+    assert [e["phase"] for e in history] == (["backbone"] if is_backbone else list(config.phases))
+    trained = [e for e in history if "history" in e]
+    assert trained  # every run trains at least one phase itself
+    for entry in trained:
+        rows = entry["history"]
+        cap = config.phase(entry["phase"]).epochs
+        assert 1 <= len(rows) <= cap
+        assert [r["epoch"] for r in rows] == list(range(len(rows)))
+        assert entry["best_epoch"] in [r["epoch"] for r in rows]
+        width = 1 if entry["phase"] == "backbone" else num_exits
+        for row in rows:
+            for key in ("train_loss", "val_loss", "val_acc"):
+                assert len(row[key]) == width, (entry["phase"], key)
+            assert all(0 <= a <= 1 for a in row["val_acc"])
+            assert all(v > 0 for v in row["train_loss"] + row["val_loss"])
+
+
+@pytest.mark.parametrize("name", ["backbone", *SEED0_RUNS])
+def test_logits_shapes_and_labels(shared, device_data, name):
+    run, config, is_backbone = _run_and_config(shared, name)
+    num_exits = 1 if is_backbone else len(config.exit_after_blocks) + 1
+    classes = dataset_spec(config.dataset).num_classes
+    for split, labels in [("val", device_data.val_labels), ("test", device_data.test_labels)]:
+        logits, stored_labels = run.logits(split)
+        assert logits.shape == (num_exits, len(labels), classes)
+        assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+        assert torch.equal(stored_labels, labels.cpu())
+    assert run.logits("test")[0].shape[1] == config.test_size
+    with pytest.raises(ValueError, match="val, test"):
+        run.logits("train")
+
+
+@pytest.mark.parametrize("name", ["backbone", *SEED0_RUNS])
+def test_model_reproduces_the_stored_test_logits(shared, device_data, name):
+    run, _, is_backbone = _run_and_config(shared, name)
+    model = run.model()
+    assert not model.training
+    values, labels = mexlib.models.exit_logits(model, device_data.eval_loader("test"))
+    stored, stored_labels = run.logits("test")
+    if is_backbone:
+        values = values[-1:]  # the rebuilt model's heads are untrained; only the final exit counts
+    torch.testing.assert_close(values, stored)
+    assert torch.equal(labels, stored_labels)
+
+
+# --- atomic writes and damage --------------------------------------------------------------------
+
+def _copy_run(run: StoredRun, root: Path) -> Path:
+    target = root / run.path.name
+    shutil.copytree(run.path, target)
+    return target
+
+
+def test_leftover_temporary_folder_is_ignored(shared, tmp_path):
+    config = shared.configs["joint"]
+    key = run_key(config)
+    # A crash while writing: a temporary folder with some files, no manifest, a truncated file.
+    leftover = tmp_path / f".tmp-run-{key}-0badc0de"
+    shutil.copytree(shared.runs["joint"].path, leftover)
+    (leftover / "manifest.json").unlink()
+    weights = (leftover / "weights.pt").read_bytes()
+    (leftover / "weights.pt").write_bytes(weights[: len(weights) // 2])
+
+    store = _store(tmp_path)
+    assert store.find(config) is None
+    run = store.get_or_run(config)
+    assert store.trained == [f"run-{key}"]
+    assert run.path == tmp_path / f"run-{key}"
+    assert verify(run.path) is None
+    assert not (tmp_path / "damaged").exists()
+
+
+def _flip_bytes(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 16):
+        data[i] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "corrupted weights": (lambda p: _flip_bytes(p / "weights.pt"), "weights.pt does not match its checksum"),
+    "missing manifest": (lambda p: (p / "manifest.json").unlink(), "no manifest.json"),
+    "missing logits": (lambda p: (p / "logits.pt").unlink(), "logits.pt is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_run_is_reported_moved_and_trained_again(shared, tmp_path, damage):
+    config = shared.configs["joint"]
+    key = run_key(config)
+    copy = _copy_run(shared.runs["joint"], tmp_path)
+    assert verify(copy) is None
+    apply, problem = DAMAGE[damage]
+    apply(copy)
+    assert verify(copy) == problem
+    damaged_files = {f.name: f.read_bytes() for f in copy.iterdir()}
+
+    store = _store(tmp_path)
+    with pytest.warns(DamagedRunWarning, match=re.escape(problem)) as record:
+        run = store.get_or_run(config)
+    message = str(record[0].message)
+    assert str(copy) in message and "damaged" in message
+
+    moved = list((tmp_path / "damaged").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith(f"run-{key}-")
+    assert {f.name: f.read_bytes() for f in moved[0].iterdir()} == damaged_files
+    assert str(moved[0]) in message
+
+    assert store.trained == [f"run-{key}"]
+    assert run.path == copy
+    assert verify(run.path) is None
+
+
+def test_damaged_backbone_is_trained_again(shared, tmp_path):
+    """A damaged phase-1 run is caught on the way to a mixed run that needs it."""
+    config = shared.configs["mixed"]
+    copy = _copy_run(shared.backbones[0], tmp_path)
+    _flip_bytes(copy / "logits.pt")
+    store = _store(tmp_path)
+    with pytest.warns(DamagedRunWarning, match=re.escape("logits.pt does not match its checksum")):
+        run = store.get_or_run(config)
+    assert store.trained == [f"backbone-{backbone_key(config)}", f"run-{run_key(config)}"]
+    assert verify(copy) is None and verify(run.path) is None
+    assert run.history[0]["stored_run"] == copy.name
+
+
+def test_results_version_is_part_of_the_keys(shared, tmp_path, monkeypatch):
+    config = shared.configs["joint"]
+    old_run, old_backbone = run_key(config), backbone_key(config)
+    copy = _copy_run(shared.runs["joint"], tmp_path)
+    reused = _store(tmp_path)
+    assert reused.get_or_run(config).path == copy and reused.trained == []
+
+    new_version = mexlib.store.RESULTS_VERSION + 1
+    monkeypatch.setattr(mexlib.store, "RESULTS_VERSION", new_version)
+    assert run_key(config) != old_run
+    assert backbone_key(config) != old_backbone
+    store = _store(tmp_path)
+    assert store.find(config) is None
+    run = store.get_or_run(config)
+    assert store.trained == [f"run-{run_key(config)}"]
+    assert run.path != copy
+    assert run.provenance["results_version"] == new_version
+    assert verify(copy) is None  # the old run is left as it was
+
+
+# --- determinism -------------------------------------------------------------------------------
+
+def test_logits_are_bit_identical_across_stores(shared, tmp_path):
+    config = shared.configs["disjoint"]
+    store = _store(tmp_path)
+    run = store.get_or_run(config)
+    assert store.trained == [f"backbone-{backbone_key(config)}", f"run-{run_key(config)}"]
+    backbone = store.find_backbone(config)
+    for split in ("val", "test"):
+        for mine, theirs in [(run, shared.runs["disjoint"]), (backbone, shared.backbones[0])]:
+            a, a_labels = mine.logits(split)
+            b, b_labels = theirs.logits(split)
+            assert torch.equal(a, b), (mine.path.name, split)
+            assert torch.equal(a_labels, b_labels)
+    assert _states_equal(run.state_dict(), shared.runs["disjoint"].state_dict())
+    assert _states_equal(backbone.state_dict(), shared.backbones[0].state_dict())
