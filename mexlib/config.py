@@ -99,6 +99,7 @@ class RunConfig:
     method: str = "sdn"
     regime: str = "mixed"
     seed: int = 0
+    augment: bool = True  # random crop and flip during training (TrivialAugment on top if set)
     trivial_augment: bool = False
     backbone_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
     joint_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
@@ -153,7 +154,7 @@ class RunConfig:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
         trained backbone."""
         keys = ("profile", "dataset", "train_size", "test_size", "val_fraction", "arch", "seed",
-                "trivial_augment", "backbone_phase")
+                "augment", "trivial_augment", "backbone_phase")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     # --- serialisation and hashing -------------------------------------------------------
@@ -180,15 +181,17 @@ def stable_hash(values: dict, salt: str = "") -> str:
 
 def _profile_defaults(profile: str, arch: str | None) -> dict:
     if profile == "smoke":
-        phase = PhaseConfig(epochs=1, lr=0.05, batch_size=128)
-        return dict(dataset="fashion-mnist", train_size=1000, test_size=1000, arch="resnet-smoke",
+        phase = PhaseConfig(epochs=2, lr=0.05, batch_size=64)
+        return dict(dataset="fashion-mnist", train_size=640, test_size=500, arch="resnet-smoke",
                     exit_after_blocks=(1, 2), backbone_phase=phase, joint_phase=phase,
                     heads_phase=phase)
     if profile == "cpu":
         # Sized so that 3 seeds of the three regimes train in about 20 minutes on 2 cores:
         # a 6-block ResNet of widths 8/16/32 with a head after each of its first 5 blocks, on
-        # a stratified 30,000-image subset of Fashion-MNIST's 54,000 training images.
-        phase = PhaseConfig(epochs=6, lr=0.05, batch_size=128, patience=2)
+        # a stratified 30,000-image subset of Fashion-MNIST's 54,000 training images, each
+        # phase capped at 10 epochs with early stopping (patience 3). lr 0.1 beat 0.05 for
+        # every exit in a 6-epoch trial of the joint regime (final exit 87.5 % against 83.2 %).
+        phase = PhaseConfig(epochs=10, lr=0.1, batch_size=128, patience=3)
         return dict(dataset="fashion-mnist", train_size=30_000, arch="resnet-cpu",
                     exit_after_blocks=(1, 2, 3, 4, 5), backbone_phase=phase, joint_phase=phase,
                     heads_phase=phase)

@@ -174,7 +174,7 @@ class RunStore:
 
     def _device_data(self, config: RunConfig) -> DeviceData:
         fields = (config.dataset, config.train_size, config.test_size, config.val_fraction,
-                  config.arch, config.seed, config.trivial_augment)
+                  config.arch, config.seed, config.augment, config.trivial_augment)
         if fields not in self._data:
             self._data[fields] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
         return self._data[fields]

@@ -65,7 +65,7 @@ class DeviceData:
     test_images: Tensor
     test_labels: Tensor
     normalize: Normalize
-    augment: BatchAugment
+    augment: BatchAugment | None
     memory_format: torch.memory_format = torch.contiguous_format
 
     @classmethod
@@ -78,7 +78,8 @@ class DeviceData:
                    data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
                    data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
                    data.test_images[test].to(device), data.test_labels[test].to(device),
-                   Normalize(spec, device), BatchAugment.for_dataset(spec, config.trivial_augment),
+                   Normalize(spec, device),
+                   BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
                    torch.channels_last if channels_last else torch.contiguous_format)
 
     def train_loader(self, phase: str, batch_size: int) -> BatchLoader:

@@ -1,0 +1,40 @@
+# mexlib: make reproduce | make test | make lab | make clean | make clean-runs
+PYTHON  ?= python3.11
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PROFILE ?= cpu
+STAMP   := $(VENV)/.installed
+
+.PHONY: reproduce test lab clean clean-runs venv data notebooks
+
+# The environment is created on first use and refreshed when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import mexlib, torch, papermill, nbval"
+	touch $@
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -c "from mexlib.data import load_dataset; print(load_dataset('fashion-mnist'))"
+
+reproduce: $(STAMP)
+	$(PY) -m mexlib.reproduce --profile $(PROFILE)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(PY) -m jupyter lab --notebook-dir=.
+
+# Regenerate notebooks/*.ipynb from notebooks/src/*.py (maintainers).
+notebooks: $(STAMP)
+	$(PY) tools/make_notebook.py
+
+clean:
+	rm -rf build figures/smoke .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+clean-runs:
+	rm -rf data/runs

@@ -1,0 +1,169 @@
+"""One visual style, and the writers for every figure and table of the study.
+
+Figures are saved as PNG and PDF, tables as CSV and Markdown, into
+:func:`mexlib.paths.figures_dir` of the profile (``figures/`` for ``cpu``, ``figures/<profile>/``
+otherwise). Notebooks call :func:`save_figure` and :func:`save_table`, never ``savefig``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.lines
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
+import seaborn as sns
+
+from . import paths
+
+#: One colour per regime, the same in every figure.
+REGIME_COLORS = {"disjoint": "#4C72B0", "joint": "#DD8452", "mixed": "#55A868", "backbone": "#555555"}
+REGIME_ORDER = ("disjoint", "joint", "mixed")
+
+
+def use_style() -> None:
+    """The package's plotting style: seaborn's whitegrid, paper context, readable sizes."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    matplotlib.rcParams.update({
+        "figure.dpi": 110,
+        "savefig.dpi": 160,
+        "savefig.bbox": "tight",
+        "axes.titleweight": "bold",
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "pdf.fonttype": 42,  # embed TrueType fonts so PDFs stay editable
+        "svg.hashsalt": "mexlib",
+    })
+
+
+def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in the profile's figures folder."""
+    folder = paths.figures_dir(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in ("png", "pdf"):
+        path = folder / f"{name}.{suffix}"
+        # No creation date in the PDF, so a rerun with the same results changes no byte.
+        fig.savefig(path, metadata={"CreationDate": None} if suffix == "pdf" else None)
+        written.append(path)
+    return written
+
+
+def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True) -> list[Path]:
+    """Save ``table`` as ``<name>.csv`` and ``<name>.md`` in the profile's figures folder."""
+    folder = paths.figures_dir(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv, markdown = folder / f"{name}.csv", folder / f"{name}.md"
+    table.to_csv(csv, index=index)
+    markdown.write_text(table.to_markdown(index=index) + "\n")
+    return [csv, markdown]
+
+
+def save_text(text: str, name: str, profile: str) -> Path:
+    """Save generated prose (e.g. a notebook's findings) as ``<name>.md``."""
+    folder = paths.figures_dir(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
+    path.write_text(text)
+    return path
+
+
+def _ordered(regimes) -> list[str]:
+    return sorted(regimes, key=lambda r: REGIME_ORDER.index(r) if r in REGIME_ORDER else 99)
+
+
+def plot_tradeoff(comparison, ax: plt.Axes | None = None) -> plt.Figure:
+    """Accuracy against relative cost: a line per regime (mean over seeds, ± std band over the
+    same thresholds), each exit alone as a dot, the plain backbone as a star."""
+    fig, ax = _figure(ax, (6.4, 4.4))
+    for regime in _ordered(comparison.regimes):
+        curves = [comparison.curves[(regime, s)] for s in comparison.seeds]
+        cost = pd.concat([c["cost"] for c in curves], axis=1).mean(axis=1)
+        acc = pd.concat([c["accuracy"] for c in curves], axis=1) * 100
+        mean, std = acc.mean(axis=1), acc.std(axis=1).fillna(0)
+        order = cost.argsort()
+        color = REGIME_COLORS.get(regime)
+        ax.plot(cost.iloc[order], mean.iloc[order], color=color, label=regime, lw=1.8)
+        ax.fill_between(cost.iloc[order], (mean - std).iloc[order], (mean + std).iloc[order],
+                        color=color, alpha=0.18, lw=0)
+    exits = comparison.per_exit_accuracy()
+    points = exits.groupby(["regime", "exit"], sort=False).agg(cost=("cost", "mean"),
+                                                               accuracy=("accuracy", "mean"))
+    for (regime, _), row in points.iterrows():
+        ax.scatter(row["cost"], 100 * row["accuracy"], color=REGIME_COLORS.get(regime), s=22,
+                   zorder=3, edgecolor="white", lw=0.6)
+    if comparison.backbones:
+        backbone = pd.Series(comparison.backbone_accuracy()) * 100
+        ax.errorbar([1.0], [backbone.mean()], yerr=[backbone.std() if len(backbone) > 1 else 0],
+                    marker="*", ms=11, color=REGIME_COLORS["backbone"], ls="none",
+                    label="backbone alone")
+    ax.set_xlabel("expected cost (share of the backbone's FLOPs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    low = min(points["accuracy"].min() * 100, ax.get_ylim()[1] - 1)
+    ax.set_ylim(bottom=max(low - 2, 0))
+    ax.set_title(f"Early-exit trade-off ({comparison.policy} rule, {len(comparison.seeds)} seeds)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def plot_exits(comparison, threshold: float) -> plt.Figure:
+    """Left: each exit's own accuracy by regime (mean ± std over seeds). Right: the share of
+    samples leaving at each exit at ``threshold``."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    exits = comparison.per_exit_accuracy().assign(accuracy=lambda d: d["accuracy"] * 100)
+    order = _ordered(comparison.regimes)
+    sns.pointplot(data=exits, x="exit", y="accuracy", hue="regime", hue_order=order,
+                  palette=REGIME_COLORS, errorbar="sd", dodge=0.3, markersize=4, linewidth=1.5,
+                  ax=left)
+    left.set_xlabel("exit (0 = first internal classifier, last = final classifier)")
+    left.set_ylabel("test accuracy of the exit alone (%)")
+    left.set_title("Accuracy of every exit")
+    shares = comparison.exit_distribution(threshold).loc[order] * 100
+    shares.T.plot.bar(ax=right, color=[REGIME_COLORS.get(r) for r in order], width=0.8, rot=0)
+    right.set_xlabel("exit")
+    right.set_ylabel("share of test samples leaving here (%)")
+    right.set_title(f"Where samples leave at threshold {threshold:g}")
+    right.legend(title=None)
+    return fig
+
+
+def plot_training_curves(history: pd.DataFrame, num_exits: int) -> plt.Figure:
+    """Validation accuracy per exit and epoch: a row of panels per regime, one per phase."""
+    accuracy = history[history["metric"] == "val_acc"]
+    panels = list(accuracy.groupby(["regime", "phase"], sort=False).groups)
+    regimes = _ordered(dict.fromkeys(r for r, _ in panels))
+    columns = max(sum(1 for r, _ in panels if r == regime) for regime in regimes)
+    fig, axes = plt.subplots(len(regimes), columns, figsize=(4.2 * columns, 2.8 * len(regimes)),
+                             squeeze=False, sharey=True, layout="constrained")
+    palette = sns.color_palette("viridis", num_exits)
+    for row, regime in enumerate(regimes):
+        phases = [p for r, p in panels if r == regime]
+        for col in range(columns):
+            ax = axes[row, col]
+            if col >= len(phases):
+                ax.set_visible(False)
+                continue
+            frame = accuracy[(accuracy["regime"] == regime) & (accuracy["phase"] == phases[col])]
+            for k, exit_frame in frame.groupby("exit"):
+                ax.plot(exit_frame["epoch"] + 1, 100 * exit_frame["value"], marker="o", ms=3,
+                        color=palette[k], label=f"exit {k}")
+            ax.set_title(f"{regime}: phase '{phases[col]}'", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+            if col == 0:
+                ax.set_ylabel("validation accuracy (%)")
+    handles = [matplotlib.lines.Line2D([], [], color=palette[k], marker="o", ms=3, label=f"exit {k}")
+               for k in range(num_exits)]
+    fig.legend(handles=handles, loc="outside right center")
+    return fig
+
+
+def _figure(ax, size):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=size, layout="constrained")
+        return fig, ax
+    return ax.figure, ax

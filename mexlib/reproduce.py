@@ -1,0 +1,59 @@
+"""Execute every notebook with papermill: ``python -m mexlib.reproduce --profile cpu``.
+
+This is what ``make reproduce`` runs. It makes sure the default dataset is present, then
+executes ``notebooks/*.ipynb`` in order with the profile as parameter; executed copies go to
+``build/notebooks/<profile>/`` and every figure and table to the profile's figures folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from . import paths
+from .config import PROFILES
+from .data import load_dataset
+
+
+def notebooks() -> list:
+    return sorted(paths.notebooks_dir().glob("[0-9]*.ipynb"))
+
+
+def execute(profile: str, only: list[str] | None = None, kernel: str = "python3") -> list[tuple[str, float]]:
+    import papermill
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    selected = [nb for nb in notebooks() if not only or nb.stem in only or nb.name in only]
+    if only and len(selected) != len(only):
+        raise ValueError(f"unknown notebooks in {only}; valid: {', '.join(nb.stem for nb in notebooks())}")
+    out_dir = paths.build_dir() / "notebooks" / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = []
+    for notebook in selected:
+        started = time.perf_counter()
+        print(f"[reproduce] {notebook.name} (profile {profile})", flush=True)
+        papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
+                                   parameters={"profile": profile}, kernel_name=kernel,
+                                   cwd=str(paths.notebooks_dir()), progress_bar=False)
+        timings.append((notebook.name, time.perf_counter() - started))
+        print(f"[reproduce] {notebook.name} done in {timings[-1][1]:.0f} s", flush=True)
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="cpu", choices=PROFILES)
+    parser.add_argument("--notebook", action="append", help="run only this notebook (repeatable)")
+    args = parser.parse_args(argv)
+    load_dataset("fashion-mnist")  # fails early, with instructions, when the data is missing
+    started = time.perf_counter()
+    timings = execute(args.profile, args.notebook)
+    print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "
+          f"figures and tables in {paths.figures_dir(args.profile)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

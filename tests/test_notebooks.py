@@ -1,0 +1,93 @@
+"""The notebooks: stored clean, parameterised, executed by papermill, validated by nbval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from mexlib import paths
+from mexlib.notebook import unknown_parameters
+
+ROOT = paths.ROOT
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+
+
+def test_there_are_notebooks():
+    assert [nb.name for nb in NOTEBOOKS][:2] == ["00_data.ipynb", "01_regimes.ipynb"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_parameterised(notebook):
+    nb = nbformat.read(notebook, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, \
+                f"{notebook.name} is stored with outputs; clear them before committing"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "parameters" in nb.cells[1].metadata.get("tags", []), \
+        "the cell after the title must be tagged 'parameters'"
+    assert "profile" in nb.cells[1].source
+    assert "check_parameters()" in nb.cells[2].source
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(notebook):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from make_notebook import render
+    finally:
+        sys.path.pop(0)
+    source = ROOT / "notebooks" / "src" / f"{notebook.stem}.py"
+    assert notebook.read_text() == render(source), \
+        f"{notebook.name} differs from {source.name}: run `make notebooks`"
+
+
+def test_unknown_parameters_are_found_in_the_history():
+    history = ["", "profile = 'cpu'\nseeds = None\n", "# Parameters\nprofile = 'smoke'\nseed = 3\n", "x = 1"]
+    unknown, declared = unknown_parameters(history)
+    assert unknown == {"seed"} and declared == {"profile", "seeds"}
+    assert unknown_parameters(history[:2] + history[3:]) == (set(), set())
+
+
+def _execute(notebook: Path, out: Path, **parameters):
+    return papermill.execute_notebook(str(notebook), str(out), parameters=parameters,
+                                      kernel_name="python3", cwd=str(notebook.parent),
+                                      progress_bar=False)
+
+
+def test_unknown_parameter_stops_the_notebook(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter.*seed"):
+        _execute(NOTEBOOKS[1], tmp_path / "out.ipynb", profile="smoke", seed=3)
+
+
+def test_unknown_profile_stops_the_notebook_with_the_valid_ones(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="valid profiles: smoke, cpu, paper"):
+        _execute(NOTEBOOKS[0], tmp_path / "out.ipynb", profile="laptop")
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path):
+    """papermill executes the notebook with profile=smoke; nbval then reruns the executed copy
+    and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT."""
+    executed = tmp_path / notebook.name
+    _execute(notebook, executed, profile="smoke")
+    figures = paths.figures_dir("smoke")
+    saved = sorted(p.name for p in figures.glob("*.png"))
+    assert saved, "the notebook saved no figure"
+    assert all((figures / name.replace(".png", ".pdf")).is_file() for name in saved)
+    assert not list(paths.figures_dir("cpu").glob("*.png")), "a smoke run wrote cpu-profile figures"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "--nbval-lax", "--nbval-sanitize-with", str(SANITIZE), str(executed)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    checked = sum("NBVAL_CHECK_OUTPUT" in c.source for c in nbformat.read(executed, 4).cells)
+    assert checked >= 1
