@@ -1,0 +1,71 @@
+"""The environment files agree, paths are overridable, and the reproduce entry point checks input."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from mexlib import paths, reproduce
+
+ROOT = paths.ROOT
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_conda_environment_matches_pyproject_and_makefile():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    version = python.split("=", 1)[1]
+    minimum = re.match(r">=\s*([\d.]+)", _pyproject()["project"]["requires-python"]).group(1)
+    assert version == minimum
+    assert re.search(rf"^PYTHON\s*\?=\s*python{re.escape(version)}$",
+                     (ROOT / "Makefile").read_text(), re.M)
+    pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert pip == ["-e .[test]"], "the conda environment installs this package, nothing else"
+    assert "pip" in deps
+
+
+def test_pyproject_is_the_one_list_of_requirements():
+    project = _pyproject()["project"]
+    names = {re.split(r"[<>=!~ ]", d)[0].lower() for d in project["dependencies"]}
+    assert {"torch", "torchvision", "jupyterlab", "papermill", "ipykernel", "matplotlib",
+            "seaborn", "pandas", "tqdm"} <= names
+    test_names = {re.split(r"[<>=!~ ]", d)[0].lower() for d in project["optional-dependencies"]["test"]}
+    assert {"pytest", "nbval"} <= test_names
+    assert not list(ROOT.glob("requirements*.txt"))
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci and "dataset-fashion-mnist" in ci
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make reproduce" in readme
+
+
+def test_folders_follow_environment_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEXLIB_DATA", str(tmp_path / "d"))
+    monkeypatch.delenv("MEXLIB_RUNS", raising=False)
+    monkeypatch.setenv("MEXLIB_FIGURES", str(tmp_path / "f"))
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "b"))
+    assert paths.data_dir() == tmp_path / "d"
+    assert paths.runs_dir() == tmp_path / "d" / "runs"
+    assert paths.build_dir() == tmp_path / "b"
+    assert paths.figures_dir("cpu") == tmp_path / "f"
+    assert paths.figures_dir("smoke") == tmp_path / "f" / "smoke"
+    monkeypatch.delenv("MEXLIB_FIGURES")
+    assert paths.figures_dir() == ROOT / "figures"
+
+
+def test_reproduce_rejects_unknown_profiles_and_notebooks():
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
+        reproduce.execute("laptop")
+    with pytest.raises(ValueError, match="valid: 00_data, 01_regimes"):
+        reproduce.execute("smoke", only=["99_missing"])
+    with pytest.raises(SystemExit):
+        reproduce.main(["--profile", "laptop"])
