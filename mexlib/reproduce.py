@@ -12,7 +12,7 @@ import sys
 import time
 
 from . import paths
-from .config import PROFILES
+from .config import PROFILES, make_config
 from .data import load_dataset
 
 
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--notebook", action="append", help="run only this notebook (repeatable)")
     args = parser.parse_args(argv)
-    load_dataset("fashion-mnist")  # fails early, with instructions, when the data is missing
+    # fail early, with instructions, when the profile's dataset is missing
+    load_dataset(make_config(args.profile).dataset)
     started = time.perf_counter()
     timings = execute(args.profile, args.notebook)
     print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "

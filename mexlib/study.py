@@ -161,12 +161,16 @@ class RegimeComparison:
             ranked = sorted(fitting, key=fitting.get, reverse=True)
             best = ranked[0]
             text = ", ".join(f"{r} {100 * fitting[r]:.2f} %" for r in ranked)
-            gap = (fitting[best] - fitting[ranked[1]]) if len(ranked) > 1 else np.nan
+            if len(ranked) == 1:
+                lines.append(f"At {budget:.0%} of the backbone's cost only {best} has an operating "
+                             f"point: {text}.")
+                continue
+            gap = fitting[best] - fitting[ranked[1]]
             spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
             verdict = ""
-            if not np.isnan(gap) and not np.isnan(spread):
-                verdict = (" (a clear lead: larger than the seeds' spread)" if gap > spread
-                           else " (within the seeds' spread: no clear winner)")
+            if not np.isnan(spread):
+                verdict = (" (a clear lead: larger than the largest standard deviation over seeds)"
+                           if gap > spread else " (within the seeds' spread: no clear winner)")
             lines.append(f"At {budget:.0%} of the backbone's cost: {text}; best {best}, ahead by "
                          f"{100 * gap:.2f} points{verdict}.")
         if "mixed" in regimes and len(regimes) > 1:
@@ -184,7 +188,7 @@ class RegimeComparison:
             stds = [table.loc[r, (budget, "std")] for r in regimes]
             tolerance = np.nanmax(stds) if not all(np.isnan(stds)) else 0.0
             best_or_near.append(means["mixed"] >= max(means.values()) - tolerance)
-        held = all(best_or_near) and best_or_near
+        held = bool(best_or_near) and all(best_or_near)
         return ("Paper's claim 'mixed is best or near best (within the seeds' spread) at every "
                 f"budget': {'holds' if held else 'does not hold'} here "
                 f"({sum(best_or_near)} of {len(best_or_near)} budgets where every regime has a point).")
@@ -204,11 +208,13 @@ class RegimeComparison:
 
 def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"),
                     method: str = "sdn", policy: str | None = None, device: str = "auto",
-                    progress: bool = True, **overrides) -> RegimeComparison:
+                    progress: bool = True, store: RunStore | None = None,
+                    **overrides) -> RegimeComparison:
     """Get or train every regime for every seed, then evaluate them on the test set.
 
     ``policy`` defaults to the method's exit policy. Runs come from the store when it has them;
-    phase 1 is trained once per seed and shared by disjoint and mixed.
+    phase 1 is trained once per seed and shared by disjoint and mixed. ``store`` defaults to
+    the run store in :func:`mexlib.paths.runs_dir`.
     """
     unknown = set(regimes) - set(REGIMES)
     if unknown:
@@ -217,7 +223,7 @@ def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "join
     policy = policy or get_method(method).policy
     if policy not in evaluate.POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
-    store = RunStore(device=device, progress=progress)
+    store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
     configs, runs, backbones = {}, {}, {}
     for seed in seeds:

@@ -278,7 +278,7 @@ def test_equal_configs_hash_equal():
 
 
 @pytest.mark.parametrize("change", [dict(seed=1), dict(regime="joint"), dict(regime="disjoint"),
-                                    dict(joint_phase={"lr": 0.01}), dict(heads_phase={"epochs": 2}),
+                                    dict(joint_phase={"lr": 0.01}), dict(heads_phase={"epochs": 3}),
                                     dict(backbone_phase={"patience": 3}), dict(method="pbee"),
                                     dict(exit_after_blocks=(2,)), dict(head="conv1"),
                                     dict(train_size=500), dict(trivial_augment=True)])
@@ -338,8 +338,8 @@ def test_disjoint_and_mixed_of_a_seed_share_the_backbone():
 
 
 @pytest.mark.parametrize("change", [dict(seed=1), dict(backbone_phase={"lr": 0.01}),
-                                    dict(backbone_phase={"epochs": 2}), dict(train_size=500),
-                                    dict(arch="resnet-cpu"), dict(trivial_augment=True),
+                                    dict(backbone_phase={"epochs": 3}), dict(train_size=500),
+                                    dict(arch="resnet-cpu"), dict(trivial_augment=True), dict(augment=False),
                                     dict(val_fraction=0.2)])
 def test_backbone_key_follows_what_determines_phase_one(change):
     base = make_config("smoke", regime="disjoint")
