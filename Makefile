@@ -25,8 +25,9 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 lab: $(STAMP)
-	$(PY) -m jupyter lab --notebook-dir=.
+	$(PY) -m jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 # Regenerate notebooks/*.ipynb from notebooks/src/*.py (maintainers).
 notebooks: $(STAMP)

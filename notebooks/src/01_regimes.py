@@ -34,6 +34,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from mexlib import plots, study
+from mexlib.evaluate import format_budget_table
 from mexlib.notebook import check_parameters
 
 check_parameters()
@@ -80,8 +81,6 @@ plt.show()
 
 # %%
 budget = comparison.budget_table()
-from mexlib.evaluate import format_budget_table  # noqa: E402
-
 budget_text = format_budget_table(budget)
 plots.save_table(budget_text, "regimes_budget_table", profile)
 plots.save_table(budget, "regimes_budget_table_raw", profile)
