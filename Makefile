@@ -4,14 +4,17 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= cpu
 STAMP   := $(VENV)/.installed
+SHELL   := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: reproduce test lab clean clean-runs venv data notebooks
 
 # The environment is created on first use and refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import mexlib, torch, papermill, nbval"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	$(PY) -c "import mexlib, torch, papermill, nbval, pytest, yaml"
 	touch $@
 
 venv: $(STAMP)

@@ -30,6 +30,7 @@ REGIMES = {
 #: The phases each regime runs, in order.
 REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint")}
 PROFILES = ("smoke", "cpu", "paper")
+PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
@@ -99,6 +100,7 @@ class RunConfig:
     method: str = "sdn"
     regime: str = "mixed"
     seed: int = 0
+    precision: str = "fp32"  # "bf16": bfloat16 autocast while training (stored logits in fp32)
     augment: bool = True  # random crop and flip during training (TrivialAugment on top if set)
     trivial_augment: bool = False
     backbone_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
@@ -112,9 +114,12 @@ class RunConfig:
         arch = arch_spec(self.arch)
         _choose("regime", self.regime, tuple(REGIMES))
         _choose("method", self.method, tuple(METHODS))
-        if self.head != "auto":
+        _choose("precision", self.precision, PRECISIONS)
+        layout = "conv" if arch.family == "resnet" else "tokens"
+        if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
+            object.__setattr__(self, "head", default_head_kind(layout))
+        else:
             _choose("head", self.head, tuple(HEAD_KINDS))
-            layout = "conv" if arch.family == "resnet" else "tokens"
             if HEAD_KINDS[self.head][0] != layout:
                 fitting = [k for k, (lay, _) in HEAD_KINDS.items() if lay == layout]
                 raise ValueError(f"head {self.head!r} does not fit {self.arch} ({layout} features); "
@@ -136,8 +141,7 @@ class RunConfig:
 
     @property
     def head_kind(self) -> str:
-        return self.head if self.head != "auto" else default_head_kind(
-            "conv" if arch_spec(self.arch).family == "resnet" else "tokens")
+        return self.head
 
     @property
     def phases(self) -> tuple[str, ...]:
@@ -154,7 +158,7 @@ class RunConfig:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
         trained backbone."""
         keys = ("profile", "dataset", "train_size", "test_size", "val_fraction", "arch", "seed",
-                "augment", "trivial_augment", "backbone_phase")
+                "precision", "augment", "trivial_augment", "backbone_phase")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     # --- serialisation and hashing -------------------------------------------------------
@@ -210,6 +214,7 @@ def _profile_defaults(profile: str, arch: str | None) -> dict:
         exits = tuple(range(1, num_blocks))
     later = replace(phase, batch_size=256)
     return dict(dataset="cifar100", arch=arch, exit_after_blocks=exits, trivial_augment=True,
+                precision="bf16",
                 backbone_phase=phase, joint_phase=later, heads_phase=later)
 
 

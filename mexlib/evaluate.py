@@ -60,7 +60,8 @@ COST_TOLERANCE = 1e-9
 Thresholds = Tensor | Sequence[float] | None
 
 FLOP_UNIT = "FLOPs (torch.utils.flop_counter: 1 multiply-add = 2 FLOPs)"
-MAC_UNIT = "MACs (= FLOPs / 2; the paper's fvcore counts these and calls them FLOPs)"
+MAC_UNIT = ("MACs (= FLOPs / 2; close to the paper's fvcore count, which calls MACs FLOPs "
+            "and also counts normalisation and pooling)")
 
 
 # --- FLOPs -----------------------------------------------------------------------------------

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def cross_entropy_per_exit(logits: list[Tensor], labels: Tensor) -> Tensor:
+    """Each exit's mean cross-entropy, ``[num_exits]``, computed in float32."""
+    return torch.stack([F.cross_entropy(out.float(), labels) for out in logits])
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -21,8 +26,8 @@ class Method:
     policy: str  # the exit policy of mexlib.evaluate used at inference
 
     def exit_losses(self, logits: list[Tensor], labels: Tensor) -> Tensor:
-        """Each exit's mean cross-entropy, ``[num_exits]``, computed in float32."""
-        return torch.stack([F.cross_entropy(out.float(), labels) for out in logits])
+        """Each exit's loss, ``[num_exits]``: its mean cross-entropy."""
+        return cross_entropy_per_exit(logits, labels)
 
     def combine(self, exit_losses: Tensor) -> Tensor:
         """The training loss: the plain mean over exits, the final one included (as the

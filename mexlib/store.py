@@ -19,6 +19,8 @@ whose files do not match its manifest is reported, moved to ``damaged/`` and tra
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import platform
@@ -27,7 +29,7 @@ import subprocess
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,6 +51,26 @@ class DamagedRunWarning(UserWarning):
     """A stored run failed its integrity check and will be trained again."""
 
 
+class StaleCodeWarning(UserWarning):
+    """Stored runs were trained by code that differs from the code now installed."""
+
+
+#: The modules whose code determines what a run produces.
+_RESULT_MODULES = ("config.py", "data.py", "methods.py", "train.py", "models")
+
+
+def code_fingerprint() -> str:
+    """A hash of the source files that produce results (not evaluation, plots or notebooks)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for name in _RESULT_MODULES:
+        target = package / name
+        for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
+            digest.update(file.relative_to(package).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def backbone_key(config: RunConfig) -> str:
     return stable_hash(config.backbone_config(), salt=f"backbone-v{RESULTS_VERSION}")
 
@@ -59,9 +81,10 @@ def run_key(config: RunConfig) -> str:
 
 @dataclass
 class StoredRun:
-    """A finished run as stored: read lazily from its folder."""
+    """A finished run as stored: read lazily from its folder (logits once)."""
 
     path: Path
+    _logits: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -84,8 +107,9 @@ class StoredRun:
         """Every exit's logits ``[K, N, C]`` and the labels ``[N]`` on ``"val"`` or ``"test"``."""
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}; valid splits: val, test")
-        stored = torch.load(self.path / "logits.pt", weights_only=True)
-        return stored[f"{split}_logits"], stored[f"{split}_labels"]
+        if self._logits is None:
+            self._logits = torch.load(self.path / "logits.pt", weights_only=True)
+        return self._logits[f"{split}_logits"], self._logits[f"{split}_labels"]
 
     def state_dict(self) -> dict:
         return torch.load(self.path / "weights.pt", weights_only=True, map_location="cpu")
@@ -114,6 +138,8 @@ class RunStore:
         self.progress = progress
         self._data: dict[tuple, DeviceData] = {}
         self.trained: list[str] = []  # folder names trained by this store object, in order
+        self.fingerprint = code_fingerprint()
+        self._warned_stale = False
 
     # --- lookup --------------------------------------------------------------------------
 
@@ -129,6 +155,7 @@ class RunStore:
             return None
         problem = verify(path)
         if problem is None:
+            self._check_code(path)
             return StoredRun(path)
         damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
         damaged.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +163,33 @@ class RunStore:
         warnings.warn(f"stored run {path} is damaged ({problem}); moved it to {damaged} and "
                       f"training it again", DamagedRunWarning, stacklevel=3)
         return None
+
+    def _check_code(self, path: Path) -> None:
+        stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
+        if stored != self.fingerprint and not self._warned_stale:
+            self._warned_stale = True
+            warnings.warn(f"{path.name} (and maybe other stored runs) was trained by other code "
+                          f"(fingerprint {stored}, now {self.fingerprint}); it is reused because "
+                          f"RESULTS_VERSION ({RESULTS_VERSION}) is unchanged. If the change alters "
+                          f"results, bump mexlib.store.RESULTS_VERSION.", StaleCodeWarning, stacklevel=4)
+
+    @contextlib.contextmanager
+    def _training(self, key: str):
+        """Hold ``work/<key>``: one process trains a key at a time; a checkpoint left by other
+        code is discarded rather than resumed."""
+        workdir = self.root / "work" / key
+        workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "work" / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stamp = workdir / "code_fingerprint"
+            if stamp.is_file() and stamp.read_text() != self.fingerprint:
+                shutil.rmtree(workdir)
+                workdir.mkdir(parents=True)
+            stamp.write_text(self.fingerprint)
+            try:
+                yield workdir
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # --- get or run ----------------------------------------------------------------------
 
@@ -149,14 +203,18 @@ class RunStore:
             backbone_run = self.get_or_run_backbone(config)
             backbone_state = backbone_run.state_dict()
         key = run_key(config)
-        data = self._device_data(config)
-        workdir = self.root / "work" / key
-        started = time.perf_counter()
-        model, results = train_regime(config, data, self.device, backbone_state, workdir, self.progress)
-        phases = ([{"phase": "backbone", "stored_run": backbone_run.path.name}] if backbone_run else [])
-        phases += [r.to_dict() for r in results]
-        return self._write(f"run-{key}", config.to_dict(), model.state_dict(), model, data,
-                           phases, time.perf_counter() - started, workdir)
+        with self._training(key) as workdir:
+            found = self.find(config)  # another process may have finished it meanwhile
+            if found is not None:
+                return found
+            data = self._device_data(config)
+            started = time.perf_counter()
+            model, results = train_regime(config, data, self.device, backbone_state, workdir,
+                                          self.progress)
+            phases = [{"phase": "backbone", "stored_run": backbone_run.path.name}] if backbone_run else []
+            phases += [r.to_dict() for r in results]
+            return self._write(f"run-{key}", config.to_dict(), model.state_dict(), model, data,
+                               phases, time.perf_counter() - started, workdir)
 
     def get_or_run_backbone(self, config: RunConfig) -> StoredRun:
         """Phase 1 of ``config``, keyed on :meth:`RunConfig.backbone_config` alone."""
@@ -164,13 +222,16 @@ class RunStore:
         if found is not None:
             return found
         key = backbone_key(config)
-        data = self._device_data(config)
-        workdir = self.root / "work" / key
-        started = time.perf_counter()
-        model, result = train_backbone(config, data, self.device, workdir, self.progress)
-        return self._write(f"backbone-{key}", config.to_dict(), model.backbone.state_dict(),
-                           model, data, [result.to_dict()], time.perf_counter() - started,
-                           workdir, final_exit_only=True)
+        with self._training(key) as workdir:
+            found = self.find_backbone(config)
+            if found is not None:
+                return found
+            data = self._device_data(config)
+            started = time.perf_counter()
+            model, result = train_backbone(config, data, self.device, workdir, self.progress)
+            return self._write(f"backbone-{key}", config.to_dict(), model.backbone.state_dict(),
+                               model, data, [result.to_dict()], time.perf_counter() - started,
+                               workdir, final_exit_only=True)
 
     def _device_data(self, config: RunConfig) -> DeviceData:
         fields = (config.dataset, config.train_size, config.test_size, config.val_fraction,
@@ -194,17 +255,22 @@ class RunStore:
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         (tmp / "history.json").write_text(json.dumps(phases, indent=1))
         (tmp / "provenance.json").write_text(json.dumps(
-            provenance(config, self.device, seconds, phases), indent=1))
+            {**provenance(config, self.device, seconds, phases),
+             "code_fingerprint": self.fingerprint}, indent=1))
         torch.save({k: v.detach().cpu() for k, v in weights.items()}, tmp / "weights.pt")
         torch.save(logits, tmp / "logits.pt")
         (tmp / "manifest.json").write_text(json.dumps(
             {f: _describe(tmp / f) for f in _FILES}, indent=1))
         final = self.root / name
-        if final.exists():  # another process finished the same run first: keep theirs
-            shutil.rmtree(tmp)
-        else:
+        try:
             tmp.rename(final)
-        shutil.rmtree(workdir, ignore_errors=True)
+        except OSError:  # another process finished the same run first: keep theirs
+            shutil.rmtree(tmp)
+        for leftover in (workdir, workdir.with_name(workdir.name + ".lock")):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         self.trained.append(name)
         return StoredRun(final)
 
@@ -278,5 +344,5 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
     return RunStore(device=device, progress=progress).get_or_run(config)
 
 
-__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StoredRun", "backbone_key",
+__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "StaleCodeWarning", "code_fingerprint", "RunStore", "StoredRun", "backbone_key",
            "get_or_run", "run_key", "verify"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import PhaseConfig, RunConfig
 from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
-from .methods import Method, get_method
+from .methods import Method, cross_entropy_per_exit, get_method
 from .models import MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
@@ -194,6 +195,11 @@ def _monitored(model: MultiExitModel, phase: str) -> list[int]:
     return list(range(model.num_exits))
 
 
+def _exit_losses(method: Method, phase: str, outs: list[Tensor], labels: Tensor) -> Tensor:
+    # Phase 1 trains a plain backbone: plain cross-entropy, whatever the method.
+    return cross_entropy_per_exit(outs, labels) if phase == "backbone" else method.exit_losses(outs, labels)
+
+
 @torch.no_grad()
 def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list[float]]:
     model.eval()
@@ -202,7 +208,7 @@ def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list
         with autocast:
             outs = _exit_outputs(model, phase, x)
         batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in outs])
-        batch_loss = method.exit_losses(outs, y) * len(y)
+        batch_loss = _exit_losses(method, phase, outs, y) * len(y)
         correct = batch_correct if correct is None else correct + batch_correct
         losses = batch_loss if losses is None else losses + batch_loss
         n += len(y)
@@ -217,8 +223,10 @@ def _save_atomic(obj, path: Path) -> None:
 
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
                 method: Method, device: torch.device, checkpoint: Path | None = None,
-                progress: bool = True, description: str = "") -> PhaseResult:
-    """Train one phase in place and leave ``model`` at the phase's best checkpoint."""
+                progress: bool = True, description: str = "", precision: str = "fp32") -> PhaseResult:
+    """Train one phase in place and leave ``model`` at the phase's best checkpoint.
+
+    ``precision="bf16"`` runs forward passes under bfloat16 autocast (losses in float32)."""
     model.set_freeze_mode(FREEZE_MODE[phase])
     result = PhaseResult(phase)
     if settings.epochs == 0:
@@ -230,28 +238,29 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
     stopper = EarlyStopping(len(monitored), settings.patience)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False, map_location=device)
+    state = _read_checkpoint(checkpoint, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stopper.load_state_dict(state["stopper"])
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         result = PhaseResult(**state["result"])
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     bar = tqdm(total=settings.epochs, initial=start_epoch, disable=not progress, leave=True,
                desc=f"{description}{phase}", unit="epoch", dynamic_ncols=True)
     for epoch in range(start_epoch, settings.epochs):
         if stopper.should_stop:
             break
         started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]  # the rate the epoch starts with
         loader.set_epoch(epoch)
         model.train()
         loss_sum, seen = None, 0
         for x, y in loader:
             with autocast:
                 outs = _exit_outputs(model, phase, x)
-            exit_losses = method.exit_losses(outs, y)
+            exit_losses = _exit_losses(method, phase, outs, y)
             loss = exit_losses[0] if phase == "backbone" else method.combine(exit_losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,7 +272,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         train_loss = (loss_sum / seen).tolist()
         _check_finite(train_loss, phase, epoch, model.num_exits)
         val_acc, val_loss = _validate(model, phase, data.eval_loader("val"), method, autocast)
-        result.history.append(dict(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+        result.history.append(dict(epoch=epoch, lr=lr,
                                    train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
                                    seconds=time.perf_counter() - started))
         result.wall_time += time.perf_counter() - started
@@ -279,6 +288,17 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
     bar.close()
     model.load_state_dict(best_state)
     return result
+
+
+def _read_checkpoint(checkpoint: Path | None, device: torch.device) -> dict | None:
+    if checkpoint is None or not checkpoint.is_file():
+        return None
+    try:
+        return torch.load(checkpoint, weights_only=False, map_location=device)
+    except Exception as error:  # a truncated or foreign file: start the phase afresh
+        warnings.warn(f"cannot resume from {checkpoint} ({type(error).__name__}: {error}); "
+                      f"training the phase from its start")
+        return None
 
 
 def _check_finite(losses: list[float], phase: str, epoch: int, num_exits: int) -> None:
@@ -302,7 +322,8 @@ def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
     """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed)."""
     model = build_model(config).to(device)
     result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
-                         device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ")
+                         device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
+                         config.precision)
     return model, result
 
 
@@ -320,7 +341,8 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
         model.backbone.load_state_dict(backbone_state)
     method = get_method(config.method)
     results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
-                           progress, f"seed {config.seed} {config.regime} ") for p in phases]
+                           progress, f"seed {config.seed} {config.regime} ", config.precision)
+               for p in phases]
     model.set_freeze_mode("all")
     return model, results
 

@@ -438,3 +438,55 @@ def test_logits_are_bit_identical_across_stores(shared, tmp_path):
             assert torch.equal(a_labels, b_labels)
     assert _states_equal(run.state_dict(), shared.runs["disjoint"].state_dict())
     assert _states_equal(backbone.state_dict(), shared.backbones[0].state_dict())
+
+
+# --- code fingerprints, stale checkpoints, precision and head keys ---------------------------
+
+def test_runs_of_other_code_are_reused_with_a_warning(tmp_path):
+    config = _config("joint")
+    first = RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
+    assert first.provenance["code_fingerprint"] == mexlib.store.code_fingerprint()
+    later = RunStore(tmp_path, device="cpu", progress=False)
+    later.fingerprint = "0" * 16  # as if the training code had changed since
+    with pytest.warns(mexlib.store.StaleCodeWarning, match="RESULTS_VERSION"):
+        again = later.get_or_run(config)
+    assert again.path == first.path and later.trained == []
+
+
+def test_checkpoints_of_other_code_are_discarded_and_broken_ones_restart(tmp_path):
+    config = _config("joint")
+    workdir = tmp_path / "work" / run_key(config)
+    workdir.mkdir(parents=True)
+    (workdir / "joint.ckpt").write_bytes(b"not a checkpoint")
+    (workdir / "code_fingerprint").write_text("f" * 16)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # discarded silently: never read, so no warning
+        RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
+    other = tmp_path / "other"
+    workdir = other / "work" / run_key(config)
+    workdir.mkdir(parents=True)
+    (workdir / "joint.ckpt").write_bytes(b"not a checkpoint")
+    (workdir / "code_fingerprint").write_text(mexlib.store.code_fingerprint())
+    with pytest.warns(UserWarning, match="cannot resume"):
+        run = RunStore(other, device="cpu", progress=False).get_or_run(config)
+    assert verify(run.path) is None and not workdir.exists()
+
+
+def test_precision_and_resolved_head_in_the_key():
+    base = make_config("smoke")
+    assert base.head == "pool" and run_key(base) == run_key(make_config("smoke", head="pool"))
+    bf16 = make_config("smoke", precision="bf16")
+    assert run_key(bf16) != run_key(base) and backbone_key(bf16) != backbone_key(base)
+    assert make_config("paper").precision == "bf16"
+    with pytest.raises(ValueError, match="valid precisions: fp32, bf16"):
+        make_config("smoke", precision="fp16")
+
+
+def test_bf16_training_runs_on_the_cpu(tmp_path):
+    config = make_config("smoke", regime="joint", precision="bf16", epochs=1, train_size=256)
+    run = RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
+    logits, labels = run.logits("test")
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    history = run.history[0]["history"]
+    assert history[0]["lr"] == pytest.approx(config.joint_phase.lr)  # logged at the epoch's start

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import FeatureInfo
+from .backbones import ClassTokenClassifier, FeatureInfo
 
 
 class PooledHead(nn.Module):
@@ -42,18 +42,6 @@ class ConvHead(nn.Module):
         return self.pooled(self.convs(x))
 
 
-class ClassTokenHead(nn.Module):
-    """A ViT exit: layer norm and one linear layer on the class token."""
-
-    def __init__(self, dim: int, num_classes: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.fc = nn.Linear(dim, num_classes)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.fc(self.norm(tokens[:, 0]))
-
-
 HEAD_KINDS = {
     "pool": ("conv", "SDN's pooled head: learnable max/avg-pool mix to 4x4, one linear layer"),
     "conv1": ("conv", "one 3x3 conv-BN-ReLU, then the pooled head"),
@@ -77,5 +65,6 @@ def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
     if kind == "pool":
         return PooledHead(feature.channels, num_classes)
     if kind == "token":
-        return ClassTokenHead(feature.channels, num_classes)
+        # the same layer norm and linear layer as the ViT's own classifier
+        return ClassTokenClassifier(feature.channels, num_classes)
     return ConvHead(feature.channels, num_classes, depth=int(kind[-1]))

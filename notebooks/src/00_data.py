@@ -97,7 +97,8 @@ print("largest difference between a class's share in two splits:",
 # %% [markdown]
 # ## Training augmentation
 # During training every batch is augmented on the training device: a random crop after zero
-# padding and a random horizontal flip, each sample drawn independently. Validation and test
+# padding and a random horizontal flip, each sample drawn independently (the paper profile adds
+# TrivialAugment before them). Validation and test
 # images are never augmented. Below, the first column is the original, the others are augmented
 # versions of it.
 
@@ -109,9 +110,11 @@ fig, axes = plt.subplots(len(originals), 6, figsize=(6 * 0.9, len(originals) * 0
 for col in range(6):
     images = originals if col == 0 else augment(originals, torch.Generator().manual_seed(col))
     for row, image in enumerate(images):
-        axes[row, col].imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray")
+        image = image.permute(1, 2, 0).squeeze(-1)
+        axes[row, col].imshow(image, cmap="gray" if image.ndim == 2 else None)
         axes[row, col].set_xticks([]), axes[row, col].set_yticks([])
 axes[0, 0].set_title("original", fontsize=8)
-fig.suptitle("Random crop (padding %d) and flip" % data.spec.crop_padding)
+fig.suptitle(f"Random crop (padding {data.spec.crop_padding}) and flip"
+             + (" after TrivialAugment" if config.trivial_augment else ""))
 plots.save_figure(fig, "data_augmentation", profile)
 plt.show()
