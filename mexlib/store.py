@@ -29,7 +29,7 @@ import subprocess
 import time
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -234,11 +234,10 @@ class RunStore:
                                workdir, final_exit_only=True)
 
     def _device_data(self, config: RunConfig) -> DeviceData:
-        fields = (config.dataset, config.train_size, config.test_size, config.val_fraction,
-                  config.arch, config.seed, config.augment, config.trivial_augment)
-        if fields not in self._data:
-            self._data[fields] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
-        return self._data[fields]
+        key = DeviceData.key(config)
+        if key not in self._data:  # the tensors go to the device once, shared by every seed
+            self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
+        return replace(self._data[key], seed=config.seed)
 
     # --- writing -------------------------------------------------------------------------
 

@@ -65,8 +65,7 @@ class RegimeComparison:
         """The plain backbone (phase 1, no heads) on the test set, one value per seed."""
         values = []
         for run in self.backbones.values():
-            logits, labels = run.logits("test")
-            values.append(float((logits[-1].argmax(-1) == labels).double().mean()))
+            values.append(float(evaluate.per_exit_accuracy(*run.logits("test"))[-1]))
         return values
 
     def budget_table(self) -> pd.DataFrame:
@@ -111,7 +110,7 @@ class RegimeComparison:
             logits, labels = run.logits("test")
             rows.append(dict(
                 regime=regime, seed=seed,
-                final_exit_accuracy=float((logits[-1].argmax(-1) == labels).double().mean()),
+                final_exit_accuracy=float(evaluate.per_exit_accuracy(logits, labels)[-1]),
                 auc=evaluate.area_under_curve(self.curves[(regime, seed)], auc_range),
                 oracle_accuracy=evaluate.oracle_accuracy(logits, labels),
                 overthinking=evaluate.overthinking(logits, labels).fraction))

@@ -58,7 +58,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 class DeviceData:
     """The run's train / validation / test tensors, moved to the training device once."""
 
-    config: RunConfig
     train_images: Tensor
     train_labels: Tensor
     val_images: Tensor
@@ -68,6 +67,14 @@ class DeviceData:
     normalize: Normalize
     augment: BatchAugment | None
     memory_format: torch.memory_format = torch.contiguous_format
+    seed: int = 0  # seeds the training batches' order and augmentation
+
+    @staticmethod
+    def key(config: RunConfig) -> tuple:
+        """What the tensors depend on: runs that agree on it can share one DeviceData (with
+        their own ``seed``, see :func:`dataclasses.replace`)."""
+        return (config.dataset, config.train_size, config.test_size, config.val_fraction,
+                arch_spec(config.arch).family, config.augment, config.trivial_augment)
 
     @classmethod
     def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
@@ -75,18 +82,17 @@ class DeviceData:
         test = slice(0, config.test_size)
         channels_last = arch_spec(config.arch).family == "resnet"
         spec = dataset_spec(config.dataset)
-        return cls(config,
-                   data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
+        return cls(data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
                    data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
                    data.test_images[test].to(device), data.test_labels[test].to(device),
                    Normalize(spec, device),
                    BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
-                   torch.channels_last if channels_last else torch.contiguous_format)
+                   torch.channels_last if channels_last else torch.contiguous_format, config.seed)
 
     def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
         return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
                            shuffle=True, augment=self.augment, drop_last=True,
-                           seed=self.config.seed * 100 + _PHASE_SEED[phase],
+                           seed=self.seed * 100 + _PHASE_SEED[phase],
                            memory_format=self.memory_format)
 
     def eval_loader(self, split: str) -> BatchLoader:
