@@ -178,17 +178,21 @@ class RunStore:
         """Hold ``work/<key>``: one process trains a key at a time; a checkpoint left by other
         code is discarded rather than resumed."""
         workdir = self.root / "work" / key
-        workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.root / "work" / f"{key}.lock", "w") as lock:
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        with open(workdir.with_name(f"{key}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             stamp = workdir / "code_fingerprint"
             if stamp.is_file() and stamp.read_text() != self.fingerprint:
                 shutil.rmtree(workdir)
-                workdir.mkdir(parents=True)
+            workdir.mkdir(exist_ok=True)
             stamp.write_text(self.fingerprint)
             try:
                 yield workdir
             finally:
+                if workdir.is_dir() and not any(workdir.glob("*.ckpt")):
+                    shutil.rmtree(workdir, ignore_errors=True)  # nothing to resume
+                # The lock file stays: deleting it while another process waits on it would let
+                # a third process lock a new file and train the same key at the same time.
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     # --- get or run ----------------------------------------------------------------------
@@ -265,11 +269,7 @@ class RunStore:
             tmp.rename(final)
         except OSError:  # another process finished the same run first: keep theirs
             shutil.rmtree(tmp)
-        for leftover in (workdir, workdir.with_name(workdir.name + ".lock")):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
         self.trained.append(name)
         return StoredRun(final)
 

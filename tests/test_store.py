@@ -490,3 +490,22 @@ def test_bf16_training_runs_on_the_cpu(tmp_path):
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     history = run.history[0]["history"]
     assert history[0]["lr"] == pytest.approx(config.joint_phase.lr)  # logged at the epoch's start
+
+
+def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
+    script = ("import sys, torch; torch.set_num_threads(1)\n"
+              "from mexlib.config import make_config\n"
+              "from mexlib.store import RunStore\n"
+              "store = RunStore(sys.argv[1], device='cpu', progress=False)\n"
+              "run = store.get_or_run(make_config('smoke', regime='joint', train_size=512))\n"
+              "print(len(store.trained), run.path.name)\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(paths.ROOT)}
+    processes = [subprocess.Popen([__import__("sys").executable, "-c", script, str(tmp_path)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
+    counts = sorted(int(out.split()[0]) for out, _ in outputs)
+    names = {out.split()[1] for out, _ in outputs}
+    assert counts == [0, 1] and len(names) == 1  # one trained it, the other waited and loaded it
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("run-")] == list(names)
