@@ -45,6 +45,7 @@ __all__ = [
     "BUDGETS", "POLICIES", "ExitCosts", "ExitDecision", "Overthinking",
     "exit_costs", "confidence_policy", "entropy_policy", "patience_policy", "run_policy",
     "tradeoff_curve", "exit_points", "per_exit_accuracy", "accuracy_at_budgets",
+    "choose_on_validation",
     "budget_table", "format_budget_table", "area_under_curve", "oracle_accuracy",
     "overthinking", "exit_distribution",
 ]
@@ -390,6 +391,39 @@ def accuracy_at_budgets(curve: pd.DataFrame, budgets: Sequence[float] = BUDGETS)
         fits = (cost <= budget + COST_TOLERANCE) & ~np.isnan(accuracy)
         best.append(accuracy[fits].max() if fits.any() else np.nan)
     return pd.Series(best, index=pd.Index(list(budgets), name="budget"), name="accuracy")
+
+
+def choose_on_validation(val_curve: pd.DataFrame, test_curve: pd.DataFrame,
+                         budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
+    """Operating points fixed on validation data, reported on the test set.
+
+    ``accuracy_at_budgets`` picks the best point of the *test* curve, which is the protocol of
+    STUDY.md §3 but optimistic: the threshold is tuned on the data it is scored on. Here, for
+    each budget, the threshold is the one whose *validation* point is the most accurate among
+    those with validation cost within the budget; its test cost (which may then exceed the
+    budget slightly) and test accuracy are reported. Both curves must come from the same
+    thresholds, in the same order. Rows: budgets; NaN where no validation point fits.
+    """
+    _check_curve(val_curve)
+    _check_curve(test_curve)
+    if len(val_curve) != len(test_curve) or not np.array_equal(
+            val_curve["threshold"].to_numpy(), test_curve["threshold"].to_numpy()):
+        raise ValueError("the validation and test curves must share their thresholds")
+    val_cost = val_curve["cost"].to_numpy(dtype=np.float64)
+    val_acc = val_curve["accuracy"].to_numpy(dtype=np.float64)
+    rows = []
+    for budget in budgets:
+        fits = np.flatnonzero(val_cost <= budget + COST_TOLERANCE)
+        if len(fits) == 0:
+            rows.append(dict(budget=budget, threshold=np.nan, val_cost=np.nan, val_accuracy=np.nan,
+                             cost=np.nan, accuracy=np.nan))
+            continue
+        pick = fits[np.argmax(val_acc[fits])]  # the first of equally accurate points
+        rows.append(dict(budget=budget, threshold=float(val_curve["threshold"].iloc[pick]),
+                         val_cost=val_cost[pick], val_accuracy=val_acc[pick],
+                         cost=float(test_curve["cost"].iloc[pick]),
+                         accuracy=float(test_curve["accuracy"].iloc[pick])))
+    return pd.DataFrame(rows).set_index("budget")
 
 
 def budget_table(curves_by_group: Mapping[str, pd.DataFrame | Sequence[pd.DataFrame]],

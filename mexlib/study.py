@@ -35,14 +35,16 @@ class RegimeComparison:
     policy: str
     seconds: float
     trained: list[str]
-    curves: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
+    curves: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)  # test set
+    val_curves: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
 
     def __post_init__(self):
         thresholds = THRESHOLDS if self.policy != "patience" else None
         for key, run in self.runs.items():
-            logits, labels = run.logits("test")
-            self.curves[key] = evaluate.tradeoff_curve(logits, labels, self.costs.relative,
-                                                       self.policy, thresholds)
+            for split, curves in (("test", self.curves), ("val", self.val_curves)):
+                logits, labels = run.logits(split)
+                curves[key] = evaluate.tradeoff_curve(logits, labels, self.costs.relative,
+                                                      self.policy, thresholds)
 
     @property
     def regimes(self) -> list[str]:
@@ -77,6 +79,26 @@ class RegimeComparison:
             reference = [pd.DataFrame({"cost": [1.0], "accuracy": [a]}) for a in self.backbone_accuracy()]
             table = pd.concat([table, evaluate.budget_table({"backbone alone (no exits)": reference})])
         return table
+
+    def validation_budget_table(self) -> pd.DataFrame:
+        """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
+        (:func:`mexlib.evaluate.choose_on_validation`) and its test accuracy reported; a
+        ``cost`` column pair gives the mean test cost of the chosen points."""
+        rows = {}
+        for regime in self.regimes:
+            picks = [evaluate.choose_on_validation(self.val_curves[(regime, s)], self.curves[(regime, s)])
+                     for s in self.seeds]
+            accuracy = np.stack([p["accuracy"].to_numpy() for p in picks])
+            cost = np.stack([p["cost"].to_numpy() for p in picks])
+            std = accuracy.std(axis=0, ddof=1) if len(picks) > 1 else np.full(accuracy.shape[1], np.nan)
+            values = []
+            for budget_index in range(accuracy.shape[1]):
+                values += [accuracy[:, budget_index].mean(), std[budget_index],
+                           cost[:, budget_index].mean()]
+            rows[regime] = values
+        columns = pd.MultiIndex.from_product([list(evaluate.BUDGETS), ["mean", "std", "cost"]],
+                                             names=["budget", "stat"])
+        return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
 
     def per_exit_accuracy(self) -> pd.DataFrame:
         """Long table: regime, seed, exit, relative cost, accuracy."""

@@ -401,3 +401,19 @@ def test_bad_thresholds_and_curves_rejected(logits):
         ev.accuracy_at_budgets(pd.DataFrame({"cost": [0.5]}))
     with pytest.raises(ValueError, match="0 .. 2"):
         ev.exit_distribution(torch.tensor([0, 3]), 3)
+
+
+# --- thresholds fixed on validation ----------------------------------------------------------
+
+def test_choose_on_validation_picks_on_validation_and_reports_test():
+    thresholds = [0.2, 0.5, 0.8]
+    # Validation: the cheapest point is the most accurate within a 0.5 budget; test disagrees.
+    val = pd.DataFrame({"threshold": thresholds, "cost": [0.3, 0.45, 0.9], "accuracy": [0.8, 0.7, 0.95]})
+    test = pd.DataFrame({"threshold": thresholds, "cost": [0.31, 0.52, 0.88], "accuracy": [0.6, 0.9, 0.93]})
+    picks = ev.choose_on_validation(val, test, budgets=(0.25, 0.5, 1.0))
+    assert np.isnan(picks.loc[0.25, "accuracy"])  # no validation point costs <= 0.25
+    assert picks.loc[0.5, "threshold"] == 0.2  # validation 0.8 beats 0.7, although test prefers 0.5
+    assert picks.loc[0.5, "accuracy"] == 0.6 and picks.loc[0.5, "cost"] == 0.31
+    assert picks.loc[1.0, "threshold"] == 0.8 and picks.loc[1.0, "accuracy"] == 0.93
+    with pytest.raises(ValueError, match="share their thresholds"):
+        ev.choose_on_validation(val, test.assign(threshold=[0.1, 0.5, 0.8]))

@@ -97,3 +97,22 @@ def test_bad_regime_and_policy_raise():
         study.compare_regimes("smoke", regimes=("disjoint", "both"))
     with pytest.raises(ValueError, match="valid policies: confidence, entropy, patience"):
         study.compare_regimes("smoke", policy="oracle")
+
+
+def test_validation_budget_table_scores_validation_picks_on_test(comparison):
+    table = comparison.validation_budget_table()
+    for regime in comparison.regimes:
+        picks = [evaluate.choose_on_validation(comparison.val_curves[(regime, s)],
+                                               comparison.curves[(regime, s)])
+                 for s in comparison.seeds]
+        for budget in evaluate.BUDGETS:
+            accuracies = [p.loc[budget, "accuracy"] for p in picks]
+            got = table.loc[regime, (budget, "mean")]
+            expected = float(np.mean(accuracies))
+            assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected)
+            # never better than the best test point within the chosen points' own cost
+            for p, seed in zip(picks, comparison.seeds):
+                if not math.isnan(p.loc[budget, "accuracy"]):
+                    curve = comparison.curves[(regime, seed)]
+                    within = curve[curve["cost"] <= p.loc[budget, "cost"] + 1e-9]
+                    assert p.loc[budget, "accuracy"] <= within["accuracy"].max() + 1e-12
