@@ -20,7 +20,7 @@ from typing import Any
 
 from .data import DATASETS, dataset_spec
 from .methods import METHODS
-from .models import HEAD_KINDS, arch_spec, default_head_kind
+from .models import arch_spec, check_exit_placement, check_head, default_head_kind
 
 REGIMES = {
     "disjoint": "phase 1 (backbone) then phase 3 (heads only, backbone frozen)",
@@ -115,21 +115,11 @@ class RunConfig:
         _choose("regime", self.regime, tuple(REGIMES))
         _choose("method", self.method, tuple(METHODS))
         _choose("precision", self.precision, PRECISIONS)
-        layout = "conv" if arch.family == "resnet" else "tokens"
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
-            object.__setattr__(self, "head", default_head_kind(layout))
-        else:
-            _choose("head", self.head, tuple(HEAD_KINDS))
-            if HEAD_KINDS[self.head][0] != layout:
-                fitting = [k for k, (lay, _) in HEAD_KINDS.items() if lay == layout]
-                raise ValueError(f"head {self.head!r} does not fit {self.arch} ({layout} features); "
-                                 f"valid heads here: auto, {', '.join(fitting)}")
+            object.__setattr__(self, "head", default_head_kind(arch.layout))
+        check_head(self.head, arch.layout)
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
-        blocks = self.exit_after_blocks
-        if not blocks or list(blocks) != sorted(set(blocks)) or blocks[0] < 1 or blocks[-1] >= arch.num_blocks:
-            raise ValueError(f"exit_after_blocks must be increasing block numbers in 1..{arch.num_blocks - 1} "
-                             f"({self.arch} has {arch.num_blocks} blocks; its own classifier is the "
-                             f"last exit), got {blocks}")
+        check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         for name in ("train_size", "test_size"):

@@ -39,10 +39,15 @@ def use_style() -> None:
     })
 
 
-def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in the profile's figures folder."""
+def _output_folder(profile: str) -> Path:
     folder = paths.figures_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in the profile's figures folder."""
+    folder = _output_folder(profile)
     written = []
     for suffix in ("png", "pdf"):
         path = folder / f"{name}.{suffix}"
@@ -54,8 +59,7 @@ def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
 
 def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True) -> list[Path]:
     """Save ``table`` as ``<name>.csv`` and ``<name>.md`` in the profile's figures folder."""
-    folder = paths.figures_dir(profile)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _output_folder(profile)
     csv, markdown = folder / f"{name}.csv", folder / f"{name}.md"
     table.to_csv(csv, index=index)
     markdown.write_text(table.to_markdown(index=index) + "\n")
@@ -64,9 +68,7 @@ def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True)
 
 def save_text(text: str, name: str, profile: str) -> Path:
     """Save generated prose (e.g. a notebook's findings) as ``<name>.md``."""
-    folder = paths.figures_dir(profile)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.md"
+    path = _output_folder(profile) / f"{name}.md"
     path.write_text(text)
     return path
 

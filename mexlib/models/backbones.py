@@ -207,6 +207,11 @@ class ArchSpec:
     settings: dict
     description: str
 
+    @property
+    def layout(self) -> str:
+        """How its blocks' outputs are laid out: ``"conv"`` or ``"tokens"`` (see FeatureInfo)."""
+        return "conv" if self.family == "resnet" else "tokens"
+
     def build(self, num_classes: int, in_channels: int, image_size: int) -> Backbone:
         if self.family == "resnet":
             block = Bottleneck if self.settings["bottleneck"] else BasicBlock

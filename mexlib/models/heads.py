@@ -54,14 +54,19 @@ def default_head_kind(layout: str) -> str:
     return "pool" if layout == "conv" else "token"
 
 
-def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
+def check_head(kind: str, layout: str) -> None:
+    """Raise unless ``kind`` is a known head that reads features of ``layout``."""
     if kind not in HEAD_KINDS:
         raise ValueError(f"unknown head {kind!r}; valid heads: {', '.join(HEAD_KINDS)}")
-    layout = HEAD_KINDS[kind][0]
-    if layout != feature.layout:
-        valid = [k for k, (lay, _) in HEAD_KINDS.items() if lay == feature.layout]
-        raise ValueError(f"head {kind!r} needs {layout} features but this backbone yields "
-                         f"{feature.layout}; valid heads here: {', '.join(valid)}")
+    needs = HEAD_KINDS[kind][0]
+    if needs != layout:
+        valid = [k for k, (lay, _) in HEAD_KINDS.items() if lay == layout]
+        raise ValueError(f"head {kind!r} needs {needs} features but this backbone yields "
+                         f"{layout}; valid heads here: {', '.join(valid)}")
+
+
+def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
+    check_head(kind, feature.layout)
     if kind == "pool":
         return PooledHead(feature.channels, num_classes)
     if kind == "token":

@@ -17,6 +17,15 @@ TRAINABLE = {
 }
 
 
+def check_exit_placement(blocks: tuple[int, ...], num_blocks: int) -> None:
+    """Raise unless ``blocks`` are increasing block numbers in 1..num_blocks-1 (at least one:
+    the backbone's own classifier is the last exit, so a head after the last block repeats it)."""
+    if not blocks or list(blocks) != sorted(set(blocks)) or blocks[0] < 1 or blocks[-1] >= num_blocks:
+        raise ValueError(f"exit_after_blocks must be increasing block numbers in 1..{num_blocks - 1} "
+                         f"(the backbone has {num_blocks} blocks; its own classifier is the last "
+                         f"exit), got {tuple(blocks)}")
+
+
 class MultiExitModel(nn.Module):
     """A backbone with internal classifiers after the blocks ``exit_after_blocks`` (numbered
     from 1); the backbone's own classifier is the last exit.
@@ -29,9 +38,7 @@ class MultiExitModel(nn.Module):
                  num_classes: int):
         super().__init__()
         blocks = tuple(exit_after_blocks)
-        if list(blocks) != sorted(set(blocks)) or not all(1 <= b < backbone.num_blocks for b in blocks):
-            raise ValueError(f"exit_after_blocks must be increasing block numbers in 1.."
-                             f"{backbone.num_blocks - 1}, got {blocks}")
+        check_exit_placement(blocks, backbone.num_blocks)
         self.backbone = backbone
         self.exit_after_blocks = blocks
         self.heads = nn.ModuleList(build_head(head_kind, backbone.feature_info[b - 1], num_classes)
