@@ -1,11 +1,14 @@
 """The CUDA path on a GPU machine: data on the device, bf16 autocast, channels-last.
 
-    python benchmarks/gpu_check.py [--data FOLDER] [--out FOLDER]
+    python benchmarks/gpu_check.py [--data FOLDER] [--out RESULTS.json]
 
 1. trains the cpu-profile comparison (seed 0: disjoint, joint, mixed) on the GPU into a
-   temporary run store and prints every exit's test accuracy and the wall time per run;
-2. times training steps of the paper-scale models (ResNet-34 with 6 exits and ViT-T with 4 exits,
-   CIFAR-sized input, batch 128, bf16) and prints images per second.
+   temporary run store, once in fp32 (the profile's precision) and once under bf16 autocast,
+   and prints every exit's test accuracy and the wall time per run;
+2. times training steps of the paper-scale models (ResNet-34 with 6 ICs and ViT-T with 4 ICs,
+   CIFAR-sized input, batch 128, bf16) and prints images per second;
+3. runs ``train_throughput.py``'s comparison on the GPU (mexlib's trainer against the bare loop
+   and the torchvision DataLoader, with 0 and with 8 loader workers) and prints its ratios.
 
 ``--data`` points at a folder holding Fashion-MNIST's four ``.gz`` idx files when the machine has
 neither ``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
@@ -26,24 +29,34 @@ from mexlib.config import make_config
 from mexlib.store import RunStore
 from mexlib.train import build_model, make_optimizer
 
-
-def regime_comparison(store: RunStore) -> list[dict]:
-    rows = []
-    for regime in ("disjoint", "joint", "mixed"):
-        started = time.perf_counter()
-        run = store.get_or_run(make_config("cpu", regime=regime, seed=0))
-        logits, labels = run.logits("test")
-        accuracy = (logits.argmax(-1) == labels).double().mean(1)
-        rows.append(dict(regime=regime, seconds=round(time.perf_counter() - started, 1),
-                         exit_accuracy=[round(a, 4) for a in accuracy.tolist()],
-                         device=run.provenance["device"]))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+import train_throughput  # the sibling script (benchmarks/ is on the path when run as a script)
 
 
-def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128) -> dict:
+def train_and_score(store: RunStore, config) -> dict:
+    """Train (or load) one run and return its wall time, every exit's test accuracy, its device."""
+    started = time.perf_counter()
+    run = store.get_or_run(config)
+    logits, labels = run.logits("test")
+    accuracy = (logits.argmax(-1) == labels).double().mean(1)
+    row = dict(regime=config.regime, precision=config.precision,
+               seconds=round(time.perf_counter() - started, 1),
+               exit_accuracy=[round(a, 4) for a in accuracy.tolist()],
+               device=run.provenance["device"])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "fp32") -> list[dict]:
+    """Seed 0 of ``profile``'s three regimes trained into ``store`` (on the store's device)."""
+    return [train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision))
+            for regime in ("disjoint", "joint", "mixed")]
+
+
+def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: int = 5,
+                          device: str = "cuda") -> dict:
+    """Training steps per second of a paper-profile model (bf16 autocast, CIFAR-100-sized input)."""
     config = make_config("paper", arch=arch)
-    device = torch.device("cuda")
+    device = torch.device(device)
     model = build_model(config).to(device)
     optimizer = make_optimizer(model.parameters(), config.joint_phase)
     x = torch.randn(batch, 3, 32, 32, device=device)
@@ -52,7 +65,7 @@ def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128) -> dict:
     y = torch.randint(0, 100, (batch,), device=device)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             outs = model(x)
         loss = torch.stack([torch.nn.functional.cross_entropy(o.float(), y) for o in outs]).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -60,16 +73,14 @@ def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128) -> dict:
         optimizer.step()
         return loss
 
-    for _ in range(5):
+    for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
+    started = train_throughput.clock(device)
     for _ in range(steps):
         loss = step()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds = train_throughput.clock(device) - started
     result = dict(arch=arch, exits=model.num_exits, batch=batch, steps=steps,
-                  images_per_second=round(steps * batch / seconds), final_loss=round(float(loss), 3))
+                  images_per_second=round(steps * batch / seconds), final_loss=round(loss.item(), 3))
     print(json.dumps(result), flush=True)
     return result
 
@@ -84,11 +95,24 @@ def main() -> None:
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     if args.data is not None:
         mdata.SYSTEM_FOLDERS["fashion-mnist"] = [args.data.resolve()]
+    results = {}
+
+    def keep(part: str, value) -> None:  # written after every part, so a late failure loses nothing
+        results[part] = value
+        if args.out is not None:
+            args.out.write_text(json.dumps(results, indent=1))
+
     with tempfile.TemporaryDirectory() as runs:
-        results = {"regimes": regime_comparison(RunStore(runs, device="cuda", progress=False)),
-                   "paper_steps": [paper_step_throughput(a) for a in ("resnet34", "vit-t")]}
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=1))
+        store = RunStore(runs, device="cuda", progress=False)
+        keep("regimes", regime_comparison(store))
+        keep("regimes_bf16", regime_comparison(store, precision="bf16"))
+    keep("paper_steps", [paper_step_throughput(arch) for arch in ("resnet34", "vit-t")])
+    keep("throughput", [])
+    for workers in (0, 8):
+        result = train_throughput.measure(steps=200, warmup=10, repeats=3, workers=workers,
+                                          device="cuda")
+        print(train_throughput.report(result), flush=True)
+        keep("throughput", results["throughput"] + [result])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Training throughput of mexlib's trainer against a bare loop and a torchvision DataLoader.
 
-Run as ``python benchmarks/train_throughput.py``. It trains the cpu profile's joint-regime model
-(resnet-cpu with 5 heads on Fashion-MNIST, the joint phase's batch size) for ``--steps``
-optimisation steps three ways, interleaved a b c a b c ... over ``--repeats`` rounds, on the
-CPU, and prints each way's images/second (median over the rounds) and two ratios against their
-targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
+Run as ``python benchmarks/train_throughput.py [--device cuda]``. It trains the cpu profile's
+joint-regime model (resnet-cpu with 5 heads on Fashion-MNIST, the joint phase's batch size) for
+``--steps`` optimisation steps three ways, interleaved a b c a b c ... over ``--repeats`` rounds,
+on the CPU (default) or a GPU, and prints each way's images/second (median over the rounds) and
+two ratios against their targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
 
 (a) mexlib: ``mexlib.train.train_phase`` itself, the code a study run executes. The config gets
     ``train_size = steps * batch_size``, one epoch and no early stopping, so the phase is exactly
@@ -23,19 +23,24 @@ targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
     just forward, the mean of the exits' cross-entropies, backward, optimiser step.
 (c) torchvision: the reference code's pipeline. ``torchvision.datasets.FashionMNIST`` yielding
     PIL images, per-sample ``RandomCrop(28, padding=2)``, ``RandomHorizontalFlip()``,
-    ``ToTensor()``, ``Normalize(mean, std)``, ``DataLoader(shuffle=True)``; the step of (b).
-    ``--workers`` defaults to 0: on the 2-core machine the cpu profile is sized for, worker
-    processes would compete with the training step for the same two cores.
+    ``ToTensor()``, ``Normalize(mean, std)``, ``DataLoader(shuffle=True)``; the step of (b). On
+    a GPU the DataLoader pins memory and each batch is copied to the device (non-blocking), as
+    the reference code does. ``--workers`` defaults to 0: on the 2-core machine the cpu profile
+    is sized for, worker processes would compete with the training step for the same two cores;
+    on a GPU machine with cores to spare, give it workers.
 
 Every way builds a fresh model from the same seed (``build_model``) and the same optimiser
 (``make_optimizer`` with the joint phase's settings); (b) and (c) run their warm-up steps on
-that model before the timed ones. Timings taken while something else runs on the machine are
+that model before the timed ones. ``--precision bf16`` runs all three under bfloat16 autocast
+(the trainer's ``precision``). On a GPU every timing waits for the device to finish
+(``torch.cuda.synchronize``). Timings taken while something else runs on the machine are
 meaningless: the load average is printed to make that visible.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import statistics
@@ -54,42 +59,56 @@ from mexlib.data import dataset_spec, load_dataset
 from mexlib.methods import get_method
 from mexlib.train import DeviceData, build_model, make_optimizer, train_phase
 
-DEVICE = torch.device("cpu")
 TARGETS = {"(a)/(b)": 0.90, "(a)/(c)": 1.5}
 
 
-def run_mexlib(config, data: DeviceData, batch: int, warmup: int) -> float:
+def clock(device: torch.device) -> float:
+    """The time once the device has finished the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def run_mexlib(config, data: DeviceData, batch: int, warmup: int, device: torch.device) -> float:
     """(a): seconds of one whole ``train_phase`` call (one epoch of exactly ``steps`` steps)."""
     method = get_method(config.method)
     if warmup:
         head = replace(data, train_images=data.train_images[:warmup * batch],
                        train_labels=data.train_labels[:warmup * batch])
-        train_phase(build_model(config), "joint", config.joint_phase, head, method, DEVICE,
-                    progress=False)
-    model = build_model(config)
-    start = time.perf_counter()
-    train_phase(model, "joint", config.joint_phase, data, method, DEVICE, progress=False)
-    return time.perf_counter() - start
+        train_phase(build_model(config).to(device), "joint", config.joint_phase, head, method,
+                    device, progress=False, precision=config.precision)
+    model = build_model(config).to(device)
+    start = clock(device)
+    train_phase(model, "joint", config.joint_phase, data, method, device, progress=False,
+                precision=config.precision)
+    return clock(device) - start
 
 
-def run_loop(config, batches, warmup: int, steps: int) -> float:
+def run_loop(config, batches, warmup: int, steps: int, device: torch.device) -> float:
     """(b) and (c): seconds of ``steps`` plain training steps after ``warmup`` untimed ones."""
-    model = build_model(config).train()
+    model = build_model(config).to(device).train()
     optimizer = make_optimizer(model.trainable_parameters(), config.joint_phase)
 
     def step(x, y):
-        outs = model(x)
-        loss = torch.stack([F.cross_entropy(o, y) for o in outs]).mean()
+        with autocast(device, config.precision):
+            outs = model(x)
+        loss = torch.stack([F.cross_entropy(o.float(), y) for o in outs]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     for _ in range(warmup):
         step(*next(batches))
-    start = time.perf_counter()
+    start = clock(device)
     for _ in range(steps):
         step(*next(batches))
-    return time.perf_counter() - start
+    return clock(device) - start
 
 
 def bare_batches(data: DeviceData, batch: int):
@@ -101,15 +120,98 @@ def bare_batches(data: DeviceData, batch: int):
     return itertools.cycle(slices)
 
 
-def torchvision_batches(dataset, batch: int, workers: int, seed: int):
-    """(c): the DataLoader's batches, epoch after epoch. The inputs are made channels_last like
-    (a)'s and (b)'s, so all three feed the model the same layout (free for one channel)."""
+def torchvision_batches(dataset, batch: int, workers: int, seed: int, device: torch.device):
+    """(c): the DataLoader's batches, epoch after epoch, copied to ``device``. The inputs are made
+    channels_last like (a)'s and (b)'s, so all three feed the model the same layout (free for
+    one channel)."""
+    cuda = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                        drop_last=True, persistent_workers=workers > 0,
+                        drop_last=True, persistent_workers=workers > 0, pin_memory=cuda,
                         generator=torch.Generator().manual_seed(seed))
     while True:
         for x, y in loader:
-            yield x.contiguous(memory_format=torch.channels_last), y
+            x = x.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+            yield x, y.to(device, non_blocking=cuda)
+
+
+def measure(steps: int = 200, warmup: int = 10, repeats: int = 3, workers: int = 0,
+            device: str | torch.device = "cpu", precision: str | None = None) -> dict:
+    """Time (a), (b) and (c) as described above and return the figures as a dict: the setting,
+    each variant's seconds and images/s per round and their medians, and the two ratios."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda needs a CUDA device; this machine has none (use cpu)")
+    if steps < 1 or warmup < 0 or repeats < 1 or workers < 0:
+        raise ValueError("need steps >= 1, repeats >= 1, warmup >= 0 and workers >= 0")
+    batch = make_config("cpu", regime="joint").joint_phase.batch_size
+    overrides = {} if precision is None else {"precision": precision}
+    config = make_config("cpu", regime="joint", train_size=steps * batch,
+                         joint_phase={"epochs": 1, "patience": None}, **overrides)
+    data = DeviceData.from_dataset(config, load_dataset(config.dataset), device)
+    data = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
+    most = len(data.train_labels) // batch
+    if most != steps:
+        raise ValueError(f"one epoch holds at most {most} steps of {batch} images; "
+                         f"use steps <= {most}")
+    spec = dataset_spec(config.dataset)
+    pil_dataset = torchvision.datasets.FashionMNIST(
+        paths.data_dir(), train=True, download=False, transform=transforms.Compose([
+            transforms.RandomCrop(spec.image_size, padding=spec.crop_padding),
+            transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std)]))
+
+    def run_torchvision() -> float:
+        batches = torchvision_batches(pil_dataset, batch, workers, config.seed, device)
+        try:
+            return run_loop(config, batches, warmup, steps, device)
+        finally:
+            batches.close()  # drops the loader, so its worker processes (if any) end
+
+    variants = {
+        "(a) mexlib train_phase": lambda: run_mexlib(config, data, batch, warmup, device),
+        "(b) bare loop": lambda: run_loop(config, bare_batches(data, batch), warmup, steps, device),
+        "(c) torchvision DataLoader": run_torchvision,
+    }
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPUs"
+    result = dict(device=f"{device.type} ({name})", torch=torch.__version__,
+                  threads=torch.get_num_threads(), load_before=round(os.getloadavg()[0], 2),
+                  arch=config.arch, heads=len(config.exit_after_blocks), dataset=config.dataset,
+                  batch=batch, precision=config.precision, steps=steps, warmup=warmup,
+                  repeats=repeats, workers=workers, variants={})
+    seconds = {label: [] for label in variants}
+    for _ in range(repeats):
+        for label, run in variants.items():
+            seconds[label].append(run())
+    for label, times in seconds.items():
+        rates = [steps * batch / s for s in times]
+        result["variants"][label] = dict(seconds=statistics.median(times),
+                                         images_per_second=statistics.median(rates),
+                                         rounds=[round(r, 1) for r in rates])
+    a, b, c = (v["images_per_second"] for v in result["variants"].values())
+    result["ratios"] = {"(a)/(b)": a / b, "(a)/(c)": a / c}
+    result["load_after"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def report(result: dict) -> str:
+    """The figures of :func:`measure` as the lines the script prints."""
+    r = result
+    lines = [f"torch {r['torch']} on {r['device']}, {r['threads']} threads, load average "
+             f"{r['load_before']:.2f}; {r['arch']} with {r['heads']} heads on {r['dataset']}, "
+             f"batch {r['batch']}, {r['precision']}; {r['steps']} timed steps after {r['warmup']} "
+             f"warm-up steps, median of {r['repeats']} interleaved rounds; (c) with "
+             f"{r['workers']} workers",
+             f"{'variant':<27}  {'steps':>5}  {'seconds':>8}  {'images/s':>9}  images/s per round"]
+    for label, v in r["variants"].items():
+        rounds = " ".join(f"{x:.0f}" for x in v["rounds"])
+        lines.append(f"{label:<27}  {r['steps']:>5}  {v['seconds']:>8.2f}  "
+                     f"{v['images_per_second']:>9.1f}  {rounds}")
+    for label, ratio in r["ratios"].items():
+        target = TARGETS[label]
+        lines.append(f"{label} = {ratio:.3f}  target >= {target:.2f}  "
+                     f"{'PASS' if ratio >= target else 'FAIL'}")
+    lines.append(f"load average after: {r['load_after']:.2f}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -119,60 +221,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of a b c (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (c) (default 0)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                        help="default: the cpu profile's (fp32)")
     args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0 or args.repeats < 1 or args.workers < 0:
-        parser.error("need --steps >= 1, --repeats >= 1, --warmup >= 0 and --workers >= 0")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-
-    batch = make_config("cpu", regime="joint").joint_phase.batch_size
-    config = make_config("cpu", regime="joint", train_size=args.steps * batch,
-                         joint_phase={"epochs": 1, "patience": None})
-    data = DeviceData.from_dataset(config, load_dataset(config.dataset), DEVICE)
-    data = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
-    if len(data.train_loader("joint", batch)) != args.steps:
-        most = len(data.train_loader("joint", batch))
-        parser.error(f"one epoch holds at most {most} steps of {batch} images; use --steps <= {most}")
-    spec = dataset_spec(config.dataset)
-    pil_dataset = torchvision.datasets.FashionMNIST(
-        paths.data_dir(), train=True, download=False, transform=transforms.Compose([
-            transforms.RandomCrop(spec.image_size, padding=spec.crop_padding),
-            transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-            transforms.Normalize(spec.mean, spec.std)]))
-
-    variants = {
-        "(a) mexlib train_phase": lambda: run_mexlib(config, data, batch, args.warmup),
-        "(b) bare loop": lambda: run_loop(config, bare_batches(data, batch), args.warmup, args.steps),
-        "(c) torchvision DataLoader": lambda: run_torchvision(config, pil_dataset, batch, args),
-    }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; {config.arch} with {len(config.exit_after_blocks)} "
-          f"heads on {config.dataset}, batch {batch}; {args.steps} timed steps after {args.warmup} "
-          f"warm-up steps, median of {args.repeats} interleaved rounds; (c) with {args.workers} workers")
-    seconds = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, run in variants.items():
-            seconds[name].append(run())
-    rates = {name: [args.steps * batch / s for s in times] for name, times in seconds.items()}
-
-    print(f"{'variant':<27}  {'steps':>5}  {'seconds':>8}  {'images/s':>9}  images/s per round")
-    for name in variants:
-        rounds = " ".join(f"{r:.0f}" for r in rates[name])
-        print(f"{name:<27}  {args.steps:>5}  {statistics.median(seconds[name]):>8.2f}  "
-              f"{statistics.median(rates[name]):>9.1f}  {rounds}")
-    a, b, c = (statistics.median(r) for r in rates.values())
-    for label, ratio in (("(a)/(b)", a / b), ("(a)/(c)", a / c)):
-        target = TARGETS[label]
-        print(f"{label} = {ratio:.3f}  target >= {target:.2f}  {'PASS' if ratio >= target else 'FAIL'}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-
-
-def run_torchvision(config, dataset, batch: int, args) -> float:
-    batches = torchvision_batches(dataset, batch, args.workers, config.seed)
     try:
-        return run_loop(config, batches, args.warmup, args.steps)
-    finally:
-        batches.close()  # drops the loader, so its worker processes (if any) end
+        result = measure(args.steps, args.warmup, args.repeats, args.workers, args.device,
+                         args.precision)
+    except ValueError as error:
+        parser.error(str(error))
+    print(report(result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The benchmark scripts run end to end (tiny settings: this checks that they work, not how fast)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import gpu_check  # noqa: E402
+import train_throughput  # noqa: E402
+from mexlib.store import RunStore  # noqa: E402
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_train_throughput_measures_three_ways_and_their_ratios():
+    result = train_throughput.measure(steps=2, warmup=1, repeats=3)
+    variants = result["variants"]
+    assert list(variants) == ["(a) mexlib train_phase", "(b) bare loop", "(c) torchvision DataLoader"]
+    for v in variants.values():  # an odd number of rounds: the median rate is the median time's
+        assert len(v["rounds"]) == 3 and all(r > 0 for r in v["rounds"])
+        assert v["images_per_second"] == pytest.approx(2 * result["batch"] / v["seconds"])
+    a, b, c = (v["images_per_second"] for v in variants.values())
+    assert result["ratios"] == {"(a)/(b)": pytest.approx(a / b), "(a)/(c)": pytest.approx(a / c)}
+    text = train_throughput.report(result)
+    assert f"(a)/(c) = {a / c:.3f}  target >= 1.50" in text
+    assert ("PASS" if a / b >= 0.9 else "FAIL") in text.splitlines()[-3]
+
+
+def test_train_throughput_script_rejects_bad_settings():
+    too_many = run_script("train_throughput.py", "--steps", "100000")
+    assert too_many.returncode == 2 and "use steps <=" in too_many.stderr
+    bad_device = run_script("train_throughput.py", "--device", "tpu")
+    assert bad_device.returncode == 2 and "choose from 'cpu', 'cuda'" in bad_device.stderr
+    if not torch.cuda.is_available():
+        no_cuda = run_script("train_throughput.py", "--device", "cuda")
+        assert no_cuda.returncode == 2 and "needs a CUDA device" in no_cuda.stderr
+
+
+def test_gpu_check_says_it_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check itself would run")
+    done = run_script("gpu_check.py")
+    assert done.returncode != 0 and "no CUDA device" in done.stderr
+
+
+def test_gpu_check_parts_run_on_the_cpu(tmp_path):
+    """The check's parts, on the CPU at smoke size: what a GPU session runs, minus CUDA itself."""
+    rows = gpu_check.regime_comparison(RunStore(tmp_path, device="cpu", progress=False), "smoke")
+    bf16 = gpu_check.regime_comparison(RunStore(tmp_path, device="cpu", progress=False), "smoke",
+                                       precision="bf16")
+    assert [row["precision"] for row in rows + bf16] == ["fp32"] * 3 + ["bf16"] * 3
+    assert [row["regime"] for row in rows] == ["disjoint", "joint", "mixed"]
+    stored = RunStore(tmp_path, device="cpu", progress=False)
+    for row in rows:
+        run = stored.get_or_run(gpu_check.make_config("smoke", regime=row["regime"], seed=0))
+        logits, labels = run.logits("test")
+        assert row["exit_accuracy"] == [round(a, 4) for a in
+                                        (logits.argmax(-1) == labels).double().mean(1).tolist()]
+        assert row["device"] == "cpu"
+    step = gpu_check.paper_step_throughput("resnet34", steps=1, batch=2, warmup=0, device="cpu")
+    assert step["exits"] == 7 and step["images_per_second"] > 0
+
+
+def test_eval_sweep_prints_every_policy_against_the_target():
+    done = run_script("eval_sweep.py", "--samples", "500", "--exits", "3", "--classes", "10",
+                      "--warmup", "0", "--repeats", "2", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    for policy in ("confidence", "entropy", "patience"):
+        assert policy in done.stdout
