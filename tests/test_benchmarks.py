@@ -14,6 +14,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import gpu_check  # noqa: E402
 import train_throughput  # noqa: E402
+from mexlib.config import make_config  # noqa: E402
 from mexlib.store import RunStore  # noqa: E402
 
 
@@ -62,7 +63,7 @@ def test_gpu_check_parts_run_on_the_cpu(tmp_path):
     assert [row["regime"] for row in rows] == ["disjoint", "joint", "mixed"]
     stored = RunStore(tmp_path, device="cpu", progress=False)
     for row in rows:
-        run = stored.get_or_run(gpu_check.make_config("smoke", regime=row["regime"], seed=0))
+        run = stored.get_or_run(make_config("smoke", regime=row["regime"], seed=0))
         logits, labels = run.logits("test")
         assert row["exit_accuracy"] == [round(a, 4) for a in
                                         (logits.argmax(-1) == labels).double().mean(1).tolist()]
