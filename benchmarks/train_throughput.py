@@ -40,7 +40,6 @@ meaningless: the load average is printed to make that visible.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import os
 import statistics
@@ -69,12 +68,6 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def run_mexlib(config, data: DeviceData, batch: int, warmup: int, device: torch.device) -> float:
     """(a): seconds of one whole ``train_phase`` call (one epoch of exactly ``steps`` steps)."""
     method = get_method(config.method)
@@ -96,7 +89,7 @@ def run_loop(config, batches, warmup: int, steps: int, device: torch.device) -> 
     optimizer = make_optimizer(model.trainable_parameters(), config.joint_phase)
 
     def step(x, y):
-        with autocast(device, config.precision):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             outs = model(x)
         loss = torch.stack([F.cross_entropy(o.float(), y) for o in outs]).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -149,7 +142,7 @@ def measure(steps: int = 200, warmup: int = 10, repeats: int = 3, workers: int =
                          joint_phase={"epochs": 1, "patience": None}, **overrides)
     data = DeviceData.from_dataset(config, load_dataset(config.dataset), device)
     data = replace(data, val_images=data.val_images[:1], val_labels=data.val_labels[:1])
-    most = len(data.train_labels) // batch
+    most = len(data.train_loader("joint", batch))
     if most != steps:
         raise ValueError(f"one epoch holds at most {most} steps of {batch} images; "
                          f"use steps <= {most}")
