@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .data import DATASETS, dataset_spec
+from .hardware import PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
 
@@ -30,7 +31,6 @@ REGIMES = {
 #: The phases each regime runs, in order.
 REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint")}
 PROFILES = ("smoke", "cpu", "paper")
-PRECISIONS = ("fp32", "bf16")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
@@ -100,7 +100,9 @@ class RunConfig:
     method: str = "sdn"
     regime: str = "mixed"
     seed: int = 0
-    precision: str = "fp32"  # "bf16": bfloat16 autocast while training (stored logits in fp32)
+    # "bf16": bfloat16 autocast while training (stored logits in fp32), where the device has
+    # native bf16; elsewhere the run trains and is stored as fp32 (mexlib.hardware)
+    precision: str = "fp32"
     augment: bool = True  # random crop and flip during training (TrivialAugment on top if set)
     trivial_augment: bool = False
     backbone_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))

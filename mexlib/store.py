@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import __version__, paths
+from . import __version__, hardware, paths
 from .config import RunConfig, stable_hash
 from .data import ImageData, load_dataset
 from .models import MultiExitModel, exit_logits
@@ -143,11 +143,18 @@ class RunStore:
 
     # --- lookup --------------------------------------------------------------------------
 
+    def resolve(self, config: RunConfig) -> RunConfig:
+        """The configuration as it trains on this store's device: bf16 becomes fp32 where the
+        device has no native bf16 (one warning), so such a run is keyed and stored as the fp32
+        run it is (:mod:`mexlib.hardware`)."""
+        precision = hardware.training_precision(config.precision, self.device)
+        return config if precision == config.precision else replace(config, precision=precision)
+
     def find(self, config: RunConfig) -> StoredRun | None:
-        return self._find(f"run-{run_key(config)}")
+        return self._find(f"run-{run_key(self.resolve(config))}")
 
     def find_backbone(self, config: RunConfig) -> StoredRun | None:
-        return self._find(f"backbone-{backbone_key(config)}")
+        return self._find(f"backbone-{backbone_key(self.resolve(config))}")
 
     def _find(self, name: str) -> StoredRun | None:
         path = self.root / name
@@ -199,6 +206,7 @@ class RunStore:
 
     def get_or_run(self, config: RunConfig) -> StoredRun:
         """The finished run of ``config``: from the store, or trained now and stored."""
+        config = self.resolve(config)
         found = self.find(config)
         if found is not None:
             return found
@@ -222,6 +230,7 @@ class RunStore:
 
     def get_or_run_backbone(self, config: RunConfig) -> StoredRun:
         """Phase 1 of ``config``, keyed on :meth:`RunConfig.backbone_config` alone."""
+        config = self.resolve(config)
         found = self.find_backbone(config)
         if found is not None:
             return found
@@ -320,6 +329,7 @@ def provenance(config: dict, device: torch.device, seconds: float, phases: list[
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "device_type": device.type,
         "threads": torch.get_num_threads(),
+        "hardware": hardware.describe(device),
         "wall_time_seconds": seconds,
         "phase_wall_time_seconds": {p["phase"]: p.get("wall_time") for p in phases},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

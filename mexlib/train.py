@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from . import hardware
 from .config import PhaseConfig, RunConfig
 from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
 from .methods import Method, cross_entropy_per_exit, get_method
@@ -80,14 +81,13 @@ class DeviceData:
     def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
         splits = make_splits(data, config.val_fraction, seed=0, train_size=config.train_size)
         test = slice(0, config.test_size)
-        channels_last = arch_spec(config.arch).family == "resnet"
         spec = dataset_spec(config.dataset)
         return cls(data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
                    data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
                    data.test_images[test].to(device), data.test_labels[test].to(device),
                    Normalize(spec, device),
                    BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
-                   torch.channels_last if channels_last else torch.contiguous_format, config.seed)
+                   memory_format_for(config, device), config.seed)
 
     def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
         return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
@@ -104,18 +104,22 @@ class DeviceData:
 
 # --- the model -----------------------------------------------------------------------------
 
-def build_model(config: RunConfig) -> MultiExitModel:
-    """The run's model, initialised from its seed. The backbone and the heads draw from
-    separate seeds, so a backbone's initialisation does not depend on its heads and every
-    regime of a seed starts from the same weights."""
+def memory_format_for(config: RunConfig, device: str | torch.device) -> torch.memory_format:
+    """The layout of the run's weights and batches on ``device``: channels-last for CNNs on
+    CUDA only, NCHW on the CPU (:mod:`mexlib.hardware` gives the oneDNN bug behind it)."""
+    return hardware.memory_format(arch_spec(config.arch).prefers_channels_last, device)
+
+
+def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiExitModel:
+    """The run's model on ``device`` in its layout there, initialised from its seed. The
+    backbone and the heads draw from separate seeds, so a backbone's initialisation does not
+    depend on its heads and every regime of a seed starts from the same weights."""
     spec = dataset_spec(config.dataset)
     torch.manual_seed(config.seed)
     backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
     torch.manual_seed(config.seed + 1_000_000)
     model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes)
-    if backbone.prefers_channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return model.to(device, memory_format=memory_format_for(config, device))
 
 
 # --- early stopping ------------------------------------------------------------------------
@@ -206,6 +210,23 @@ def _exit_losses(method: Method, phase: str, outs: list[Tensor], labels: Tensor)
     return cross_entropy_per_exit(outs, labels) if phase == "backbone" else method.exit_losses(outs, labels)
 
 
+def autocast_for(device: torch.device, precision: str):
+    """The forward passes' autocast context: bfloat16 when ``precision`` is ``"bf16"`` and the
+    device computes it natively, otherwise disabled (:func:`mexlib.hardware.training_precision`)."""
+    precision = hardware.training_precision(precision, device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def training_loss(model: MultiExitModel, phase: str, x: Tensor, y: Tensor, method: Method,
+                  autocast) -> tuple[Tensor, Tensor]:
+    """One batch's loss to backpropagate in ``phase``, and each exit's loss."""
+    with autocast:
+        outs = _exit_outputs(model, phase, x)
+    exit_losses = _exit_losses(method, phase, outs, y)
+    loss = exit_losses[0] if phase == "backbone" else method.combine(exit_losses)
+    return loss, exit_losses
+
+
 @torch.no_grad()
 def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list[float]]:
     model.eval()
@@ -232,7 +253,8 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
                 progress: bool = True, description: str = "", precision: str = "fp32") -> PhaseResult:
     """Train one phase in place and leave ``model`` at the phase's best checkpoint.
 
-    ``precision="bf16"`` runs forward passes under bfloat16 autocast (losses in float32)."""
+    ``precision="bf16"`` runs forward passes under bfloat16 autocast (losses in float32) where
+    the device has native bf16, and falls back to fp32 with a warning elsewhere."""
     model.set_freeze_mode(FREEZE_MODE[phase])
     result = PhaseResult(phase)
     if settings.epochs == 0:
@@ -252,7 +274,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         stopper.load_state_dict(state["stopper"])
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         result = PhaseResult(**state["result"])
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = autocast_for(device, precision)
     bar = tqdm(total=settings.epochs, initial=start_epoch, disable=not progress, leave=True,
                desc=f"{description}{phase}", unit="epoch", dynamic_ncols=True)
     for epoch in range(start_epoch, settings.epochs):
@@ -264,10 +286,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         model.train()
         loss_sum, seen = None, 0
         for x, y in loader:
-            with autocast:
-                outs = _exit_outputs(model, phase, x)
-            exit_losses = _exit_losses(method, phase, outs, y)
-            loss = exit_losses[0] if phase == "backbone" else method.combine(exit_losses)
+            loss, exit_losses = training_loss(model, phase, x, y, method, autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -326,7 +345,7 @@ def _progress_text(train_loss: list[float], val_acc: list[float]) -> str:
 def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
                    workdir: Path | None = None, progress: bool = True) -> tuple[MultiExitModel, PhaseResult]:
     """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed)."""
-    model = build_model(config).to(device)
+    model = build_model(config, device)
     result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
                          device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
                          config.precision)
@@ -338,7 +357,7 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
                  progress: bool = True) -> tuple[MultiExitModel, list[PhaseResult]]:
     """The phases after phase 1: joint from scratch, or heads / joint on a trained backbone
     (``backbone_state``: the backbone's state dict from :func:`train_backbone`)."""
-    model = build_model(config).to(device)
+    model = build_model(config, device)
     phases = [p for p in config.phases if p != "backbone"]
     if "backbone" in config.phases:
         if backbone_state is None:

@@ -1,9 +1,12 @@
-"""Shared fixtures. Tests never write into the repository's data, runs or figures folders."""
+"""Shared fixtures. Tests never write into the repository's data, runs or figures folders.
+Every test has a time limit (pyproject.toml); ``watchdog`` ends a run whose test hangs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+pytest_plugins = ["watchdog"]
 
 
 @pytest.fixture(autouse=True)

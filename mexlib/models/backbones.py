@@ -32,7 +32,8 @@ class Backbone(nn.Module):
     blocks: nn.ModuleList
     classifier: nn.Module
     feature_info: list[FeatureInfo]
-    #: CNNs run faster in channels-last memory format.
+    #: CNNs run faster in channels-last memory format on a GPU (used on CUDA only:
+    #: :func:`mexlib.hardware.memory_format` says why).
     prefers_channels_last: bool = False
 
     @property
@@ -206,6 +207,14 @@ class ArchSpec:
     num_blocks: int
     settings: dict
     description: str
+
+    @property
+    def backbone_class(self) -> type[Backbone]:
+        return CifarResNet if self.family == "resnet" else VisionTransformer
+
+    @property
+    def prefers_channels_last(self) -> bool:
+        return self.backbone_class.prefers_channels_last
 
     @property
     def layout(self) -> str:

@@ -1,0 +1,121 @@
+"""What the training device can do, and the two rules the trainer follows because of it.
+
+**Memory layout: channels-last on CUDA only.** CNN backbones (``Backbone.prefers_channels_last``)
+train in channels-last memory format on a CUDA GPU, where it speeds up convolutions; on the CPU
+every model and batch stays in the default NCHW layout. The reason is a oneDNN bug
+(uxlfoundation/oneDNN issue 6035, "1x1 convolution backward_weights writes past the rtus
+workspace (nhwc, IC < ic_block)"): the backward pass of a strided 1×1 convolution in
+channels-last with fewer input channels than the kernel's channel block (8 on AVX2) writes past
+its workspace. On a CPU whose oneDNN picks the AVX2 kernel (``jit_1x1:avx2``) the step then
+hangs, dies with a bus error or segmentation fault, or returns weight gradients that are wrong
+in every element, silently. Whether a model is affected depends on the width of a layer, not on
+the profile (ResNet-smoke's 4-channel shortcut is; any user's narrow ResNet can be), so the rule
+is by device, never by width. Channels-last gains nothing on the CPU anyway: the cpu-profile
+step costs the same in either layout (benchmarks/README.md). ``python -m mexlib.kernel_check``
+verifies, on any machine, that one training step of every registered architecture gives the
+gradients of an independent float64 reference.
+
+**Precision: bf16 only where the device computes it natively.** ``precision="bf16"`` means
+bfloat16 autocast while training. A CUDA GPU with bf16 support (Ampere and later) and a CPU
+with native bf16 instructions (x86: AVX512-BF16 or AMX; ARM: the BF16 extension, as reported
+by oneDNN) train in bf16. Elsewhere bf16 is emulated, about 7× slower than fp32 on an AVX2 CPU
+with nothing gained, so a run that asks for bf16 there says so once
+(:class:`PrecisionFallbackWarning`) and trains in fp32. The run store then keeps it as the fp32
+run it is (its ``config.json`` says ``fp32``): it never passes for a bf16 result, and an fp32 run
+already in the store is reused. Setting ``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16``
+(``AVX2``, say) counts as a CPU without native bf16, as it is for oneDNN.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import warnings
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+#: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN off its native bf16 kernels.
+_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                      "AVX512_CORE_VNNI"}
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """bf16 was asked for on a device without native bf16; the run trains in fp32."""
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def memory_format(prefers_channels_last: bool, device: str | torch.device) -> torch.memory_format:
+    """The layout of a model's weights and input batches on ``device`` (see the module text)."""
+    if prefers_channels_last and as_device(device).type == "cuda":
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def onednn_isa_cap() -> str | None:
+    """The ISA oneDNN is limited to by ``ONEDNN_MAX_CPU_ISA`` (or its old name
+    ``DNNL_MAX_CPU_ISA``), upper-case, or None."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value else None
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware, as far as oneDNN may use it."""
+    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False  # oneDNN cannot run bf16 at all here (or is capped below it)
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        if onednn_isa_cap() in _ISAS_WITHOUT_BF16:
+            return False
+        # oneDNN also "supports" bf16 on plain AVX-512 by emulation; native needs these:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return True  # ARM: oneDNN reports bf16 support only with the BF16 extension
+
+
+def has_native_bf16(device: str | torch.device) -> bool:
+    device = as_device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_has_native_bf16()
+    return False
+
+
+_warned: set[str] = set()
+
+
+def training_precision(precision: str, device: str | torch.device) -> str:
+    """The precision a run that asks for ``precision`` trains in on ``device``: bf16 falls back
+    to fp32 where the device lacks native bf16, with one warning per device type and process."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    device = as_device(device)
+    if precision == "bf16" and not has_native_bf16(device):
+        if device.type not in _warned:
+            _warned.add(device.type)
+            what = ("this CPU has no native bf16 (AVX512-BF16, AMX or ARM BF16)" if device.type == "cpu"
+                    else f"this {device.type} device has no native bf16")
+            warnings.warn(f"precision 'bf16' asked for, but {what}, so emulating it would only be "
+                          f"slower: training in fp32 instead, stored as an fp32 run. Pass "
+                          f"precision='fp32' to silence this.", PrecisionFallbackWarning, stacklevel=3)
+        return "fp32"
+    return precision
+
+
+def describe(device: str | torch.device = "cpu") -> dict:
+    """What the layout and precision rules see on ``device``: for reports and provenance."""
+    device = as_device(device)
+    info = {"device_type": device.type, "machine": platform.machine(),
+            "native_bf16": has_native_bf16(device),
+            "channels_last_for_cnns": memory_format(True, device) == torch.channels_last}
+    if device.type == "cpu":
+        info["aten_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["onednn_isa_cap"] = onednn_isa_cap()
+    return info
+
+
+__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "as_device", "cpu_has_native_bf16", "describe",
+           "has_native_bf16", "memory_format", "onednn_isa_cap", "training_precision"]

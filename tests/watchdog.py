@@ -1,0 +1,58 @@
+"""A pytest plugin that ends a run whose test hangs where pytest-timeout cannot stop it.
+
+pytest-timeout (``timeout_method = "signal"``) fails a test that runs past its limit with the
+test's name, and the run goes on. But its SIGALRM is handled by Python between bytecodes, so a
+test stuck inside a native kernel (a oneDNN convolution that never returns, say) never sees it.
+This plugin starts a timer thread for every test; when a test is still running
+``WATCHDOG_GRACE_SECONDS`` (``MEXLIB_WATCHDOG_GRACE``, default 30) after its limit, it prints
+the test's name and every thread's stack and exits the process with status 3, so the run ends
+as a failure that names the test instead of stalling. ``tests/conftest.py`` loads it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+
+import pytest
+
+WATCHDOG_GRACE_SECONDS = float(os.environ.get("MEXLIB_WATCHDOG_GRACE", "30"))
+HUNG_EXIT_STATUS = 3
+
+
+def time_limit(item: pytest.Item) -> float:
+    """The test's pytest-timeout limit in seconds (its marker, else the ini value; 0: none)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0)
+
+
+def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
+    err = sys.__stderr__
+    err.write(f"\n\nHUNG TEST: {item.nodeid} is still running {seconds:.0f} s after it started, "
+              f"past its time limit, stuck where pytest-timeout's signal cannot reach it (native "
+              f"code). Every thread's stack:\n")
+    err.flush()
+    faulthandler.dump_traceback(file=err, all_threads=True)
+    err.write(f"\nHUNG TEST: {item.nodeid}; stopping the test run.\n")
+    err.flush()
+    os._exit(HUNG_EXIT_STATUS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    limit = time_limit(item)
+    watchdog = None
+    if limit > 0:
+        seconds = limit + WATCHDOG_GRACE_SECONDS
+        watchdog = threading.Timer(seconds, _stop_hung_test, (item, seconds))
+        watchdog.daemon = True
+        watchdog.start()
+    try:
+        yield
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
