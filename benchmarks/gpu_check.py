@@ -27,7 +27,7 @@ import torch
 from mexlib import data as mdata
 from mexlib.config import make_config
 from mexlib.store import RunStore
-from mexlib.train import build_model, make_optimizer
+from mexlib.train import build_model, make_optimizer, memory_format_for
 
 import train_throughput  # the sibling script (benchmarks/ is on the path when run as a script)
 
@@ -38,7 +38,7 @@ def train_and_score(store: RunStore, config) -> dict:
     run = store.get_or_run(config)
     logits, labels = run.logits("test")
     accuracy = (logits.argmax(-1) == labels).double().mean(1)
-    row = dict(regime=config.regime, precision=config.precision,
+    row = dict(regime=config.regime, precision=run.config["precision"],
                seconds=round(time.perf_counter() - started, 1),
                exit_accuracy=[round(a, 4) for a in accuracy.tolist()],
                device=run.provenance["device"])
@@ -57,11 +57,10 @@ def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: 
     """Training steps per second of a paper-profile model (bf16 autocast, CIFAR-100-sized input)."""
     config = make_config("paper", arch=arch)
     device = torch.device(device)
-    model = build_model(config).to(device)
+    model = build_model(config, device)
     optimizer = make_optimizer(model.parameters(), config.joint_phase)
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    if model.backbone.prefers_channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
+        memory_format=memory_format_for(config, device))
     y = torch.randint(0, 100, (batch,), device=device)
 
     def step():
@@ -85,11 +84,11 @@ def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: 
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, help="folder with Fashion-MNIST's .gz idx files")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a GPU machine")
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)

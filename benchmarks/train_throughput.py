@@ -4,12 +4,13 @@ Run as ``python benchmarks/train_throughput.py [--device cuda]``. It trains the 
 joint-regime model (resnet-cpu with 5 heads on Fashion-MNIST, the joint phase's batch size) for
 ``--steps`` optimisation steps three ways, interleaved a b c a b c ... over ``--repeats`` rounds,
 on the CPU (default) or a GPU, and prints each way's images/second (median over the rounds) and
-two ratios against their targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
+two ratios, against the targets (a)/(b) >= 0.90 everywhere and (a)/(c) >= 1.5 on a GPU only
+(``TARGETS`` says why not on the CPU):
 
 (a) mexlib: ``mexlib.train.train_phase`` itself, the code a study run executes. The config gets
     ``train_size = steps * batch_size``, one epoch and no early stopping, so the phase is exactly
     ``steps`` optimisation steps through the real path: ``DeviceData`` and its ``BatchLoader``
-    (per-epoch shuffle, batched crop and flip of the uint8 images, normalisation, channels_last),
+    (per-epoch shuffle, batched crop and flip of the uint8 images, normalisation, the layout),
     ``build_model``, ``make_optimizer``, ``make_scheduler`` (stepped every batch), the method's
     ``exit_losses`` / ``combine``, and the phase's bookkeeping (per-exit loss sums, the finite
     check, best-state copies, loading the best state at the end). The whole ``train_phase`` call
@@ -18,7 +19,7 @@ two ratios against their targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
     of it in the timing is one batch-1 forward pass (milliseconds against seconds). Loading the
     dataset and building ``DeviceData`` happen once, outside the timing, as once per run. Its
     warm-up steps are a separate, untimed ``train_phase`` call on a throwaway model.
-(b) bare: the limit. The same training images, normalised once to float32 in channels_last and
+(b) bare: the limit. The same training images, normalised once to float32 in the trainer's layout and
     taken as fixed consecutive slices: no augmentation, shuffling, scheduler or bookkeeping;
     just forward, the mean of the exits' cross-entropies, backward, optimiser step.
 (c) torchvision: the reference code's pipeline. ``torchvision.datasets.FashionMNIST`` yielding
@@ -32,7 +33,7 @@ two ratios against their targets, (a)/(b) >= 0.90 and (a)/(c) >= 1.5:
 Every way builds a fresh model from the same seed (``build_model``) and the same optimiser
 (``make_optimizer`` with the joint phase's settings); (b) and (c) run their warm-up steps on
 that model before the timed ones. ``--precision bf16`` runs all three under bfloat16 autocast
-(the trainer's ``precision``). On a GPU every timing waits for the device to finish
+(the trainer's ``precision``; fp32 where the device lacks native bf16, as in the trainer). On a GPU every timing waits for the device to finish
 (``torch.cuda.synchronize``). Timings taken while something else runs on the machine are
 meaningless: the load average is printed to make that visible.
 """
@@ -55,10 +56,15 @@ from torchvision import transforms
 from mexlib import paths
 from mexlib.config import make_config
 from mexlib.data import dataset_spec, load_dataset
+from mexlib.hardware import training_precision
 from mexlib.methods import get_method
-from mexlib.train import DeviceData, build_model, make_optimizer, train_phase
+from mexlib.train import (DeviceData, autocast_for, build_model, make_optimizer,
+                          memory_format_for, train_phase)
 
-TARGETS = {"(a)/(b)": 0.90, "(a)/(c)": 1.5}
+#: Ratio targets by device type. On the CPU only (a)/(b): there the model's step dominates and
+#: even the bare loop (b) runs only 1.15-1.20x faster than (c) (README below), so an (a)/(c)
+#: target would measure the machine, not the trainer. On a GPU (a)/(c) >= 1.5 stays.
+TARGETS = {"cpu": {"(a)/(b)": 0.90}, "cuda": {"(a)/(b)": 0.90, "(a)/(c)": 1.5}}
 
 
 def clock(device: torch.device) -> float:
@@ -74,9 +80,9 @@ def run_mexlib(config, data: DeviceData, batch: int, warmup: int, device: torch.
     if warmup:
         head = replace(data, train_images=data.train_images[:warmup * batch],
                        train_labels=data.train_labels[:warmup * batch])
-        train_phase(build_model(config).to(device), "joint", config.joint_phase, head, method,
+        train_phase(build_model(config, device), "joint", config.joint_phase, head, method,
                     device, progress=False, precision=config.precision)
-    model = build_model(config).to(device)
+    model = build_model(config, device)
     start = clock(device)
     train_phase(model, "joint", config.joint_phase, data, method, device, progress=False,
                 precision=config.precision)
@@ -85,11 +91,13 @@ def run_mexlib(config, data: DeviceData, batch: int, warmup: int, device: torch.
 
 def run_loop(config, batches, warmup: int, steps: int, device: torch.device) -> float:
     """(b) and (c): seconds of ``steps`` plain training steps after ``warmup`` untimed ones."""
-    model = build_model(config).to(device).train()
+    model = build_model(config, device).train()
     optimizer = make_optimizer(model.trainable_parameters(), config.joint_phase)
 
+    autocast = autocast_for(device, config.precision)
+
     def step(x, y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with autocast:
             outs = model(x)
         loss = torch.stack([F.cross_entropy(o.float(), y) for o in outs]).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -105,7 +113,7 @@ def run_loop(config, batches, warmup: int, steps: int, device: torch.device) -> 
 
 
 def bare_batches(data: DeviceData, batch: int):
-    """(b): fixed slices of the pre-normalised, channels_last training images, cycled."""
+    """(b): fixed slices of the pre-normalised training images (in the trainer's layout), cycled."""
     images = data.normalize(data.train_images).contiguous(memory_format=data.memory_format)
     count = len(data.train_labels) // batch
     slices = [(images[i * batch:(i + 1) * batch], data.train_labels[i * batch:(i + 1) * batch])
@@ -113,17 +121,18 @@ def bare_batches(data: DeviceData, batch: int):
     return itertools.cycle(slices)
 
 
-def torchvision_batches(dataset, batch: int, workers: int, seed: int, device: torch.device):
-    """(c): the DataLoader's batches, epoch after epoch, copied to ``device``. The inputs are made
-    channels_last like (a)'s and (b)'s, so all three feed the model the same layout (free for
-    one channel)."""
+def torchvision_batches(dataset, batch: int, workers: int, seed: int, device: torch.device,
+                        memory_format: torch.memory_format):
+    """(c): the DataLoader's batches, epoch after epoch, copied to ``device`` in the layout of
+    (a)'s and (b)'s, so all three feed the model the same layout (channels-last on CUDA, NCHW
+    on the CPU)."""
     cuda = device.type == "cuda"
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
                         drop_last=True, persistent_workers=workers > 0, pin_memory=cuda,
                         generator=torch.Generator().manual_seed(seed))
     while True:
         for x, y in loader:
-            x = x.to(device, non_blocking=cuda).contiguous(memory_format=torch.channels_last)
+            x = x.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
             yield x, y.to(device, non_blocking=cuda)
 
 
@@ -154,7 +163,8 @@ def measure(steps: int = 200, warmup: int = 10, repeats: int = 3, workers: int =
             transforms.Normalize(spec.mean, spec.std)]))
 
     def run_torchvision() -> float:
-        batches = torchvision_batches(pil_dataset, batch, workers, config.seed, device)
+        batches = torchvision_batches(pil_dataset, batch, workers, config.seed, device,
+                                      memory_format_for(config, device))
         try:
             return run_loop(config, batches, warmup, steps, device)
         finally:
@@ -169,7 +179,8 @@ def measure(steps: int = 200, warmup: int = 10, repeats: int = 3, workers: int =
     result = dict(device=f"{device.type} ({name})", torch=torch.__version__,
                   threads=torch.get_num_threads(), load_before=round(os.getloadavg()[0], 2),
                   arch=config.arch, heads=len(config.exit_after_blocks), dataset=config.dataset,
-                  batch=batch, precision=config.precision, steps=steps, warmup=warmup,
+                  batch=batch, precision=training_precision(config.precision, device),
+                  steps=steps, warmup=warmup,
                   repeats=repeats, workers=workers, variants={})
     seconds = {label: [] for label in variants}
     for _ in range(repeats):
@@ -200,14 +211,17 @@ def report(result: dict) -> str:
         lines.append(f"{label:<27}  {r['steps']:>5}  {v['seconds']:>8.2f}  "
                      f"{v['images_per_second']:>9.1f}  {rounds}")
     for label, ratio in r["ratios"].items():
-        target = TARGETS[label]
-        lines.append(f"{label} = {ratio:.3f}  target >= {target:.2f}  "
-                     f"{'PASS' if ratio >= target else 'FAIL'}")
+        target = TARGETS[r["device"].split()[0]].get(label)
+        if target is None:
+            lines.append(f"{label} = {ratio:.3f}  (no target on this device type)")
+        else:
+            lines.append(f"{label} = {ratio:.3f}  target >= {target:.2f}  "
+                         f"{'PASS' if ratio >= target else 'FAIL'}")
     lines.append(f"load average after: {r['load_after']:.2f}")
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per run (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
@@ -217,7 +231,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                         help="default: the cpu profile's (fp32)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:

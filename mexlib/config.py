@@ -92,6 +92,7 @@ class RunConfig:
     profile: str
     dataset: str = "fashion-mnist"
     train_size: int | None = None  # a stratified subset of the training split (None: all)
+    val_size: int | None = None  # a stratified subset of the validation split (None: all); smoke
     test_size: int | None = None  # the first n test images (None: all); smoke only
     val_fraction: float = 0.1
     arch: str = "resnet-cpu"
@@ -110,7 +111,7 @@ class RunConfig:
     heads_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
 
     def __post_init__(self):
-        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "test_size", "seed"))
+        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed"))
         _choose("profile", self.profile, PROFILES)
         dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
@@ -124,7 +125,7 @@ class RunConfig:
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
-        for name in ("train_size", "test_size"):
+        for name in ("train_size", "val_size", "test_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive or None, got {value}")
@@ -149,7 +150,7 @@ class RunConfig:
     def backbone_config(self) -> dict:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
         trained backbone."""
-        keys = ("profile", "dataset", "train_size", "test_size", "val_fraction", "arch", "seed",
+        keys = ("profile", "dataset", "train_size", "val_size", "test_size", "val_fraction", "arch", "seed",
                 "precision", "augment", "trivial_augment", "backbone_phase")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
@@ -178,7 +179,7 @@ def stable_hash(values: dict, salt: str = "") -> str:
 def _profile_defaults(profile: str, arch: str | None) -> dict:
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=0.05, batch_size=64)
-        return dict(dataset="fashion-mnist", train_size=640, test_size=500, arch="resnet-smoke",
+        return dict(dataset="fashion-mnist", train_size=640, val_size=500, test_size=500, arch="resnet-smoke",
                     exit_after_blocks=(1, 2), backbone_phase=phase, joint_phase=phase,
                     heads_phase=phase)
     if profile == "cpu":

@@ -288,20 +288,27 @@ class Splits:
 
 
 def make_splits(data: ImageData, val_fraction: float = 0.1, seed: int = 0,
-                train_size: int | None = None) -> Splits:
-    """Hold out a stratified validation split; optionally keep a stratified subset of the rest.
+                train_size: int | None = None, val_size: int | None = None) -> Splits:
+    """Hold out a stratified validation split; optionally keep a stratified subset of each part.
 
     ``train_size`` caps the number of training images (the cpu profile trains on a subset);
-    the validation split is the same whatever the cap.
+    the validation split is the same whatever the cap. ``val_size`` likewise caps the
+    validation images (the smoke profile validates on a subset); the training images are the
+    same whatever it is.
     """
     train, val = stratified_split(data.train_labels, val_fraction, seed)
-    if train_size is not None and train_size < len(train):
-        if train_size <= 0:
-            raise ValueError(f"train_size must be positive, got {train_size}")
-        _, keep = stratified_split(data.train_labels[train], train_size / len(train), seed + 1,
-                                   count=train_size)
-        train = train[keep]
-    return Splits(train=train, val=val)
+    return Splits(train=_stratified_subset(data.train_labels, train, train_size, seed + 1, "train_size"),
+                  val=_stratified_subset(data.train_labels, val, val_size, seed + 2, "val_size"))
+
+
+def _stratified_subset(labels: Tensor, indices: Tensor, size: int | None, seed: int,
+                       name: str) -> Tensor:
+    if size is None or size >= len(indices):
+        return indices
+    if size <= 0:
+        raise ValueError(f"{name} must be positive, got {size}")
+    _, keep = stratified_split(labels[indices], size / len(indices), seed, count=size)
+    return indices[keep]
 
 
 # --- augmentation and batches ----------------------------------------------------------------

@@ -9,19 +9,28 @@ layout follows :mod:`mexlib.hardware`), draws one training batch through the tra
 path (:class:`mexlib.train.DeviceData` and its loader: crop, flip, normalisation, layout) from
 synthetic images of the dataset's shape, and backpropagates the joint phase's loss
 (:func:`mexlib.train.training_loss`: every exit, the method's loss) in the precision the trainer
-uses here (fp32, and bf16 too where the device has it natively). The reference is a copy of the
-same model on the same batch in float64, NCHW, without autocast: PyTorch runs float64
-convolutions with its own kernels, never oneDNN's, so the reference shares no kernel with what
-it checks.
+uses here (fp32, and bf16 too where the device has it natively). The reference is float64,
+NCHW, without autocast: PyTorch runs float64 convolutions with its own kernels, never oneDNN's,
+so the reference shares no kernel with what it checks. Two comparisons:
 
-Every parameter's gradient must match the reference: relative error
-``‖g − g_ref‖₂ / ‖g_ref‖₂`` at most ``1e-3`` in fp32 (rounding alone stays below about ``1e-5``)
-and ``5e-2`` under bf16 autocast (8-bit mantissas in the forward pass). The bug this was written
-for (oneDNN issue 6035, see :mod:`mexlib.hardware`) gives errors of order 1 to 100, or a hang, or
-a crash. The check prints ``checking ...`` before each model, so when a kernel hangs, the last
-line names the model; ``--layout channels_last`` forces the layout the trainer avoids on the
-CPU, to see whether this machine is affected. Exit status: 0 when every gradient matches, 1
-otherwise.
+* **local**, every kernel on its own: each module that owns parameters (convolution, linear,
+  batch or layer norm, SDN's pooled head, the patch embedding) is recomputed alone in float64 on
+  the very input and output gradient it saw in the step; its output and its parameters'
+  gradients must match within :data:`LOCAL_TOLERANCE` (relative error ``‖g − g_ref‖₂ / ‖g_ref‖₂``:
+  ``1e-3`` in fp32, ``0.15`` in bf16). This is well conditioned, so it is tight.
+* **end to end**, in fp32: every parameter's gradient of the whole step against the float64
+  model's, within :data:`END_TO_END_TOLERANCE` (0.1). Through a deep ResNet at initialisation
+  fp32 itself drifts from float64 by up to 2e-2 (ties in max-pooling, ReLUs at zero,
+  cancellation in batch norm), in PyTorch's own kernels as much as in oneDNN's, so this bound is
+  loose; it covers the functional operations between modules (attention, residual additions,
+  pooling). Under bf16 the end-to-end gradient drifts by order 1 for deep ResNets, so only its
+  finiteness is checked.
+
+The bug this was written for (oneDNN issue 6035, see :mod:`mexlib.hardware`) gives errors of
+60 to 90 in both comparisons, or a hang, or a crash. The check prints ``checking ...`` before
+each model, so when a kernel hangs, the last line names the model; ``--layout channels_last``
+forces the layout the trainer avoids on the CPU, to see whether this machine is affected. Exit
+status: 0 when every comparison holds, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -45,7 +54,10 @@ from .train import DeviceData, autocast_for, build_model, memory_format_for, tra
 
 #: Largest relative error allowed for a module's output and gradients computed on the same
 #: input and output gradient as the float64 reference ("local"), by the trainer's precision.
-LOCAL_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-2}
+#: Measured on the development machine over every architecture and head: at most 2e-6 in fp32;
+#: in bf16 up to 2e-2, and 4.5e-2 for the one scalar of SDN's pooled head (its mixing weight's
+#: gradient sums many cancelling terms).
+LOCAL_TOLERANCE = {"fp32": 1e-3, "bf16": 0.15}
 #: Largest relative error allowed for a parameter's gradient through the whole fp32 step
 #: ("end to end"): rounding in fp32 differs from float64 by up to 2e-2 in deep ResNets at
 #: initialisation (ties in max-pooling, ReLUs at zero, cancellation in batch norm), in PyTorch's

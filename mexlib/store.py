@@ -43,7 +43,7 @@ from .models import MultiExitModel, exit_logits
 from .train import DeviceData, build_model, resolve_device, train_backbone, train_regime
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 _FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
 
 

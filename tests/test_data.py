@@ -417,6 +417,23 @@ def test_make_splits_train_size_keeps_stratified_subset():
         data.make_splits(d, 0.1, 0, train_size=0)
 
 
+def test_make_splits_val_size_keeps_a_stratified_subset_of_validation():
+    labels = torch.arange(2000) % 10
+    labels[:600] = 7  # unequal classes
+    d = _image_data(labels)
+    full = data.make_splits(d, val_fraction=0.1, seed=0)
+    capped = data.make_splits(d, val_fraction=0.1, seed=0, val_size=50, train_size=300)
+    assert torch.equal(capped.train, data.make_splits(d, 0.1, 0, train_size=300).train)
+    assert len(capped.val) == 50 and set(capped.val.tolist()) <= set(full.val.tolist())
+    fraction = 50 / len(full.val)
+    for c in range(10):
+        n_c = int((labels[full.val] == c).sum())
+        assert math.floor(fraction * n_c) <= int((labels[capped.val] == c).sum()) <= math.ceil(fraction * n_c)
+    assert torch.equal(data.make_splits(d, 0.1, 0, val_size=10_000).val, full.val)
+    with pytest.raises(ValueError, match="val_size"):
+        data.make_splits(d, 0.1, 0, val_size=0)
+
+
 def test_make_splits_train_size_is_a_cap():
     labels = torch.arange(33) % 3  # 3 classes of 11
     d = _image_data(labels)

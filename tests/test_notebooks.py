@@ -17,6 +17,8 @@ from mexlib.notebook import unknown_parameters
 ROOT = paths.ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
+#: Beyond profile=smoke, what the notebook test passes to keep it short (nbval runs it twice).
+SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2}}
 
 
 def test_there_are_notebooks():
@@ -74,12 +76,13 @@ def test_unknown_profile_stops_the_notebook_with_the_valid_ones(tmp_path):
 
 
 @pytest.mark.notebooks
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path):
     """papermill executes the notebook with profile=smoke; nbval then reruns the executed copy
     and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT."""
     executed = tmp_path / notebook.name
-    _execute(notebook, executed, profile="smoke")
+    _execute(notebook, executed, profile="smoke", **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
     figures = paths.figures_dir("smoke")
     saved = sorted(p.name for p in figures.glob("*.png"))
     assert saved, "the notebook saved no figure"

@@ -483,11 +483,10 @@ def test_precision_and_resolved_head_in_the_key():
         make_config("smoke", precision="fp16")
 
 
-def test_bf16_training_runs_on_the_cpu(tmp_path):
-    config = make_config("smoke", regime="joint", precision="bf16", epochs=1, train_size=256)
+def test_learning_rate_is_logged_at_the_epochs_start(tmp_path):
+    """(bf16 on the CPU, native and not, is tested in test_hardware.py.)"""
+    config = make_config("smoke", regime="joint", epochs=1, train_size=256)
     run = RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
-    logits, labels = run.logits("test")
-    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
     history = run.history[0]["history"]
     assert history[0]["lr"] == pytest.approx(config.joint_phase.lr)  # logged at the epoch's start
 

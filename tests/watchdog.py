@@ -31,7 +31,10 @@ def time_limit(item: pytest.Item) -> float:
 
 
 def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
-    err = sys.__stderr__
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:  # give the real stderr back (pytest captures it at the fd level)
+        capture.suspend_global_capture(item)
+    err = sys.stderr
     err.write(f"\n\nHUNG TEST: {item.nodeid} is still running {seconds:.0f} s after it started, "
               f"past its time limit, stuck where pytest-timeout's signal cannot reach it (native "
               f"code). Every thread's stack:\n")

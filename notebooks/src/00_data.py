@@ -36,11 +36,13 @@ print(f"profile {profile}: dataset {config.dataset}")
 # `load_dataset` holds the whole dataset in memory as `uint8` tensors. The validation split is
 # drawn per class with its own seeded generator, so it is the same in every run; the `cpu` and
 # `smoke` profiles then train on a stratified subset of the remaining images (`train_size`) to
-# fit a 2-core machine.
+# fit a 2-core machine, and the `smoke` profile validates on a stratified subset of the
+# validation split (`val_size`).
 
 # %%
 data = mdata.load_dataset(config.dataset)
-splits = mdata.make_splits(data, config.val_fraction, seed=0, train_size=config.train_size)
+splits = mdata.make_splits(data, config.val_fraction, seed=0, train_size=config.train_size,
+                           val_size=config.val_size)
 test_labels = data.test_labels[: config.test_size]
 split_labels = {"train": data.train_labels[splits.train], "validation": data.train_labels[splits.val],
                 "test": test_labels}

@@ -1,0 +1,213 @@
+"""The CPU rules (mexlib.hardware): layout by device, bf16 only where native; the gradient check
+against float64 (mexlib.kernel_check), in this process and under oneDNN's AVX2 kernels."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mexlib import hardware, kernel_check, paths
+from mexlib.config import make_config
+from mexlib.data import load_dataset
+from mexlib.models import ARCHITECTURES
+from mexlib.store import RunStore, run_key
+from mexlib.train import DeviceData, autocast_for, build_model, memory_format_for
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+SMALL = [a for a in ARCHITECTURES if a.endswith(("-smoke", "-cpu"))]
+PAPER_DEFAULTS = ["resnet34", "vit-t"]  # the paper profile's architectures (bf16 there)
+
+
+# --- the layout rule -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_channels_last_on_cuda_only_for_every_architecture(arch):
+    config = make_config("smoke", arch=arch)
+    cnn = ARCHITECTURES[arch].family == "resnet"
+    assert memory_format_for(config, CPU) == torch.contiguous_format
+    assert memory_format_for(config, CUDA) == (torch.channels_last if cnn else torch.contiguous_format)
+    assert ARCHITECTURES[arch].prefers_channels_last == cnn
+
+
+def test_models_and_batches_are_nchw_on_the_cpu_whatever_the_widths():
+    """The trainer's own objects on the CPU, for the 4-channel smoke ResNet that oneDNN's bug
+    hits and for the cpu profile's."""
+    data = load_dataset("fashion-mnist")
+    for arch in ("resnet-smoke", "resnet-cpu"):
+        config = make_config("smoke", arch=arch)
+        weights = [p for p in build_model(config).parameters() if p.dim() == 4]
+        assert any(p.shape[1] == 4 and p.shape[2:] == (1, 1) for p in weights) == (arch == "resnet-smoke")
+        kernels = [p for p in weights if p.shape[1] > 1 and p.shape[2] > 1]  # where layouts differ
+        assert kernels and all(p.is_contiguous() and not p.is_contiguous(memory_format=torch.channels_last)
+                               for p in kernels)
+        loaders = DeviceData.from_dataset(config, data, CPU)
+        x, _ = next(iter(loaders.train_loader("joint", 16)))
+        assert x.is_contiguous()  # (one channel: NCHW and channels-last strides coincide)
+
+
+# --- bf16 ------------------------------------------------------------------------------------
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not (X86 and Path("/proc/cpuinfo").is_file()), reason="reads x86 flags on Linux")
+def test_native_bf16_detection_follows_the_cpu_flags_and_the_onednn_cap(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if os.environ.get("ATEN_CPU_CAPABILITY") or hardware.onednn_isa_cap():
+        pytest.skip("this process runs under an ISA cap")
+    flags = _cpu_flags()
+    assert hardware.cpu_has_native_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert hardware.onednn_isa_cap() == "AVX2" and not hardware.cpu_has_native_bf16()
+    assert not hardware.has_native_bf16("cpu")
+
+
+@pytest.fixture
+def no_native_bf16(monkeypatch):
+    """A CPU without native bf16, simulated; the once-per-process warning starts afresh."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "_warned", set())
+
+
+def test_bf16_without_native_support_warns_once_and_trains_as_fp32(tmp_path, no_native_bf16):
+    fp32 = make_config("smoke", regime="joint", epochs=1, train_size=256)
+    bf16 = make_config("smoke", regime="joint", epochs=1, train_size=256, precision="bf16")
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    with pytest.warns(hardware.PrecisionFallbackWarning, match="no native bf16.*fp32") as caught:
+        run = store.get_or_run(bf16)
+        again = store.get_or_run(bf16)
+        autocast = autocast_for(CPU, "bf16")
+    assert len(caught) == 1  # said once, not on every call
+    assert run.path == again.path and run.path.name == f"run-{run_key(fp32)}"
+    assert run.config["precision"] == "fp32" and not autocast._enabled
+    assert store.trained == [run.path.name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hardware.PrecisionFallbackWarning)
+        assert store.get_or_run(fp32).path == run.path  # the fp32 run it is, not retrained
+    assert store.trained == [run.path.name]
+
+
+def test_bf16_with_native_support_trains_in_bf16(tmp_path):
+    if not hardware.has_native_bf16("cpu"):
+        pytest.skip("this CPU has no native bf16: the fallback test covers it")
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    common = dict(regime="joint", epochs=1, train_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hardware.PrecisionFallbackWarning)
+        bf16 = store.get_or_run(make_config("smoke", precision="bf16", **common))
+    fp32 = store.get_or_run(make_config("smoke", **common))
+    assert bf16.config["precision"] == "bf16" and bf16.path != fp32.path
+    assert autocast_for(CPU, "bf16")._enabled
+    bf16_logits, fp32_logits = bf16.logits("test")[0], fp32.logits("test")[0]
+    assert bf16_logits.dtype == torch.float32 and torch.isfinite(bf16_logits).all()
+    assert not torch.equal(bf16_logits, fp32_logits)  # autocast really ran in bf16
+
+
+def test_unknown_precision_names_the_valid_ones():
+    with pytest.raises(ValueError, match="valid precisions: fp32, bf16"):
+        hardware.training_precision("fp16", CPU)
+
+
+# --- the gradient check ----------------------------------------------------------------------
+
+CHECKED = ([(a, "auto") for a in ARCHITECTURES]
+           + [(a, h) for a in SMALL for h in kernel_check.heads_for(a)[1:]])
+
+
+@pytest.mark.parametrize("arch,head", CHECKED, ids=[f"{a}-{h}" for a, h in CHECKED])
+def test_one_training_step_matches_float64_in_the_trainers_layout(arch, head):
+    """Every registered architecture (every head on the small ones), in the layout and
+    precision the trainer uses on this CPU: fp32, and bf16 where the CPU has it natively."""
+    precisions = kernel_check.precisions_here(CPU)
+    if arch not in SMALL + PAPER_DEFAULTS:
+        precisions = precisions[:1]  # bf16 on the models the paper profile trains in it
+    for precision in precisions:
+        result = kernel_check.check_gradients(arch, head, precision, batch=4)
+        assert result.layout == "nchw" and result.precision == precision
+        assert result.ok, str(result)
+        assert result.local and (result.end_to_end or precision == "bf16")
+
+
+def test_the_check_reports_a_wrong_gradient(monkeypatch):
+    """A kernel that returns wrong weight gradients is caught by name (simulated by scaling one
+    convolution's weight gradient, as issue 6035 corrupts the 1x1 shortcut's)."""
+    original = kernel_check._step_with_records
+
+    def corrupted(model, *args):
+        records = original(model, *args)
+        model.get_parameter("backbone.blocks.1.shortcut.0.weight").grad.mul_(3)
+        return records
+
+    monkeypatch.setattr(kernel_check, "_step_with_records", corrupted)
+    result = kernel_check.check_gradients("resnet-smoke", batch=4)
+    assert not result.ok
+    assert result.failures[0].startswith("backbone.blocks.1.shortcut.0.weight: 2.0e+00")
+    assert "MISMATCH" in str(result)
+
+
+def _run_check(args: list[str], timeout: float, threads: int = 2) -> tuple[str, int | None]:
+    """``python -m mexlib.kernel_check`` under oneDNN's and ATen's AVX2 kernels: its output and
+    exit status (None when it ran past ``timeout``)."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+           "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(paths.ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "mexlib.kernel_check", "--threads",
+                                str(threads), *args], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+        return out, process.returncode
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        return out, None
+
+
+def _last_started(output: str) -> str:
+    started = [line for line in output.splitlines() if line.startswith("checking ")]
+    return started[-1].removeprefix("checking ").removesuffix(" ...") if started else "(none)"
+
+
+@pytest.mark.skipif(not X86, reason="ONEDNN_MAX_CPU_ISA=AVX2 is an x86 setting")
+@pytest.mark.skipif(X86 and not torch.cpu._is_avx512_supported(),
+                    reason="an AVX2-only CPU: the in-process test already runs the AVX2 kernels")
+@pytest.mark.timeout(300)
+def test_every_architecture_under_onednn_avx2_kernels():
+    """On an AVX-512 machine this exercises the AVX2 kernels (jit_1x1:avx2 among them) that an
+    AVX2-only CPU runs, for every architecture with its default head. A hang ends as a failure
+    naming the model being checked."""
+    args = [f"--arch={a}" for a in ARCHITECTURES] + ["--head=pool", "--head=token", "--batch=4"]
+    output, status = _run_check(args, timeout=240)
+    assert status is not None, f"hung while checking {_last_started(output)}:\n{output[-3000:]}"
+    assert status == 0, f"failed while checking {_last_started(output)}:\n{output[-3000:]}"
+    assert "'onednn_isa_cap': 'AVX2'" in output and "'native_bf16': False" in output
+    checked = [line.split()[1] for line in output.splitlines() if line.startswith("checking ")]
+    assert sorted(set(checked)) == sorted(ARCHITECTURES)
+    assert f"{len(checked)} of {len(checked)} gradient checks match" in output
+
+
+@pytest.mark.skipif(not X86, reason="ONEDNN_MAX_CPU_ISA=AVX2 is an x86 setting")
+def test_channels_last_on_the_cpu_is_what_the_check_catches():
+    """The layout the trainer avoids, forced: under oneDNN's AVX2 kernels the smoke ResNet's
+    4-channel 1x1 shortcut gets wrong weight gradients, or the step hangs or crashes (one thread:
+    a crash rather than a hang, as reported). Any of these is the check doing its job."""
+    output, status = _run_check(["--arch", "resnet-smoke", "--head", "pool", "--layout",
+                                 "channels_last"], timeout=60, threads=1)
+    if status == 0:
+        pytest.skip("this oneDNN computes the channels-last 1x1 gradient correctly (issue 6035 "
+                    "fixed or not reached here)")
+    if status == 1:
+        assert "MISMATCH" in output and "shortcut.0.weight" in output, output[-3000:]
+    # status None (hang) or a signal (bus error, segmentation fault) are the other outcomes

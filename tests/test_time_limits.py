@@ -1,0 +1,66 @@
+"""Every test has a time limit: past it a test fails with its name and the run goes on; a test
+stuck in native code, out of reach of pytest-timeout's signal, ends the run with its name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mexlib import paths
+from watchdog import HUNG_EXIT_STATUS, time_limit
+
+TESTS = Path(__file__).resolve().parent
+
+SLOW_AND_STUCK = '''
+import signal, time
+import pytest
+
+@pytest.mark.timeout(1)
+def test_slow_in_python():
+    time.sleep(30)
+
+def test_quick():
+    pass
+
+@pytest.mark.timeout(1)
+def test_stuck_in_native_code():
+    # a blocked SIGALRM stands in for a native kernel that never returns to Python
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(30)
+
+def test_never_reached():
+    pass
+'''
+
+
+def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MEXLIB_WATCHDOG_GRACE": "2",
+           "PYTHONPATH": os.pathsep.join([str(TESTS), str(paths.ROOT)])}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "watchdog", "-p", "no:cacheprovider",
+                           "-o", "timeout_method=signal", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_slow_test_fails_by_name_and_a_stuck_one_stops_the_run_by_name(tmp_path):
+    (tmp_path / "test_limits.py").write_text(SLOW_AND_STUCK)
+    slow = _pytest(tmp_path, "-v", "test_limits.py", "-k", "slow or quick")
+    assert slow.returncode == 1
+    assert "FAILED test_limits.py::test_slow_in_python - Failed: Timeout (>1.0s)" in slow.stdout
+    assert "test_limits.py::test_quick PASSED" in slow.stdout  # the run went on after it
+    done = _pytest(tmp_path, "-v", "test_limits.py")
+    output = done.stdout + done.stderr
+    assert "test_limits.py::test_slow_in_python FAILED" in output
+    assert done.returncode == HUNG_EXIT_STATUS
+    assert "HUNG TEST: test_limits.py::test_stuck_in_native_code" in done.stderr
+    assert "test_never_reached" not in output
+
+
+def test_the_suite_sets_a_limit_on_every_test(request):
+    assert request.config.getini("timeout") and float(request.config.getini("timeout")) > 0
+    assert request.config.getini("timeout_method") == "signal"
+    for item in request.session.items:
+        assert 0 < time_limit(item) <= 600, item.nodeid
