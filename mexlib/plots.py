@@ -7,6 +7,8 @@ otherwise). Notebooks call :func:`save_figure` and :func:`save_table`, never ``s
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -57,13 +59,64 @@ def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
     return written
 
 
-def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True) -> list[Path]:
-    """Save ``table`` as ``<name>.csv`` and ``<name>.md`` in the profile's figures folder."""
+def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True,
+               percent: bool | Iterable = False) -> list[Path]:
+    """Save ``table`` as ``<name>.csv`` (full precision) and ``<name>.md`` (as
+    :func:`readable` shows it) in the profile's figures folder. ``percent`` names the columns
+    (first header level) holding fractions, or ``True`` for all."""
     folder = _output_folder(profile)
     csv, markdown = folder / f"{name}.csv", folder / f"{name}.md"
     table.to_csv(csv, index=index)
-    markdown.write_text(table.to_markdown(index=index) + "\n")
+    shown = readable(table if index else table.reset_index(drop=True), percent)
+    markdown.write_text(shown.to_markdown(index=False) + "\n")
     return [csv, markdown]
+
+
+def readable(table: pd.DataFrame, percent: bool | Iterable = False) -> pd.DataFrame:
+    """``table`` as a reader should see it: flat headers (one column per index level, header
+    tuples joined by spaces), ``mean ± std`` in one cell where the columns come in pairs
+    ``(key, "mean")``, ``(key, "std")``, fractions in percent with one decimal in the columns
+    named by ``percent`` (their headers end in "(%)"), other numbers to three significant
+    digits, "—" for a missing value. Text cells are kept as they are."""
+    as_percent = (lambda key: True) if percent is True else (lambda key, keys=set(percent or ()): key in keys)
+    out: dict[str, list[str]] = {}
+    index = table.index
+    if not (isinstance(index, pd.RangeIndex) and index.name is None):
+        names = [n if n is not None else "" for n in index.names]
+        for level, name in enumerate(names):
+            out[str(name)] = [_cell(v, False) for v in index.get_level_values(level)]
+    columns = list(table.columns)
+    done = set()
+    for column in columns:
+        if column in done:
+            continue
+        key, stat = (column[0], column[-1]) if isinstance(column, tuple) else (column, None)
+        pct = as_percent(key)
+        pair = (key, "std") if stat == "mean" and (key, "std") in table.columns else None
+        header = " ".join(str(c) for c in column) if isinstance(column, tuple) else str(column)
+        if pair is not None:
+            header, done = str(key), done | {pair}
+            cells = [_cell(m, pct, s) for m, s in zip(table[column], table[pair])]
+        else:
+            cells = [_cell(v, pct) for v in table[column]]
+        out[header + (" (%)" if pct else "")] = cells
+    return pd.DataFrame(out)
+
+
+def _cell(value, pct: bool, std=None) -> str:
+    if isinstance(value, str) or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "—"
+
+    def show(v: float) -> str:
+        if pct:
+            return f"{100 * v:.1f}"
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return show(value)
+    return f"{show(value)} ± {show(std)}"
 
 
 def save_text(text: str, name: str, profile: str) -> Path:

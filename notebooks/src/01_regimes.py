@@ -86,7 +86,7 @@ plt.show()
 budget = comparison.budget_table()
 budget_text = format_budget_table(budget)
 plots.save_table(budget_text, "regimes_budget_table", profile)
-plots.save_table(budget, "regimes_budget_table_raw", profile)
+plots.save_table(budget, "regimes_budget_table_raw", profile, percent=True)
 # NBVAL_CHECK_OUTPUT
 print(budget_text.to_markdown())
 
@@ -100,7 +100,7 @@ print(budget_text.to_markdown())
 # %%
 validation_budget = comparison.validation_budget_table()
 plots.save_table(format_budget_table(validation_budget), "regimes_budget_table_validation", profile)
-plots.save_table(validation_budget, "regimes_budget_table_validation_raw", profile)
+plots.save_table(validation_budget, "regimes_budget_table_validation_raw", profile, percent=True)
 print(format_budget_table(validation_budget).to_markdown())
 
 # %% [markdown]
@@ -113,7 +113,7 @@ fig = plots.plot_exits(comparison, distribution_threshold)
 plots.save_figure(fig, "regimes_exits", profile)
 plt.show()
 summary = comparison.summary()
-plots.save_table(summary, "regimes_summary", profile)
+plots.save_table(summary, "regimes_summary", profile, percent=True)  # every column a fraction
 summary
 
 # %% [markdown]
