@@ -10,8 +10,8 @@ path (:class:`mexlib.train.DeviceData` and its loader: crop, flip, normalisation
 synthetic images of the dataset's shape, and backpropagates the joint phase's loss
 (:func:`mexlib.train.training_loss`: every exit, the method's loss) in the precision the trainer
 uses here (fp32, and bf16 too where the device has it natively). The reference is float64,
-NCHW, without autocast: PyTorch runs float64 convolutions with its own kernels, never oneDNN's,
-so the reference shares no kernel with what it checks. Two comparisons:
+NCHW, without autocast: on the CPU PyTorch runs float64 convolutions with its own kernels,
+never oneDNN's, so the reference shares no kernel with what it checks (on CUDA both use cuDNN). Two comparisons:
 
 * **local**, every kernel on its own: each module that owns parameters (convolution, linear,
   batch or layer norm, SDN's pooled head, the patch embedding) is recomputed alone in float64 on

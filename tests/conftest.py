@@ -1,12 +1,12 @@
 """Shared fixtures. Tests never write into the repository's data, runs or figures folders.
-Every test has a time limit (pyproject.toml); ``watchdog`` ends a run whose test hangs."""
+Every test has a time limit (pyproject.toml); ``hang_watchdog`` ends a run whose test hangs."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-pytest_plugins = ["watchdog"]
+pytest_plugins = ["hang_watchdog"]
 
 
 @pytest.fixture(autouse=True)

@@ -135,7 +135,7 @@ def test_paper_models_build_and_take_a_training_step(arch, exits):
     assert config.exit_after_blocks == exits and config.dataset == "cifar100"
     model = build_model(config)
     assert model.num_exits == len(exits) + 1
-    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32)  # NCHW: the trainer's layout on the CPU (mexlib.hardware)
     y = torch.tensor([3, 97])
     before = _snapshot(model)
     _one_step(model, x, y)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mexlib import paths
-from watchdog import HUNG_EXIT_STATUS, time_limit
+from hang_watchdog import HUNG_EXIT_STATUS, time_limit
 
 TESTS = Path(__file__).resolve().parent
 
@@ -40,7 +40,7 @@ def test_never_reached():
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MEXLIB_WATCHDOG_GRACE": "2",
            "PYTHONPATH": os.pathsep.join([str(TESTS), str(paths.ROOT)])}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "watchdog", "-p", "no:cacheprovider",
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "hang_watchdog", "-p", "no:cacheprovider",
                            "-o", "timeout_method=signal", *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=60)
 

@@ -6,7 +6,7 @@ test stuck inside a native kernel (a oneDNN convolution that never returns, say)
 This plugin starts a timer thread for every test; when a test is still running
 ``WATCHDOG_GRACE_SECONDS`` (``MEXLIB_WATCHDOG_GRACE``, default 30) after its limit, it prints
 the test's name and every thread's stack and exits the process with status 3, so the run ends
-as a failure that names the test instead of stalling. ``tests/conftest.py`` loads it.
+as a failure that names the test instead of stalling. ``tests/conftest.py`` loads it (``-p hang_watchdog``).
 """
 
 from __future__ import annotations
@@ -17,23 +17,22 @@ import sys
 import threading
 
 import pytest
+import pytest_timeout
 
 WATCHDOG_GRACE_SECONDS = float(os.environ.get("MEXLIB_WATCHDOG_GRACE", "30"))
 HUNG_EXIT_STATUS = 3
 
 
 def time_limit(item: pytest.Item) -> float:
-    """The test's pytest-timeout limit in seconds (its marker, else the ini value; 0: none)."""
-    marker = item.get_closest_marker("timeout")
-    if marker is not None and marker.args:
-        return float(marker.args[0])
-    return float(item.config.getini("timeout") or 0)
+    """The test's limit as pytest-timeout sees it (marker, ``--timeout``, ``PYTEST_TIMEOUT``,
+    the ini value; 0: none)."""
+    return float(pytest_timeout._get_item_settings(item).timeout or 0)
 
 
 def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
     capture = item.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:  # give the real stderr back (pytest captures it at the fd level)
-        capture.suspend_global_capture(item)
+        capture.suspend_global_capture(in_=True)
     err = sys.stderr
     err.write(f"\n\nHUNG TEST: {item.nodeid} is still running {seconds:.0f} s after it started, "
               f"past its time limit, stuck where pytest-timeout's signal cannot reach it (native "
@@ -49,7 +48,8 @@ def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
 def pytest_runtest_protocol(item, nextitem):
     limit = time_limit(item)
     watchdog = None
-    if limit > 0:
+    debugging = item.config.getvalue("usepdb") or pytest_timeout.is_debugging()
+    if limit > 0 and not debugging:
         seconds = limit + WATCHDOG_GRACE_SECONDS
         watchdog = threading.Timer(seconds, _stop_hung_test, (item, seconds))
         watchdog.daemon = True
