@@ -46,7 +46,7 @@ __all__ = [
     "exit_costs", "confidence_policy", "entropy_policy", "patience_policy", "run_policy",
     "tradeoff_curve", "exit_points", "per_exit_accuracy", "accuracy_at_budgets",
     "choose_on_validation",
-    "budget_table", "format_budget_table", "area_under_curve", "oracle_accuracy",
+    "budget_table", "format_budget_table", "format_mean_std", "area_under_curve", "oracle_accuracy",
     "overthinking", "exit_distribution",
 ]
 
@@ -461,18 +461,26 @@ def format_budget_table(table: pd.DataFrame) -> pd.DataFrame:
     text = {}
     for budget in budgets:
         cells = zip(table[(budget, "mean")], table[(budget, "std")])
-        text[f"{100 * budget:g} %"] = [_mean_pm_std(mean, std) for mean, std in cells]
+        text[f"{100 * budget:g} %"] = [format_mean_std(mean, std) for mean, std in cells]
     formatted = pd.DataFrame(text, index=table.index)
     formatted.columns.name = "accuracy (%) at budget (share of the backbone's cost)"
     return formatted
 
 
-def _mean_pm_std(mean: float, std: float) -> str:
+def format_mean_std(mean: float, std: float | None = None, percent: bool = True) -> str:
+    """The text "mean ± std" for a reader: fractions in percent with one decimal (``percent``), other
+    numbers to three significant digits; "—" when the mean is NaN, the mean alone when the
+    std is None or NaN (a single seed)."""
+    def show(value) -> str:
+        if percent:
+            return f"{100 * value:.1f}"
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
     if np.isnan(mean):
         return "—"
-    if np.isnan(std):
-        return f"{100 * mean:.1f}"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if std is None or np.isnan(std):
+        return show(mean)
+    return f"{show(mean)} ± {show(std)}"
 
 
 # --- summary metrics -------------------------------------------------------------------------

@@ -46,13 +46,9 @@ class PrecisionFallbackWarning(UserWarning):
     """bf16 was asked for on a device without native bf16; the run trains in fp32."""
 
 
-def as_device(device: str | torch.device) -> torch.device:
-    return device if isinstance(device, torch.device) else torch.device(device)
-
-
 def memory_format(prefers_channels_last: bool, device: str | torch.device) -> torch.memory_format:
     """The layout of a model's weights and input batches on ``device`` (see the module text)."""
-    if prefers_channels_last and as_device(device).type == "cuda":
+    if prefers_channels_last and torch.device(device).type == "cuda":
         return torch.channels_last
     return torch.contiguous_format
 
@@ -77,7 +73,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def has_native_bf16(device: str | torch.device) -> bool:
-    device = as_device(device)
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
@@ -93,7 +89,7 @@ def training_precision(precision: str, device: str | torch.device) -> str:
     to fp32 where the device lacks native bf16, with one warning per device type and process."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
-    device = as_device(device)
+    device = torch.device(device)
     if precision == "bf16" and not has_native_bf16(device):
         if device.type not in _warned:
             _warned.add(device.type)
@@ -108,7 +104,7 @@ def training_precision(precision: str, device: str | torch.device) -> str:
 
 def describe(device: str | torch.device = "cpu") -> dict:
     """What the layout and precision rules see on ``device``: for reports and provenance."""
-    device = as_device(device)
+    device = torch.device(device)
     info = {"device_type": device.type, "machine": platform.machine(),
             "native_bf16": has_native_bf16(device),
             "channels_last_for_cnns": memory_format(True, device) == torch.channels_last}
@@ -118,5 +114,5 @@ def describe(device: str | torch.device = "cpu") -> dict:
     return info
 
 
-__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "as_device", "cpu_has_native_bf16", "describe",
+__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "cpu_has_native_bf16", "describe",
            "has_native_bf16", "memory_format", "onednn_isa_cap", "training_precision"]

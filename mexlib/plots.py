@@ -7,7 +7,6 @@ otherwise). Notebooks call :func:`save_figure` and :func:`save_table`, never ``s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 import seaborn as sns
 
 from . import paths
+from .evaluate import format_mean_std
 
 #: One colour per regime, the same in every figure.
 REGIME_COLORS = {"disjoint": "#4C72B0", "joint": "#DD8452", "mixed": "#55A868", "backbone": "#555555"}
@@ -104,19 +104,9 @@ def readable(table: pd.DataFrame, percent: bool | Iterable = False) -> pd.DataFr
 
 
 def _cell(value, pct: bool, std=None) -> str:
-    if isinstance(value, str) or not isinstance(value, (int, float)) or isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and math.isnan(value):
-        return "—"
-
-    def show(v: float) -> str:
-        if pct:
-            return f"{100 * v:.1f}"
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return show(value)
-    return f"{show(value)} ± {show(std)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)  # text (and numpy integers) as they are
+    return format_mean_std(value, std, percent=pct)
 
 
 def save_text(text: str, name: str, profile: str) -> Path:
