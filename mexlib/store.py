@@ -39,6 +39,7 @@ from torch import Tensor
 from . import __version__, hardware, paths
 from .config import RunConfig, stable_hash
 from .data import ImageData, load_dataset
+from .methods import training_method
 from .models import MultiExitModel, exit_logits
 from .train import DeviceData, build_model, resolve_device, train_backbone, train_regime
 
@@ -56,7 +57,7 @@ class StaleCodeWarning(UserWarning):
 
 
 #: The modules whose code determines what a run produces.
-_RESULT_MODULES = ("config.py", "data.py", "methods.py", "train.py", "models")
+_RESULT_MODULES = ("config.py", "data.py", "methods", "train.py", "models")
 
 
 def code_fingerprint() -> str:
@@ -146,9 +147,13 @@ class RunStore:
     def resolve(self, config: RunConfig) -> RunConfig:
         """The configuration as it trains on this store's device: bf16 becomes fp32 where the
         device has no native bf16 (one warning), so such a run is keyed and stored as the fp32
-        run it is (:mod:`mexlib.hardware`)."""
+        run it is (:mod:`mexlib.hardware`); a method without training of its own becomes the
+        method whose runs it reads (PBEE reads SDN's)."""
         precision = hardware.training_precision(config.precision, self.device)
-        return config if precision == config.precision else replace(config, precision=precision)
+        method = training_method(config.method)
+        if (precision, method) == (config.precision, config.method):
+            return config
+        return replace(config, precision=precision, method=method)
 
     def find(self, config: RunConfig) -> StoredRun | None:
         return self._find(f"run-{run_key(self.resolve(config))}")

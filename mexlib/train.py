@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from . import hardware
 from .config import PhaseConfig, RunConfig
 from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
-from .methods import Method, cross_entropy_per_exit, get_method
+from .methods import Method, StepRule, cross_entropy_per_exit, get_method
 from .models import MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
@@ -97,7 +97,9 @@ class DeviceData:
                            memory_format=self.memory_format)
 
     def eval_loader(self, split: str) -> BatchLoader:
-        images, labels = {"val": (self.val_images, self.val_labels),
+        """The ``"train"``, ``"val"`` or ``"test"`` split in order, without augmentation."""
+        images, labels = {"train": (self.train_images, self.train_labels),
+                          "val": (self.val_images, self.val_labels),
                           "test": (self.test_images, self.test_labels)}[split]
         return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
                            memory_format=self.memory_format)
@@ -112,14 +114,17 @@ def memory_format_for(config: RunConfig, device: str | torch.device) -> torch.me
 
 
 def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiExitModel:
-    """The run's model on ``device`` in its layout there, initialised from its seed. The
-    backbone and the heads draw from separate seeds, so a backbone's initialisation does not
-    depend on its heads and every regime of a seed starts from the same weights."""
+    """The run's model on ``device`` in its layout there, with the heads of its method,
+    initialised from its seed. The backbone and the heads draw from separate seeds, so a
+    backbone's initialisation does not depend on its heads and every regime of a seed starts
+    from the same weights."""
     spec = dataset_spec(config.dataset)
     torch.manual_seed(config.seed)
     backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
     torch.manual_seed(config.seed + 1_000_000)
-    model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes)
+    features = [backbone.feature_info[b - 1] for b in config.exit_after_blocks]
+    heads = get_method(config.method).build_heads(features, config.head_kind, spec.num_classes)
+    model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes, heads)
     return model.to(device, memory_format=memory_format_for(config, device))
 
 
@@ -193,8 +198,10 @@ def make_scheduler(optimizer, phase: PhaseConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor) -> list[Tensor]:
-    return [model.backbone_only(x)] if phase == "backbone" else model(x)
+def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor):
+    """What a phase's losses read: the plain backbone's logits in phase 1, else the forward
+    pass's :class:`mexlib.models.ExitContext` (the heads' own logits, not the inference outputs)."""
+    return [model.backbone_only(x)] if phase == "backbone" else model.forward_context(x)
 
 
 def _monitored(model: MultiExitModel, phase: str) -> list[int]:
@@ -206,9 +213,31 @@ def _monitored(model: MultiExitModel, phase: str) -> list[int]:
     return list(range(model.num_exits))
 
 
-def _exit_losses(method: Method, phase: str, outs: list[Tensor], labels: Tensor) -> Tensor:
+def _exit_losses(method: Method, phase: str, outs, labels: Tensor) -> Tensor:
     # Phase 1 trains a plain backbone: plain cross-entropy, whatever the method.
     return cross_entropy_per_exit(outs, labels) if phase == "backbone" else method.exit_losses(outs, labels)
+
+
+def _logits(phase: str, outs) -> list[Tensor]:
+    return outs if phase == "backbone" else outs.logits
+
+
+class BackboneStep(StepRule):
+    """Phase 1: the plain backbone's cross-entropy, whatever the method."""
+
+    def loss(self, model, x, y, autocast, lr):
+        with autocast:
+            logits = model.backbone_only(x)
+        exit_losses = cross_entropy_per_exit([logits], y)
+        return exit_losses[0], exit_losses
+
+
+def step_rule(model: MultiExitModel, phase: str, method: Method, steps_per_epoch: int,
+              epochs: int) -> StepRule:
+    """The per-batch loss computation of ``phase``: the method's own, except in phase 1."""
+    if phase == "backbone":
+        return BackboneStep(method)
+    return method.step_rule(model, phase, steps_per_epoch, epochs)
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -219,13 +248,10 @@ def autocast_for(device: torch.device, precision: str):
 
 
 def training_loss(model: MultiExitModel, phase: str, x: Tensor, y: Tensor, method: Method,
-                  autocast) -> tuple[Tensor, Tensor]:
-    """One batch's loss to backpropagate in ``phase``, and each exit's loss."""
-    with autocast:
-        outs = _exit_outputs(model, phase, x)
-    exit_losses = _exit_losses(method, phase, outs, y)
-    loss = exit_losses[0] if phase == "backbone" else method.combine(exit_losses)
-    return loss, exit_losses
+                  autocast, lr: float = 0.0) -> tuple[Tensor, Tensor]:
+    """One batch's loss to backpropagate in ``phase``, and each exit's loss, by a fresh
+    :class:`mexlib.methods.StepRule` (stateful rules belong to :func:`train_phase`)."""
+    return step_rule(model, phase, method, 1, 1).loss(model, x, y, autocast, lr)
 
 
 @torch.no_grad()
@@ -235,7 +261,7 @@ def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list
     for x, y in loader:
         with autocast:
             outs = _exit_outputs(model, phase, x)
-        batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in outs])
+        batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in _logits(phase, outs)])
         batch_loss = _exit_losses(method, phase, outs, y) * len(y)
         correct = batch_correct if correct is None else correct + batch_correct
         losses = batch_loss if losses is None else losses + batch_loss
@@ -265,6 +291,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
     scheduler = make_scheduler(optimizer, settings, len(loader))
     monitored = _monitored(model, phase)
     stopper = EarlyStopping(len(monitored), settings.patience)
+    rule = step_rule(model, phase, method, len(loader), settings.epochs)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
     state = _read_checkpoint(checkpoint, device)
@@ -273,6 +300,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         stopper.load_state_dict(state["stopper"])
+        rule.load_state_dict(state.get("step_rule", {}))
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         result = PhaseResult(**state["result"])
     autocast = autocast_for(device, precision)
@@ -287,7 +315,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         model.train()
         loss_sum, seen = None, 0
         for x, y in loader:
-            loss, exit_losses = training_loss(model, phase, x, y, method, autocast)
+            loss, exit_losses = rule.loss(model, x, y, autocast, optimizer.param_groups[0]["lr"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -308,7 +336,8 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         if checkpoint is not None:
             _save_atomic(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                               scheduler=scheduler.state_dict(), stopper=stopper.state_dict(),
-                              best_state=best_state, result=result.to_dict()), checkpoint)
+                              step_rule=rule.state_dict(), best_state=best_state,
+                              result=result.to_dict()), checkpoint)
         bar.update(1)
         bar.set_postfix_str(_progress_text(train_loss, val_acc))
     bar.close()
@@ -369,6 +398,10 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
     results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
                            progress, f"seed {config.seed} {config.regime} ", config.precision)
                for p in phases]
+    for stage in method.stages():  # e.g. ZTW's ensembles, trained after the heads
+        record = stage.run(model, data, device, progress)
+        results.append(PhaseResult(stage.name, record["history"], record.get("best_epoch"),
+                                   wall_time=record.get("wall_time", 0.0)))
     model.set_freeze_mode("all")
     return model, results
 

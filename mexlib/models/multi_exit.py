@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
@@ -26,23 +28,65 @@ def check_exit_placement(blocks: tuple[int, ...], num_blocks: int) -> None:
                          f"exit), got {tuple(blocks)}")
 
 
+@dataclass
+class ExitContext:
+    """What one forward pass has computed so far, for heads that read earlier exits.
+
+    ``logits`` are the heads' own outputs in depth order (what the training losses use);
+    ``outputs`` the exits' inference outputs (the same tensors, except for methods that combine
+    heads at inference, such as ZTW's ensembles); ``states`` and ``extras`` hold whatever a
+    method's heads keep per exit (GPF's hidden states) or hand to its loss (GPF's imitations).
+    """
+
+    heads: nn.ModuleList
+    logits: list[Tensor] = field(default_factory=list)
+    outputs: list[Tensor] = field(default_factory=list)
+    states: list = field(default_factory=list)
+    extras: dict = field(default_factory=dict)
+
+
+class ContextHead(nn.Module):
+    """Base of heads that read earlier exits (ZTW's cascade, GPF's past states).
+
+    ``forward(x, context)`` returns the head's logits for the block output ``x`` and may read
+    and extend ``context``; ``exit_output(context)`` is the exit's inference output once this
+    head's logits are in ``context.logits`` (by default those logits). Plain heads are called
+    with ``x`` alone.
+    """
+
+    def forward(self, x: Tensor, context: ExitContext) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def exit_output(self, context: ExitContext) -> Tensor:
+        return context.logits[-1]
+
+
 class MultiExitModel(nn.Module):
     """A backbone with internal classifiers after the blocks ``exit_after_blocks`` (numbered
     from 1); the backbone's own classifier is the last exit.
 
-    ``forward`` returns every exit's logits in depth order; ``forward_until(x, k)`` computes
-    only what exit ``k`` (from 0) needs; ``backbone_only`` is the plain backbone.
+    ``forward`` returns every exit's inference output in depth order; ``forward_until(x, k)``
+    computes only what exit ``k`` (from 0) needs; ``forward_context`` returns the whole
+    :class:`ExitContext` (the heads' own logits and what a method's loss needs);
+    ``backbone_only`` is the plain backbone.
+
+    ``heads`` (one module per exit before the last) replaces the heads of ``head_kind``: an
+    early-exit method builds its own (:meth:`mexlib.methods.Method.build_heads`).
     """
 
     def __init__(self, backbone: Backbone, exit_after_blocks: tuple[int, ...], head_kind: str,
-                 num_classes: int):
+                 num_classes: int, heads: nn.ModuleList | None = None):
         super().__init__()
         blocks = tuple(exit_after_blocks)
         check_exit_placement(blocks, backbone.num_blocks)
         self.backbone = backbone
         self.exit_after_blocks = blocks
-        self.heads = nn.ModuleList(build_head(head_kind, backbone.feature_info[b - 1], num_classes)
-                                   for b in blocks)
+        if heads is None:
+            heads = nn.ModuleList(build_head(head_kind, backbone.feature_info[b - 1], num_classes)
+                                  for b in blocks)
+        if len(heads) != len(blocks):
+            raise ValueError(f"{len(heads)} heads given for {len(blocks)} exits before the last")
+        self.heads = heads
         self.freeze_mode = "all"
 
     @property
@@ -55,19 +99,32 @@ class MultiExitModel(nn.Module):
         return self.forward_until(x, self.num_exits - 1)
 
     def forward_until(self, x: Tensor, k: int) -> list[Tensor]:
-        """Logits of exits ``0..k``, computing the blocks up to exit ``k`` and no further."""
+        """Inference outputs of exits ``0..k``, computing the blocks up to exit ``k`` and no
+        further."""
+        return self.forward_context(x, k).outputs
+
+    def forward_context(self, x: Tensor, k: int | None = None) -> ExitContext:
+        """Run up to exit ``k`` (default: the last) and return everything computed on the way."""
+        k = self.num_exits - 1 if k is None else k
         if not 0 <= k < self.num_exits:
             raise ValueError(f"exit index must lie in 0..{self.num_exits - 1}, got {k}")
-        outputs = []
+        context = ExitContext(self.heads)
         last_block = self.exit_after_blocks[k] if k < len(self.heads) else self.backbone.num_blocks
         x = self.backbone.stem(x)
         for number, block in enumerate(self.backbone.blocks[:last_block], start=1):
             x = block(x)
             if number in self.exit_after_blocks:
-                outputs.append(self.heads[self.exit_after_blocks.index(number)](x))
+                head = self.heads[self.exit_after_blocks.index(number)]
+                if isinstance(head, ContextHead):
+                    context.logits.append(head(x, context))
+                    context.outputs.append(head.exit_output(context))
+                else:
+                    context.logits.append(head(x))
+                    context.outputs.append(context.logits[-1])
         if k == self.num_exits - 1:
-            outputs.append(self.backbone.classifier(x))
-        return outputs
+            context.logits.append(self.backbone.classifier(x))
+            context.outputs.append(context.logits[-1])
+        return context
 
     def backbone_only(self, x: Tensor) -> Tensor:
         """The plain backbone's logits: no head is evaluated (phase 1, the cost reference)."""
