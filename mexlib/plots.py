@@ -116,32 +116,43 @@ def save_text(text: str, name: str, profile: str) -> Path:
     return path
 
 
-def _ordered(regimes) -> list[str]:
-    return sorted(regimes, key=lambda r: REGIME_ORDER.index(r) if r in REGIME_ORDER else 99)
+def _ordered(values) -> list:
+    return sorted(values, key=lambda r: REGIME_ORDER.index(r) if r in REGIME_ORDER else 99)
 
 
-def plot_tradeoff(comparison, ax: plt.Axes | None = None) -> plt.Figure:
-    """Accuracy against relative cost: a line per regime (mean over seeds, ± std band over the
-    same thresholds), each exit alone as a dot, the plain backbone as a star."""
+def colors_for(values) -> dict:
+    """One colour per value: the regimes' fixed colours, else seaborn's default palette."""
+    values = list(values)
+    if all(v in REGIME_COLORS for v in values):
+        return {v: REGIME_COLORS[v] for v in values}
+    return dict(zip(values, sns.color_palette(n_colors=len(values))))
+
+
+def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title: str | None = None,
+                  legend: bool = True) -> plt.Figure:
+    """Accuracy against relative cost: a line per value of ``hue`` (mean over seeds, ± std
+    band over the same thresholds), each exit alone as a dot, the plain backbone as a star."""
     fig, ax = _figure(ax, (6.4, 4.4))
-    for regime in _ordered(comparison.regimes):
-        curves = [comparison.curves[(regime, s)] for s in comparison.seeds]
+    groups = study.groups(hue)
+    order = _ordered(groups)
+    colors = colors_for(order)
+    for value in order:
+        curves = [r.curve for r in groups[value]]
         cost = pd.concat([c["cost"] for c in curves], axis=1).mean(axis=1)
         acc = pd.concat([c["accuracy"] for c in curves], axis=1) * 100
         mean, std = acc.mean(axis=1), acc.std(axis=1).fillna(0)
-        order = cost.argsort()
-        color = REGIME_COLORS.get(regime)
-        ax.plot(cost.iloc[order], mean.iloc[order], color=color, label=regime, lw=1.8)
-        ax.fill_between(cost.iloc[order], (mean - std).iloc[order], (mean + std).iloc[order],
-                        color=color, alpha=0.18, lw=0)
-    exits = comparison.per_exit_accuracy()
-    points = exits.groupby(["regime", "exit"], sort=False).agg(cost=("cost", "mean"),
-                                                               accuracy=("accuracy", "mean"))
-    for (regime, _), row in points.iterrows():
-        ax.scatter(row["cost"], 100 * row["accuracy"], color=REGIME_COLORS.get(regime), s=22,
+        ranked = cost.argsort()
+        ax.plot(cost.iloc[ranked], mean.iloc[ranked], color=colors[value], label=str(value), lw=1.8)
+        ax.fill_between(cost.iloc[ranked], (mean - std).iloc[ranked], (mean + std).iloc[ranked],
+                        color=colors[value], alpha=0.18, lw=0)
+    exits = study.per_exit_accuracy()
+    points = exits.groupby([hue, "exit"], sort=False).agg(cost=("cost", "mean"), accuracy=("accuracy", "mean"))
+    for (value, _), row in points.iterrows():
+        ax.scatter(row["cost"], 100 * row["accuracy"], color=colors[value], s=22,
                    zorder=3, edgecolor="white", lw=0.6)
-    if comparison.backbones:
-        backbone = pd.Series(comparison.backbone_accuracy()) * 100
+    accuracy = study.backbone_accuracy()
+    if accuracy:
+        backbone = pd.Series(accuracy) * 100
         ax.errorbar([1.0], [backbone.mean()], yerr=[backbone.std() if len(backbone) > 1 else 0],
                     marker="*", ms=11, color=REGIME_COLORS["backbone"], ls="none",
                     label="backbone alone")
@@ -150,25 +161,46 @@ def plot_tradeoff(comparison, ax: plt.Axes | None = None) -> plt.Figure:
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     low = min(points["accuracy"].min() * 100, ax.get_ylim()[1] - 1)
     ax.set_ylim(bottom=max(low - 2, 0))
-    ax.set_title(f"Early-exit trade-off ({comparison.policy} rule, {len(comparison.seeds)} seeds)")
-    ax.legend(loc="lower right")
+    ax.set_title(title or f"Early-exit trade-off ({study.policy} rule, {len(study.seeds)} seeds)")
+    if legend:
+        ax.legend(loc="lower right")
     return fig
 
 
-def plot_exits(comparison, threshold: float) -> plt.Figure:
-    """Left: each exit's own accuracy by regime (mean ± std over seeds). Right: the share of
+def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", columns: int = 3,
+                         share_y: bool = True) -> plt.Figure:
+    """:func:`plot_tradeoff` once per value of ``panel`` (e.g. one panel per method, the
+    regimes' curves in each), on shared axes."""
+    values = study.values(panel)
+    rows = -(-len(values) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False,
+                             sharex=True, sharey=share_y, layout="constrained")
+    for ax, value in zip(axes.flat, values):
+        part = study.select(**{panel: value})
+        plot_tradeoff(part, hue, ax=ax, title=f"{value} ({part.policy} rule)", legend=False)
+    for ax in axes.flat[len(values):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
+    fig.suptitle(f"Accuracy against cost, one panel per {panel} (mean ± std over {len(study.seeds)} seeds)")
+    return fig
+
+
+def plot_exits(study, threshold: float, hue: str = "regime") -> plt.Figure:
+    """Left: each exit's own accuracy by ``hue`` (mean ± std over seeds). Right: the share of
     samples leaving at each exit at ``threshold``."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    exits = comparison.per_exit_accuracy().assign(accuracy=lambda d: d["accuracy"] * 100)
-    order = _ordered(comparison.regimes)
-    sns.pointplot(data=exits, x="exit", y="accuracy", hue="regime", hue_order=order,
-                  palette=REGIME_COLORS, errorbar="sd", dodge=0.3, markersize=4, linewidth=1.5,
+    exits = study.per_exit_accuracy().assign(accuracy=lambda d: d["accuracy"] * 100)
+    order = _ordered(study.values(hue))
+    colors = colors_for(order)
+    sns.pointplot(data=exits, x="exit", y="accuracy", hue=hue, hue_order=order,
+                  palette=colors, errorbar="sd", dodge=0.3, markersize=4, linewidth=1.5,
                   ax=left)
     left.set_xlabel("exit (0 = first internal classifier, last = final classifier)")
     left.set_ylabel("test accuracy of the exit alone (%)")
     left.set_title("Accuracy of every exit")
-    shares = comparison.exit_distribution(threshold).loc[order] * 100
-    shares.T.plot.bar(ax=right, color=[REGIME_COLORS.get(r) for r in order], width=0.8, rot=0)
+    shares = study.exit_distribution(threshold, by=hue).loc[order] * 100
+    shares.T.plot.bar(ax=right, color=[colors[v] for v in order], width=0.8, rot=0)
     right.set_xlabel("exit")
     right.set_ylabel("share of test samples leaving here (%)")
     right.set_title(f"Where samples leave at threshold {threshold:g}")

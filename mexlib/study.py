@@ -1,14 +1,20 @@
-"""The regime comparison: every regime × seed from the store, evaluated offline.
+"""The study: a grid of configurations → runs from the store → per-run evaluation → tables,
+figures and findings grouped by any field.
 
-:func:`compare_regimes` gets (or trains) the runs, counts every exit's FLOPs once, and returns
-a :class:`RegimeComparison` whose methods build the study's tables and whose findings are
-computed from the numbers, never assumed. Notebooks call these and plot; they hold no logic.
+:func:`run_study` takes a grid (any :class:`mexlib.config.RunConfig` field or
+:func:`mexlib.config.make_config` override, each with a list of values: regime × method × arch
+× ...) and seeds, gets or trains every run through the run store, counts each distinct model's
+exit FLOPs once, and evaluates every run offline. The :class:`Study` it returns builds every
+table by grouping its runs on any of the grid's fields; its findings are computed from the
+numbers, never assumed. Notebooks call these and plot; they hold no logic.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,200 +30,348 @@ from .train import build_model
 DEFAULT_SEEDS = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
 #: Confidence thresholds of the sweep (STUDY.md §3: 100 evenly spaced in [0, 1]).
 THRESHOLDS = torch.linspace(0, 1, 100)
+#: The label of the reference row (the plain backbone, phase 1 alone) in the budget tables.
+BACKBONE_ROW = "backbone alone (no exits)"
 
 
 @dataclass
-class RegimeComparison:
-    configs: dict[tuple[str, int], RunConfig]
-    runs: dict[tuple[str, int], StoredRun]
-    backbones: dict[int, StoredRun]
-    costs: evaluate.ExitCosts
+class StudyRun:
+    """One finished run of the grid, evaluated: its grid values, seed, stored run and curves."""
+
+    values: dict[str, Any]  # the grid's values for this run (the seed apart)
+    seed: int
+    config: RunConfig
+    run: StoredRun
+    backbone: StoredRun | None  # its phase-1 run, where the regime has one
     policy: str
-    seconds: float
-    trained: list[str]
-    curves: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)  # test set
-    val_curves: dict[tuple[str, int], pd.DataFrame] = field(default_factory=dict)
+    costs: evaluate.ExitCosts
+    curve: pd.DataFrame = field(repr=False)  # the test set's accuracy-cost sweep
+    val_curve: pd.DataFrame = field(repr=False)
 
-    def __post_init__(self):
-        thresholds = THRESHOLDS if self.policy != "patience" else None
-        for key, run in self.runs.items():
-            for split, curves in (("test", self.curves), ("val", self.val_curves)):
-                logits, labels = run.logits(split)
-                curves[key] = evaluate.tradeoff_curve(logits, labels, self.costs.relative,
-                                                      self.policy, thresholds)
-
-    @property
-    def regimes(self) -> list[str]:
-        return list(dict.fromkeys(r for r, _ in self.runs))
-
-    @property
-    def seeds(self) -> list[int]:
-        return list(dict.fromkeys(s for _, s in self.runs))
+    def logits(self, split: str = "test"):
+        return self.run.logits(split)
 
     @property
     def num_exits(self) -> int:
         return len(self.costs.relative)
 
-    def test_logits(self, regime: str, seed: int):
-        return self.runs[(regime, seed)].logits("test")
 
-    # --- tables ---------------------------------------------------------------------------
+class Study:
+    """Evaluated runs of a grid; every table groups them by grid fields (``by``)."""
+
+    def __init__(self, runs: list[StudyRun], fields: Sequence[str], seconds: float = 0.0,
+                 trained: Sequence[str] = ()):
+        if not runs:
+            raise ValueError("a study needs at least one run")
+        self.runs = list(runs)
+        self.fields = tuple(fields)
+        self.seconds = seconds
+        self.trained = list(trained)
+
+    # --- structure -----------------------------------------------------------------------
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(dict.fromkeys(r.seed for r in self.runs))
+
+    def values(self, name: str) -> list:
+        """The values of grid field ``name`` in grid order."""
+        self._check_fields([name])
+        return list(dict.fromkeys(r.values[name] for r in self.runs))
+
+    @property
+    def regimes(self) -> list[str]:
+        return self.values("regime")
+
+    @property
+    def num_exits(self) -> int:
+        counts = {r.num_exits for r in self.runs}
+        if len(counts) > 1:
+            raise ValueError(f"the runs have different numbers of exits {sorted(counts)}; select one model first")
+        return counts.pop()
+
+    @property
+    def costs(self) -> evaluate.ExitCosts:
+        """The exit costs shared by every run (raises when the grid holds different models)."""
+        distinct = {tuple(r.costs.flops_per_exit) for r in self.runs}
+        if len(distinct) > 1:
+            raise ValueError("the runs' models differ in cost; use cost_table(by=...) or select one model")
+        return self.runs[0].costs
+
+    @property
+    def policy(self) -> str:
+        policies = list(dict.fromkeys(r.policy for r in self.runs))
+        return policies[0] if len(policies) == 1 else ", ".join(policies)
+
+    def select(self, **criteria) -> "Study":
+        """The runs whose grid values (or ``seed``) match ``criteria``: a value or a list of them."""
+        self._check_fields([k for k in criteria if k != "seed"])
+        wanted = {k: v if isinstance(v, (list, tuple, set)) else [v] for k, v in criteria.items()}
+        runs = [r for r in self.runs
+                if all((r.seed if k == "seed" else r.values[k]) in v for k, v in wanted.items())]
+        if not runs:
+            raise ValueError(f"no run matches {criteria}")
+        return Study(runs, self.fields, self.seconds, self.trained)
+
+    def groups(self, by: str | Sequence[str] | None = None) -> dict[Any, list[StudyRun]]:
+        """Runs grouped by the grid fields ``by`` (default: all of them), in grid order. A key
+        is the value itself for one field, a tuple for several."""
+        by = self._by(by)
+        grouped: dict[Any, list[StudyRun]] = {}
+        for run in self.runs:
+            key = tuple(run.values[f] for f in by)
+            grouped.setdefault(key[0] if len(by) == 1 else key, []).append(run)
+        return grouped
+
+    def run(self, seed: int, **values) -> StudyRun:
+        """The one run with these grid values and seed."""
+        (found,) = self.select(seed=seed, **values).runs if values else self.select(seed=seed).runs
+        return found
+
+    def _by(self, by) -> list[str]:
+        by = list(self.fields) if by is None else [by] if isinstance(by, str) else list(by)
+        self._check_fields(by)
+        return by
+
+    def _check_fields(self, names) -> None:
+        unknown = [n for n in names if n not in self.fields]
+        if unknown:
+            raise ValueError(f"unknown grid fields {unknown}; this study's fields: {', '.join(self.fields)}")
+
+    def _index(self, keys: list, by: list[str]) -> pd.Index:
+        if len(by) == 1:
+            return pd.Index(keys, name=by[0])
+        return pd.MultiIndex.from_tuples(keys, names=by)
+
+    # --- tables --------------------------------------------------------------------------
 
     def backbone_accuracy(self) -> list[float]:
-        """The plain backbone (phase 1, no heads) on the test set, one value per seed."""
-        values = []
-        for run in self.backbones.values():
-            values.append(float(evaluate.per_exit_accuracy(*run.logits("test"))[-1]))
-        return values
+        """The plain backbones (phase 1, no heads) on the test set, one value per distinct
+        backbone (one per seed when the grid varies only regime and method)."""
+        backbones = {r.backbone.path: r.backbone for r in self.runs if r.backbone is not None}
+        return [float(evaluate.per_exit_accuracy(*b.logits("test"))[-1]) for b in backbones.values()]
 
-    def budget_table(self) -> pd.DataFrame:
-        """Accuracy at 25/50/75/100 % of the backbone's cost, mean and std over seeds, plus the
-        plain backbone as a reference row (it costs exactly 100 %)."""
-        table = evaluate.budget_table({r: [self.curves[(r, s)] for s in self.seeds]
-                                       for r in self.regimes})
-        if self.backbones:
-            reference = [pd.DataFrame({"cost": [1.0], "accuracy": [a]}) for a in self.backbone_accuracy()]
-            table = pd.concat([table, evaluate.budget_table({"backbone alone (no exits)": reference})])
+    def budget_table(self, by=None, reference: bool = True) -> pd.DataFrame:
+        """Accuracy at 25/50/75/100 % of the backbone's cost, mean and std over seeds, a row
+        per group; with ``reference``, the plain backbone as a last row (it costs exactly
+        100 %)."""
+        by = self._by(by)
+        groups = self.groups(by)
+        table = evaluate.budget_table({i: [r.curve for r in runs] for i, runs in enumerate(groups.values())})
+        table.index = self._index(list(groups), by)
+        accuracy = self.backbone_accuracy()
+        if reference and accuracy:
+            rows = [pd.DataFrame({"cost": [1.0], "accuracy": [a]}) for a in accuracy]
+            extra = evaluate.budget_table({0: rows})
+            label = BACKBONE_ROW if len(by) == 1 else (BACKBONE_ROW,) + ("",) * (len(by) - 1)
+            extra.index = self._index([label], by)
+            table = pd.concat([table, extra])
         return table
 
-    def validation_budget_table(self) -> pd.DataFrame:
+    def validation_budget_table(self, by=None) -> pd.DataFrame:
         """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
         (:func:`mexlib.evaluate.choose_on_validation`) and its test accuracy reported; a
         ``cost`` column pair gives the mean test cost of the chosen points."""
-        rows = {}
-        for regime in self.regimes:
-            picks = [evaluate.choose_on_validation(self.val_curves[(regime, s)], self.curves[(regime, s)])
-                     for s in self.seeds]
+        by = self._by(by)
+        groups = self.groups(by)
+        rows = []
+        for runs in groups.values():
+            picks = [evaluate.choose_on_validation(r.val_curve, r.curve) for r in runs]
             accuracy = np.stack([p["accuracy"].to_numpy() for p in picks])
             cost = np.stack([p["cost"].to_numpy() for p in picks])
             std = accuracy.std(axis=0, ddof=1) if len(picks) > 1 else np.full(accuracy.shape[1], np.nan)
             values = []
-            for budget_index in range(accuracy.shape[1]):
-                values += [accuracy[:, budget_index].mean(), std[budget_index],
-                           cost[:, budget_index].mean()]
-            rows[regime] = values
+            for b in range(accuracy.shape[1]):
+                values += [accuracy[:, b].mean(), std[b], cost[:, b].mean()]
+            rows.append(values)
         columns = pd.MultiIndex.from_product([list(evaluate.BUDGETS), ["mean", "std", "cost"]],
                                              names=["budget", "stat"])
-        return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+        return pd.DataFrame(rows, index=self._index(list(groups), by), columns=columns)
+
+    def cost_table(self, by=None) -> pd.DataFrame:
+        """Each exit's cost relative to the plain backbone, a row per group (its first run's
+        model: the runs of a group share their model unless the grid varies it within)."""
+        by = self._by(by)
+        groups = self.groups(by)
+        width = max(r.num_exits for r in self.runs)
+        rows = [[float(c) for c in runs[0].costs.relative] + [np.nan] * (width - runs[0].num_exits)
+                for runs in groups.values()]
+        return pd.DataFrame(rows, index=self._index(list(groups), by), columns=[f"exit {k}" for k in range(width)])
 
     def per_exit_accuracy(self) -> pd.DataFrame:
-        """Long table: regime, seed, exit, relative cost, accuracy."""
+        """Long table: the grid's fields, seed, exit, relative cost, accuracy."""
         rows = []
-        for (regime, seed), run in self.runs.items():
+        for run in self.runs:
             logits, labels = run.logits("test")
             for k, acc in enumerate(evaluate.per_exit_accuracy(logits, labels).tolist()):
-                rows.append(dict(regime=regime, seed=seed, exit=k,
-                                 cost=float(self.costs.relative[k]), accuracy=acc))
+                rows.append(dict(**run.values, seed=run.seed, exit=k,
+                                 cost=float(run.costs.relative[k]), accuracy=acc))
         return pd.DataFrame(rows)
 
-    def exit_distribution(self, threshold: float) -> pd.DataFrame:
-        """Share of test samples leaving at each exit at one confidence threshold, averaged
-        over seeds: rows regimes, columns exits."""
-        rows = {}
-        for regime in self.regimes:
-            shares = []
-            for seed in self.seeds:
-                logits, _ = self.test_logits(regime, seed)
-                decision = evaluate.run_policy(self.policy, logits, [threshold])
-                shares.append(evaluate.exit_distribution(decision.exit_index[0], self.num_exits))
-            rows[regime] = torch.stack(shares).mean(0).numpy()
-        return pd.DataFrame.from_dict(rows, orient="index",
-                                      columns=[f"exit {k}" for k in range(self.num_exits)])
-
-    def summary(self, auc_range: tuple[float, float] = (0.25, 1.0)) -> pd.DataFrame:
-        """Per regime, mean and std over seeds: final-exit accuracy, area under the curve over
-        ``auc_range`` of relative cost, oracle accuracy and overthinking (all fractions)."""
+    def exit_distribution(self, threshold: float, by=None) -> pd.DataFrame:
+        """Share of test samples leaving at each exit at one threshold of each run's policy,
+        averaged over seeds: a row per group, a column per exit."""
+        by = self._by(by)
+        groups = self.groups(by)
         rows = []
-        for (regime, seed), run in self.runs.items():
+        for runs in groups.values():
+            shares = []
+            for run in runs:
+                logits, _ = run.logits("test")
+                decision = evaluate.run_policy(run.policy, logits, [threshold])
+                shares.append(evaluate.exit_distribution(decision.exit_index[0], run.num_exits))
+            rows.append(torch.stack(shares).mean(0).numpy())
+        return pd.DataFrame(rows, index=self._index(list(groups), by),
+                            columns=[f"exit {k}" for k in range(len(rows[0]))])
+
+    def summary(self, by=None, auc_range: tuple[float, float] = (0.25, 1.0)) -> pd.DataFrame:
+        """Per group, mean and std over seeds: final-exit accuracy, area under the curve over
+        ``auc_range`` of relative cost, oracle accuracy and overthinking (all fractions)."""
+        by = self._by(by)
+        rows = []
+        for run in self.runs:
             logits, labels = run.logits("test")
             rows.append(dict(
-                regime=regime, seed=seed,
+                **{f: run.values[f] for f in by},
                 final_exit_accuracy=float(evaluate.per_exit_accuracy(logits, labels)[-1]),
-                auc=evaluate.area_under_curve(self.curves[(regime, seed)], auc_range),
+                auc=evaluate.area_under_curve(run.curve, auc_range),
                 oracle_accuracy=evaluate.oracle_accuracy(logits, labels),
                 overthinking=evaluate.overthinking(logits, labels).fraction))
-        frame = pd.DataFrame(rows).drop(columns="seed")
-        return frame.groupby("regime", sort=False).agg(["mean", "std"])
+        return pd.DataFrame(rows).groupby(by, sort=False).agg(["mean", "std"])
 
     def training_history(self, seed: int) -> pd.DataFrame:
-        """Long table of one seed's training curves: regime, phase, epoch, exit, metric, value."""
+        """Long table of one seed's training curves: the grid's fields, phase, epoch, exit,
+        metric, value (phase 1 from the shared backbone run)."""
         rows = []
-        for regime in self.regimes:
-            phases = list(self.runs[(regime, seed)].history)
-            if "backbone" in self.configs[(regime, seed)].phases:
-                phases = self.backbones[seed].history + [p for p in phases if "history" in p]
+        for run in self.runs:
+            if run.seed != seed:
+                continue
+            phases = [p for p in run.run.history if "history" in p]
+            if run.backbone is not None:
+                phases = run.backbone.history + phases
             for phase in phases:
                 for row in phase["history"]:
                     for metric in ("train_loss", "val_loss", "val_acc"):
-                        for k, value in enumerate(row[metric]):
-                            exit_index = self.num_exits - 1 if phase["phase"] == "backbone" else k
-                            rows.append(dict(regime=regime, phase=phase["phase"], epoch=row["epoch"],
+                        for k, value in enumerate(row.get(metric, [])):
+                            exit_index = run.num_exits - 1 if phase["phase"] == "backbone" else k
+                            rows.append(dict(**run.values, phase=phase["phase"], epoch=row["epoch"],
                                              exit=exit_index, metric=metric, value=value))
         return pd.DataFrame(rows)
 
     def wall_times(self) -> pd.DataFrame:
-        """Training seconds per run and phase, from the runs' provenance."""
-        rows = []
-        for seed, run in self.backbones.items():
-            rows.append(dict(run="backbone (phase 1)", seed=seed,
-                             seconds=run.provenance["wall_time_seconds"]))
-        for (regime, seed), run in self.runs.items():
-            rows.append(dict(run=regime, seed=seed, seconds=run.provenance["wall_time_seconds"]))
+        """Training seconds per run (phase-1 backbones once each), from the runs' provenance."""
+        rows, seen = [], set()
+        for run in self.runs:
+            if run.backbone is not None and run.backbone.path not in seen:
+                seen.add(run.backbone.path)
+                rows.append(dict(run="backbone (phase 1)", seed=run.seed,
+                                 seconds=run.backbone.provenance["wall_time_seconds"]))
+        for run in self.runs:
+            rows.append(dict(run=" ".join(str(run.values[f]) for f in self.fields), seed=run.seed,
+                             seconds=run.run.provenance["wall_time_seconds"]))
         return pd.DataFrame(rows)
 
-    # --- findings ---------------------------------------------------------------------------
+    # --- findings ------------------------------------------------------------------------
+
+    def ranking(self, among: str = "regime", within=(), budgets: Sequence[float] = evaluate.BUDGETS) -> list[str]:
+        """For each group of ``within`` and each budget: the values of ``among`` ranked by mean
+        accuracy, the leader's margin, and whether it exceeds the seeds' spread."""
+        within = [within] if isinstance(within, str) else list(within)
+        table = self.budget_table(within + [among], reference=False)
+        lines = []
+        for key in _within_keys(self, within):
+            prefix = f"{_label(within, key)}: " if within else ""
+            for budget in budgets:
+                means = {a: _cell(table, key, a, budget, "mean", within) for a in self.values(among)}
+                stds = {a: _cell(table, key, a, budget, "std", within) for a in self.values(among)}
+                fitting = {a: m for a, m in means.items() if not np.isnan(m)}
+                if not fitting:
+                    lines.append(f"{prefix}at {budget:.0%} of the backbone's cost no {among} has an operating point.")
+                    continue
+                ranked = sorted(fitting, key=fitting.get, reverse=True)
+                best = ranked[0]
+                text = ", ".join(f"{a} {100 * fitting[a]:.2f} %" for a in ranked)
+                if len(ranked) == 1:
+                    lines.append(f"{prefix}at {budget:.0%} of the backbone's cost only {best} has an "
+                                 f"operating point: {text}.")
+                    continue
+                gap = fitting[best] - fitting[ranked[1]]
+                spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
+                verdict = ""
+                if not np.isnan(spread):
+                    verdict = (" (a clear lead: larger than the largest standard deviation over seeds)"
+                               if gap > spread else " (within the seeds' spread: no clear winner)")
+                lines.append(f"{prefix}at {budget:.0%} of the backbone's cost: {text}; best {best}, "
+                             f"ahead by {100 * gap:.2f} points{verdict}.")
+        return [line[0].upper() + line[1:] for line in lines]
+
+    def advantage(self, candidate: str = "mixed", among: str = "regime", within=()) -> pd.DataFrame:
+        """How ``candidate`` (a value of ``among``) fares against the best other value, per
+        group of ``within`` and budget: both means, the gap in accuracy (candidate − best
+        other; fractions), the largest std over seeds among them, and a verdict: ``best``
+        (ahead by more than that spread), ``tied`` (within it) or ``behind``."""
+        within = [within] if isinstance(within, str) else list(within)
+        table = self.budget_table(within + [among], reference=False)
+        others = [a for a in self.values(among) if a != candidate]
+        rows = []
+        for key in _within_keys(self, within):
+            for budget in evaluate.BUDGETS:
+                mine = _cell(table, key, candidate, budget, "mean", within)
+                other_means = {a: _cell(table, key, a, budget, "mean", within) for a in others}
+                other_means = {a: m for a, m in other_means.items() if not np.isnan(m)}
+                if np.isnan(mine) or not other_means:
+                    continue
+                rival = max(other_means, key=other_means.get)
+                stds = [_cell(table, key, a, budget, "std", within) for a in [candidate] + others]
+                spread = np.nanmax(stds) if not all(np.isnan(stds)) else 0.0
+                gap = mine - other_means[rival]
+                verdict = "best" if gap > spread else "behind" if gap < -spread else "tied"
+                rows.append({**dict(zip(within, key if isinstance(key, tuple) else (key,))), "budget": budget,
+                             candidate: mine, "best other": rival, "best other accuracy": other_means[rival],
+                             "gap": gap, "spread": spread, "verdict": verdict})
+        return pd.DataFrame(rows)
+
+    def advantage_findings(self, candidate: str = "mixed", among: str = "regime", within=()) -> list[str]:
+        """:meth:`advantage` in words: per group of ``within``, where ``candidate`` is best,
+        tied or behind, and by how many points."""
+        within = [within] if isinstance(within, str) else list(within)
+        frame = self.advantage(candidate, among, within)
+        lines = []
+        keys = frame.groupby(within, sort=False) if within else [((), frame)]
+        for key, part in keys:
+            name = _label(within, key if isinstance(key, tuple) else (key,)) if within else "Overall"
+            parts = []
+            for _, row in part.iterrows():
+                rel = "ahead of" if row["gap"] >= 0 else "behind"
+                parts.append(f"at {row['budget']:.0%} {row['verdict']} ({100 * abs(row['gap']):.2f} points "
+                             f"{rel} {row['best other']}, spread {100 * row['spread']:.2f})")
+            counts = part["verdict"].value_counts()
+            headline = (f"{candidate} is best at {counts.get('best', 0)}, tied at {counts.get('tied', 0)} and "
+                        f"behind at {counts.get('behind', 0)} of {len(part)} budgets")
+            lines.append(f"{name}: {headline}: " + "; ".join(parts) + ".")
+        return lines
 
     def findings(self) -> list[str]:
-        """Plain-language statements about the paper's claims, derived from this run's numbers."""
-        table = self.budget_table()
-        regimes = [r for r in ("disjoint", "joint", "mixed") if r in self.regimes]
-        lines = []
-        for budget in evaluate.BUDGETS:
-            means = {r: table.loc[r, (budget, "mean")] for r in regimes}
-            stds = {r: table.loc[r, (budget, "std")] for r in regimes}
-            fitting = {r: m for r, m in means.items() if not np.isnan(m)}
-            if not fitting:
-                lines.append(f"At {budget:.0%} of the backbone's cost no regime has an operating point.")
-                continue
-            ranked = sorted(fitting, key=fitting.get, reverse=True)
-            best = ranked[0]
-            text = ", ".join(f"{r} {100 * fitting[r]:.2f} %" for r in ranked)
-            if len(ranked) == 1:
-                lines.append(f"At {budget:.0%} of the backbone's cost only {best} has an operating "
-                             f"point: {text}.")
-                continue
-            gap = fitting[best] - fitting[ranked[1]]
-            spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
-            verdict = ""
-            if not np.isnan(spread):
-                verdict = (" (a clear lead: larger than the largest standard deviation over seeds)"
-                           if gap > spread else " (within the seeds' spread: no clear winner)")
-            lines.append(f"At {budget:.0%} of the backbone's cost: {text}; best {best}, ahead by "
-                         f"{100 * gap:.2f} points{verdict}.")
+        """The regime comparison's statements (one method): per budget the ranking, the
+        paper's claim that mixed is best or near best, and the early-exit claim."""
+        lines = self.ranking("regime")
+        regimes = self.regimes
         if "mixed" in regimes and len(regimes) > 1:
-            lines.append(self._claim_mixed(table, regimes))
+            frame = self.advantage("mixed", "regime")
+            held = bool(len(frame)) and bool((frame["verdict"] != "behind").all())
+            lines.append("Paper's claim 'mixed is best or near best (within the seeds' spread) at every "
+                         f"budget': {'holds' if held else 'does not hold'} here "
+                         f"({int((frame['verdict'] != 'behind').sum())} of {len(frame)} budgets where "
+                         f"every regime has a point).")
         if {"disjoint", "mixed", "joint"} <= set(regimes):
             lines.append(self._claim_early_exits())
         return lines
 
-    def _claim_mixed(self, table: pd.DataFrame, regimes: list[str]) -> str:
-        best_or_near = []
-        for budget in evaluate.BUDGETS:
-            means = {r: table.loc[r, (budget, "mean")] for r in regimes}
-            if any(np.isnan(m) for m in means.values()):
-                continue
-            stds = [table.loc[r, (budget, "std")] for r in regimes]
-            tolerance = np.nanmax(stds) if not all(np.isnan(stds)) else 0.0
-            best_or_near.append(means["mixed"] >= max(means.values()) - tolerance)
-        held = bool(best_or_near) and all(best_or_near)
-        return ("Paper's claim 'mixed is best or near best (within the seeds' spread) at every "
-                f"budget': {'holds' if held else 'does not hold'} here "
-                f"({sum(best_or_near)} of {len(best_or_near)} budgets where every regime has a point).")
-
     def _claim_early_exits(self) -> str:
         accuracy = self.per_exit_accuracy().groupby(["regime", "exit"])["accuracy"].mean()
+        last = self.num_exits - 1
         first = {r: accuracy[(r, 0)] for r in ("disjoint", "joint", "mixed")}
-        final = {r: accuracy[(r, self.num_exits - 1)] for r in ("disjoint", "joint", "mixed")}
+        final = {r: accuracy[(r, last)] for r in ("disjoint", "joint", "mixed")}
         weakest_first = min(first, key=first.get)
         return (f"First exit: disjoint {100 * first['disjoint']:.2f} %, joint "
                 f"{100 * first['joint']:.2f} %, mixed {100 * first['mixed']:.2f} % "
@@ -227,34 +381,80 @@ class RegimeComparison:
                 f"mixed {100 * final['mixed']:.2f} %.")
 
 
-def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"),
-                    method: str = "sdn", policy: str | None = None, device: str = "auto",
-                    progress: bool = True, store: RunStore | None = None,
-                    **overrides) -> RegimeComparison:
-    """Get or train every regime for every seed, then evaluate them on the test set.
+def _within_keys(study: Study, within: list[str]) -> list:
+    if not within:
+        return [()]
+    return list(study.groups(within))
 
-    ``policy`` defaults to the method's exit policy. Runs come from the store when it has them;
-    phase 1 is trained once per seed and shared by disjoint and mixed. ``store`` defaults to
-    the run store in :func:`mexlib.paths.runs_dir`.
+
+def _label(within: list[str], key) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(str(v) for v in key)
+
+
+def _cell(table: pd.DataFrame, key, value, budget: float, stat: str, within: list[str]) -> float:
+    row = (value,) if not within else (key if isinstance(key, tuple) else (key,)) + (value,)
+    row = row[0] if len(row) == 1 else row
+    try:
+        return float(table.loc[row, (budget, stat)])
+    except KeyError:
+        return float("nan")
+
+
+# --- building a study --------------------------------------------------------------------------
+
+def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, seeds=None,
+              policy: str | None = None, device: str = "auto", progress: bool = True,
+              store: RunStore | None = None, **overrides) -> Study:
+    """Get or train every run of ``grid`` × ``seeds`` and evaluate it on the test set.
+
+    ``grid`` maps configuration names (any :func:`mexlib.config.make_config` name: ``regime``,
+    ``method``, ``arch``, ``epochs``, ...) to the values to cross; ``overrides`` fix names for
+    every run. ``policy`` defaults to each run's method's exit rule. Runs come from the store
+    when it has them; phase 1 is trained once per seed and shared by every regime and method
+    that starts from it. ``store`` defaults to the run store in :func:`mexlib.paths.runs_dir`.
     """
-    unknown = set(regimes) - set(REGIMES)
-    if unknown:
-        raise ValueError(f"unknown regimes {sorted(unknown)}; valid regimes: {', '.join(REGIMES)}")
-    seeds = tuple(DEFAULT_SEEDS[profile] if seeds is None else seeds)
-    policy = policy or get_method(method).policy
-    if policy not in evaluate.POLICIES:
+    grid = dict(grid or {"regime": list(REGIMES)})
+    clash = set(grid) & (set(overrides) | {"seed", "profile"})
+    if clash:
+        raise ValueError(f"{sorted(clash)} cannot be both a grid field and fixed (seeds: use seeds=)")
+    if "regime" in grid:
+        unknown = set(grid["regime"]) - set(REGIMES)
+        if unknown:
+            raise ValueError(f"unknown regimes {sorted(unknown)}; valid regimes: {', '.join(REGIMES)}")
+    if policy is not None and policy not in evaluate.POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
+    seeds = tuple(DEFAULT_SEEDS[profile] if seeds is None else seeds)
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    configs = [(point, seed, make_config(profile, seed=seed, **{**overrides, **point}))
+               for seed in seeds for point in points]  # every configuration checked before training
     store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
-    configs, runs, backbones = {}, {}, {}
-    for seed in seeds:
-        for regime in regimes:
-            config = make_config(profile, regime=regime, seed=seed, method=method, **overrides)
-            configs[(regime, seed)] = config
-            runs[(regime, seed)] = store.get_or_run(config)
-        backbones[seed] = store.get_or_run_backbone(configs[(regimes[0], seed)])
-    first = configs[(regimes[0], seeds[0])]
-    spec = dataset_spec(first.dataset)
-    costs = evaluate.exit_costs(build_model(first), (spec.channels, spec.image_size, spec.image_size))
-    return RegimeComparison(configs, runs, backbones, costs, policy,
-                            time.perf_counter() - started, list(store.trained))
+    costs: dict[tuple, evaluate.ExitCosts] = {}
+    runs = []
+    for point, seed, config in configs:
+        stored = store.get_or_run(config)
+        backbone = store.get_or_run_backbone(config) if "backbone" in config.phases else None
+        model_key = (config.dataset, config.arch, config.exit_after_blocks, config.head, config.method)
+        if model_key not in costs:
+            spec = dataset_spec(config.dataset)
+            costs[model_key] = evaluate.exit_costs(build_model(config),
+                                                   (spec.channels, spec.image_size, spec.image_size))
+        run_policy = policy or get_method(config.method).policy
+        thresholds = None if run_policy == "patience" else THRESHOLDS
+        curves = {split: evaluate.tradeoff_curve(*stored.logits(split), costs[model_key].relative,
+                                                 run_policy, thresholds) for split in ("test", "val")}
+        runs.append(StudyRun(point, seed, config, stored, backbone, run_policy, costs[model_key],
+                             curves["test"], curves["val"]))
+    return Study(runs, tuple(grid), time.perf_counter() - started, store.trained)
+
+
+def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"),
+                    method: str = "sdn", policy: str | None = None, device: str = "auto",
+                    progress: bool = True, store: RunStore | None = None, **overrides) -> Study:
+    """The regime comparison of one method: :func:`run_study` over ``regimes``."""
+    return run_study(profile, {"regime": list(regimes)}, seeds, policy, device, progress, store,
+                     method=method, **overrides)
+
+
+__all__ = ["BACKBONE_ROW", "DEFAULT_SEEDS", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]

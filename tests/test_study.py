@@ -16,13 +16,28 @@ matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
-    store = RunStore(tmp_path_factory.mktemp("study-runs"), device="cpu", progress=False)
+def store(tmp_path_factory):
+    return RunStore(tmp_path_factory.mktemp("study-runs"), device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def comparison(store):
     return study.compare_regimes("smoke", store=store)
 
 
+@pytest.fixture(scope="module")
+def grid(store, comparison):
+    """Methods × regimes, after the regime comparison has stored SDN's runs."""
+    trained_before = len(store.trained)
+    result = study.run_study("smoke", {"method": ["sdn", "pbee", "ztw"], "regime": ["disjoint", "joint", "mixed"]},
+                             store=store)
+    result.trained_here = store.trained[trained_before:]
+    return result
+
+
 def test_every_regime_and_seed_is_present_and_backbones_are_shared(comparison):
-    assert set(comparison.runs) == {(r, s) for r in ("disjoint", "joint", "mixed") for s in (0, 1)}
+    assert {(r.values["regime"], r.seed) for r in comparison.runs} == \
+        {(r, s) for r in ("disjoint", "joint", "mixed") for s in (0, 1)}
     # 2 backbones + 6 regime runs, each trained once
     assert sum(name.startswith("backbone-") for name in comparison.trained) == 2
     assert sum(name.startswith("run-") for name in comparison.trained) == 6
@@ -35,7 +50,7 @@ def test_budget_table_matches_the_curves(comparison):
         for budget in evaluate.BUDGETS:
             per_seed = []
             for seed in comparison.seeds:
-                curve = comparison.curves[(regime, seed)]
+                curve = comparison.run(seed, regime=regime).curve
                 fits = curve[curve["cost"] <= budget + 1e-9]
                 per_seed.append(fits["accuracy"].max() if len(fits) else math.nan)
             expected = float(np.mean(per_seed))
@@ -48,8 +63,9 @@ def test_budget_table_matches_the_curves(comparison):
 
 def test_disjoint_final_exit_is_the_backbone(comparison):
     for seed in comparison.seeds:
-        logits, labels = comparison.test_logits("disjoint", seed)
-        backbone_logits, _ = comparison.backbones[seed].logits("test")
+        run = comparison.run(seed, regime="disjoint")
+        logits, labels = run.logits("test")
+        backbone_logits, _ = run.backbone.logits("test")
         assert torch.equal(logits[-1], backbone_logits[-1])
 
 
@@ -102,8 +118,8 @@ def test_bad_regime_and_policy_raise():
 def test_validation_budget_table_scores_validation_picks_on_test(comparison):
     table = comparison.validation_budget_table()
     for regime in comparison.regimes:
-        picks = [evaluate.choose_on_validation(comparison.val_curves[(regime, s)],
-                                               comparison.curves[(regime, s)])
+        picks = [evaluate.choose_on_validation(comparison.run(s, regime=regime).val_curve,
+                                               comparison.run(s, regime=regime).curve)
                  for s in comparison.seeds]
         for budget in evaluate.BUDGETS:
             accuracies = [p.loc[budget, "accuracy"] for p in picks]
@@ -113,6 +129,85 @@ def test_validation_budget_table_scores_validation_picks_on_test(comparison):
             # never better than the best test point within the chosen points' own cost
             for p, seed in zip(picks, comparison.seeds):
                 if not math.isnan(p.loc[budget, "accuracy"]):
-                    curve = comparison.curves[(regime, seed)]
+                    curve = comparison.run(seed, regime=regime).curve
                     within = curve[curve["cost"] <= p.loc[budget, "cost"] + 1e-9]
                     assert p.loc[budget, "accuracy"] <= within["accuracy"].max() + 1e-12
+
+
+# --- the general grid ----------------------------------------------------------------------
+
+def test_grid_reuses_sdn_runs_and_phase_one_for_every_method(grid):
+    assert len(grid.runs) == 3 * 3 * 2
+    # only ZTW trained: SDN's runs were stored, PBEE reads them, phase 1 is shared
+    assert grid.trained_here and all(name.startswith("run-") for name in grid.trained_here)
+    assert len(grid.trained_here) == 3 * 2
+    for seed in grid.seeds:
+        for regime in grid.values("regime"):
+            sdn, pbee = (grid.run(seed, method=m, regime=regime) for m in ("sdn", "pbee"))
+            assert sdn.run.path == pbee.run.path and pbee.policy == "patience"
+            ztw = grid.run(seed, method="ztw", regime=regime)
+            if regime != "joint":
+                assert ztw.backbone.path == sdn.backbone.path
+
+
+def test_grid_tables_group_by_any_field(grid):
+    table = grid.budget_table(["method", "regime"])
+    assert table.index.names == ["method", "regime"]
+    for (method, regime), runs in grid.groups(["method", "regime"]).items():
+        for budget in evaluate.BUDGETS:
+            per_seed = [evaluate.accuracy_at_budgets(r.curve).loc[budget] for r in runs]
+            got = table.loc[(method, regime), (budget, "mean")]
+            assert (math.isnan(got) and any(map(math.isnan, per_seed))) or got == pytest.approx(np.mean(per_seed))
+    by_method = grid.budget_table("method", reference=False)
+    assert list(by_method.index) == ["sdn", "pbee", "ztw"]
+    for method in by_method.index:  # pooled over regimes and seeds
+        runs = grid.groups("method")[method]
+        expected = np.mean([evaluate.accuracy_at_budgets(r.curve).loc[1.0] for r in runs])
+        assert by_method.loc[method, (1.0, "mean")] == pytest.approx(expected)
+    costs = grid.cost_table("method")
+    assert costs.loc["sdn"].tolist() == costs.loc["pbee"].tolist()
+    assert costs.loc["ztw", "exit 1"] > costs.loc["sdn", "exit 1"]
+    with pytest.raises(ValueError, match="differ in cost"):
+        grid.costs
+    assert grid.select(method="ztw").costs.flops_per_exit == grid.groups("method")["ztw"][0].costs.flops_per_exit
+    summary = grid.summary(["method", "regime"])
+    assert summary.shape[0] == 9
+    shares = grid.exit_distribution(0.9, by=["method", "regime"])
+    assert np.allclose(shares.sum(axis=1), 1.0)
+
+
+def test_advantage_verdicts_follow_the_table(grid):
+    frame = grid.advantage("mixed", "regime", within="method")
+    table = grid.budget_table(["method", "regime"], reference=False)
+    assert set(frame["method"]) == {"sdn", "pbee", "ztw"}
+    for _, row in frame.iterrows():
+        others = {r: table.loc[(row["method"], r), (row["budget"], "mean")] for r in ("disjoint", "joint")}
+        others = {r: v for r, v in others.items() if not math.isnan(v)}
+        assert row["best other"] == max(others, key=others.get)
+        gap = table.loc[(row["method"], "mixed"), (row["budget"], "mean")] - others[row["best other"]]
+        assert row["gap"] == pytest.approx(gap)
+        expected = "best" if gap > row["spread"] else "behind" if gap < -row["spread"] else "tied"
+        assert row["verdict"] == expected
+    lines = grid.advantage_findings("mixed", "regime", within="method")
+    assert len(lines) == 3 and all(line.split(":")[0] in ("sdn", "pbee", "ztw") for line in lines)
+    for line, (method, part) in zip(lines, frame.groupby("method", sort=False)):
+        assert f"best at {(part['verdict'] == 'best').sum()}," in line
+
+
+def test_grid_panels_figure(grid):
+    fig = plots.plot_tradeoff_panels(grid, panel="method", hue="regime")
+    assert sum(ax.get_visible() for ax in fig.axes) == 3
+    written = plots.save_figure(fig, "test_panels", "smoke")
+    assert all(p.stat().st_size > 1000 for p in written)
+    matplotlib.pyplot.close(fig)
+
+
+def test_bad_grid_fields_raise(grid):
+    with pytest.raises(ValueError, match="this study's fields: method, regime"):
+        grid.budget_table("arch")
+    with pytest.raises(ValueError, match="valid methods"):
+        study.run_study("smoke", {"method": ["sdn", "msdnet"]})
+    with pytest.raises(ValueError, match="cannot be both a grid field and fixed"):
+        study.run_study("smoke", {"method": ["sdn"]}, method="gpf")
+    with pytest.raises(ValueError, match="no run matches"):
+        grid.select(method="gpf")

@@ -43,7 +43,7 @@ pd.set_option("display.precision", 4)
 comparison = study.compare_regimes(profile, seeds=seeds, regimes=regimes, method=method,
                                    policy=policy, device=device, progress=profile != "smoke",
                                    **overrides)
-config = next(iter(comparison.configs.values()))
+config = comparison.runs[0].config
 print(f"{len(comparison.runs)} runs ({', '.join(comparison.regimes)} × seeds {comparison.seeds}) "
       f"ready in {comparison.seconds:.1f} s; trained now: {len(comparison.trained)} "
       f"(the rest came from the run store)")

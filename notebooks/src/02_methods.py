@@ -1,0 +1,146 @@
+# %% [markdown]
+# # 02 · Does the best regime depend on the early-exit method?
+#
+# The regimes notebook compared disjoint, joint and mixed training for one early-exit method
+# (SDN). The study's central table crosses the regimes with five methods, which differ in how
+# their exits are built, trained and used:
+#
+# * **SDN** (Kaya et al. 2019): independent pooled heads, mean cross-entropy over the exits,
+#   exit when the softmax confidence exceeds a threshold.
+# * **PBEE** (Zhou et al. 2020): SDN's trained model with a different exit rule: leave once
+#   enough consecutive exits agree (it trains nothing of its own).
+# * **GPF** (Liao et al. 2021): each head merges the states of earlier heads with imitations of
+#   later heads' states through a learned gate; depth-weighted loss plus an imitation loss.
+# * **ZTW** (Wołczyk et al. 2021): each head also reads the previous head's logits (a cascade);
+#   after training, each exit combines all heads so far in a learned geometric ensemble.
+# * **L2W** (Han et al. 2022): SDN's heads, with per-sample loss weights from a small network
+#   meta-learned so that each exit gets better at the samples it will actually handle.
+#
+# Each method's docstring in `mexlib.methods` names its source, the equations it follows and
+# where this implementation chooses differently. Every method trains in every regime from the
+# same phase-1 backbone per seed; SDN's runs are the regimes notebook's, taken from the store.
+
+# %% [parameters]
+profile = "cpu"
+seeds = None  # None: the profile's seeds (smoke: 0, 1; cpu and paper: 0, 1, 2)
+methods = ["sdn", "pbee", "gpf", "ztw", "l2w"]
+regimes = ["disjoint", "joint", "mixed"]
+device = "auto"
+overrides = {}
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from mexlib import plots, study
+from mexlib.evaluate import format_budget_table
+from mexlib.notebook import check_parameters
+
+check_parameters()
+plots.use_style()
+pd.set_option("display.precision", 4)
+methods_study = study.run_study(profile, {"method": methods, "regime": regimes}, seeds=seeds,
+                                device=device, progress=profile != "smoke", **overrides)
+config = methods_study.runs[0].config
+print(f"{len(methods_study.runs)} runs ({len(methods)} methods × {len(regimes)} regimes × seeds "
+      f"{methods_study.seeds}) ready in {methods_study.seconds:.1f} s; trained now: "
+      f"{len(methods_study.trained)} (the rest came from the run store)")
+print(f"{config.arch} on {config.dataset}, exits after blocks {config.exit_after_blocks}, "
+      f"train_size {config.train_size}")
+
+# %% [markdown]
+# ## What each method's exits cost
+# Each exit's FLOPs relative to the plain backbone (counted by `torch.utils.flop_counter`),
+# including every head evaluated on the way and each method's extras: GPF's imitators and
+# gates, ZTW's cascade and ensembles. PBEE has SDN's heads and costs the same.
+
+# %%
+costs = methods_study.cost_table("method")
+plots.save_table(costs, "methods_exit_costs", profile, percent=True)
+print(plots.readable(costs, percent=True).to_markdown(index=False))
+
+# %% [markdown]
+# ## Accuracy against cost, one panel per method
+# In each panel the three regimes' threshold sweeps (mean over seeds, band ± one standard
+# deviation), each exit alone as a dot and the plain backbone as a star. PBEE's sweep runs
+# over its patience values instead of confidence thresholds, so it has few points.
+
+# %%
+fig = plots.plot_tradeoff_panels(methods_study, panel="method", hue="regime")
+plots.save_figure(fig, "methods_tradeoff", profile)
+plt.show()
+
+# %% [markdown]
+# ## The methods table
+# Accuracy (%) at 25, 50, 75 and 100 % of the backbone's cost, mean ± std over seeds, in the
+# layout of the paper's Table 1: a row per method and regime. As in the regimes notebook, each
+# seed's best point within the budget is taken from its test curve ("—": no point fits).
+
+# %%
+table = methods_study.budget_table(["method", "regime"])
+table_text = format_budget_table(table)
+plots.save_table(table_text, "methods_budget_table", profile)
+plots.save_table(table, "methods_budget_table_raw", profile, percent=True)
+# NBVAL_CHECK_OUTPUT
+print(table_text.to_markdown())
+
+# %% [markdown]
+# The same with each seed's operating point fixed on the validation split and scored on test.
+
+# %%
+validation = methods_study.validation_budget_table(["method", "regime"])
+plots.save_table(format_budget_table(validation), "methods_budget_table_validation", profile)
+print(format_budget_table(validation).to_markdown())
+
+# %% [markdown]
+# ## Is mixed the best regime for every method?
+# For each method and budget: mixed's mean accuracy against the best other regime's, the gap
+# in points, and the largest standard deviation over seeds among the three regimes. "best"
+# means ahead by more than that spread, "behind" behind by more, "tied" in between.
+
+# %%
+advantage = methods_study.advantage("mixed", "regime", within="method")
+plots.save_table(advantage.set_index(["method", "budget"]), "methods_mixed_advantage", profile,
+                 percent=["mixed", "best other accuracy", "gap", "spread"])
+print(plots.readable(advantage.set_index(["method", "budget"]),
+                     percent=["mixed", "best other accuracy", "gap", "spread"]).to_markdown(index=False))
+
+# %% [markdown]
+# ## Every exit of every method
+# Each exit's own accuracy (mean over seeds), per method and regime, and a summary: final-exit
+# accuracy, the area under the accuracy–cost curve between 25 % and 100 % of the backbone's
+# cost (mean accuracy over that range), oracle accuracy and overthinking.
+
+# %%
+exits = methods_study.per_exit_accuracy()
+per_exit = exits.groupby(["method", "regime", "exit"], sort=False)["accuracy"].mean().unstack("exit")
+per_exit.columns = [f"exit {k}" for k in per_exit.columns]
+plots.save_table(per_exit, "methods_per_exit_accuracy", profile, percent=True)
+summary = methods_study.summary(["method", "regime"])
+plots.save_table(summary, "methods_summary", profile, percent=True)
+print(plots.readable(summary, percent=True).to_markdown(index=False))
+
+# %% [markdown]
+# ## What this run finds
+# Computed from the numbers above each time the notebook runs; they may contradict the paper.
+
+# %%
+findings = methods_study.advantage_findings("mixed", "regime", within="method")
+best_counts = advantage.groupby("method", sort=False)["verdict"].apply(lambda v: (v == "best").sum())
+never_behind = [m for m, part in advantage.groupby("method", sort=False) if (part["verdict"] != "behind").all()]
+findings.append(f"Mixed is best or tied with the best at every budget for {len(never_behind)} of "
+                f"{len(methods)} methods ({', '.join(never_behind) or 'none'}); it is clearly best "
+                f"(beyond the seeds' spread) at {int(best_counts.sum())} of {len(advantage)} "
+                f"method-budget pairs.")
+findings += methods_study.ranking("method", within="regime", budgets=[0.25, 0.5])
+plots.save_text("\n".join(f"- {line}" for line in findings) + "\n", "methods_findings", profile)
+display(Markdown("\n".join(f"* {line}" for line in findings)))
+
+# %% [markdown]
+# ### Reading these results
+# The paper (STUDY.md §6) finds mixed training best or near best for most methods, with the
+# largest gains at small budgets. The `cpu` profile is a small setting (a 6-block ResNet on
+# Fashion-MNIST, capped at 10 epochs per phase), where the methods differ by tenths of a point
+# to a few points and the seeds' spread decides what counts as a difference; the verdicts above
+# use that spread. The `paper` profile runs the same grid at the paper's scale on a GPU.
