@@ -18,7 +18,7 @@ from mexlib import data as data_module
 from mexlib import evaluate
 from mexlib.config import REGIMES, make_config
 from mexlib.methods import METHODS, Method, get_method, register, training_method
-from mexlib.methods.gpf import GPFHead, imitation_loss
+from mexlib.methods.gpf import imitation_loss
 from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, target_exit_distribution
 from mexlib.models import ExitContext
 from mexlib.store import RunStore

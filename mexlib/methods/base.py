@@ -17,11 +17,14 @@ A method (STUDY.md §4) decides four things, each a plug-in point of :class:`Met
 Phase 1 (the plain backbone) never involves the method, so one trained backbone per seed
 serves every method's disjoint and mixed runs. A method without training of its own names the
 method whose runs it reads (``trains_as``; PBEE reads SDN's).
+
+A run's key holds the method's name, not its settings: a variant with other settings is a new
+name (``variant = GPF(state_dim=64); variant.name = "gpf-64"; register(variant)``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

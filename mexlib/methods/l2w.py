@@ -35,7 +35,6 @@ LeapLabTHU/L2W-DEN; the study's ``methods/l2w.py``):
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

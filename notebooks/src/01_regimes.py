@@ -30,7 +30,6 @@ overrides = {}
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
 from mexlib import plots, study

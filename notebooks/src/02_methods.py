@@ -122,6 +122,18 @@ plots.save_table(summary, "methods_summary", profile, percent=True)
 print(plots.readable(summary, percent=True).to_markdown(index=False))
 
 # %% [markdown]
+# ## Training time
+# Seconds of training per run from the runs' provenance (phase-1 backbones once per seed; they
+# and SDN's runs are shared with the regimes notebook; PBEE trains nothing).
+
+# %%
+wall = methods_study.wall_times()
+plots.save_table(wall.set_index(["run", "seed"]), "methods_wall_times", profile)
+wall["method"] = wall["run"].str.split().str[0]
+per_method = wall.drop_duplicates(["run", "seed"]).groupby("method", sort=False)["seconds"].sum() / 60
+print(per_method.round(1).rename("training minutes (all regimes and seeds)").to_markdown())
+
+# %% [markdown]
 # ## What this run finds
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
