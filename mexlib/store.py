@@ -19,6 +19,7 @@ whose files do not match its manifest is reported, moved to ``damaged/`` and tra
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -61,15 +62,29 @@ _RESULT_MODULES = ("config.py", "data.py", "methods", "train.py", "models")
 
 
 def code_fingerprint() -> str:
-    """A hash of the source files that produce results (not evaluation, plots or notebooks)."""
+    """A hash of the code that produces results (not evaluation, plots or notebooks), without
+    its comments and docstrings: editing those neither warns about stored runs nor discards
+    the checkpoints of runs in progress."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for name in _RESULT_MODULES:
         target = package / name
         for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
             digest.update(file.relative_to(package).as_posix().encode())
-            digest.update(file.read_bytes())
+            digest.update(code_without_comments(file.read_text()).encode())
     return digest.hexdigest()[:16]
+
+
+def code_without_comments(source: str) -> str:
+    """``source`` as Python sees it: comments, docstrings and layout removed."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
 
 
 def backbone_key(config: RunConfig) -> str:

@@ -201,7 +201,7 @@ def make_scheduler(optimizer, phase: PhaseConfig, steps_per_epoch: int):
 def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor):
     """What a phase's losses read: the plain backbone's logits in phase 1, else the forward
     pass's :class:`mexlib.models.ExitContext` (the heads' own logits, not the inference outputs)."""
-    return [model.backbone_only(x)] if phase == "backbone" else model.forward_context(x)
+    return [model.backbone_only(x)] if phase == "backbone" else model.forward_context(x, outputs=False)
 
 
 def _monitored(model: MultiExitModel, phase: str) -> list[int]:
@@ -250,7 +250,9 @@ def autocast_for(device: torch.device, precision: str):
 def training_loss(model: MultiExitModel, phase: str, x: Tensor, y: Tensor, method: Method,
                   autocast, lr: float = 0.0) -> tuple[Tensor, Tensor]:
     """One batch's loss to backpropagate in ``phase``, and each exit's loss, by a fresh
-    :class:`mexlib.methods.StepRule` (stateful rules belong to :func:`train_phase`)."""
+    :class:`mexlib.methods.StepRule`. Meant for stateless rules (checks and benchmarks): a
+    stateful rule (L2W's) starts afresh on every call; training keeps one per phase
+    (:func:`train_phase`)."""
     return step_rule(model, phase, method, 1, 1).loss(model, x, y, autocast, lr)
 
 

@@ -244,8 +244,8 @@ def test_l2w_meta_step_changes_the_wpn_and_leaves_the_model_as_the_regular_step(
     x, y = batch
     model = _model("l2w").train()
     twin = copy.deepcopy(model)
-    rule = step_rule(model, "joint", get_method("l2w"), 10, 1)
-    assert isinstance(rule, L2WStep) and rule.step == 0
+    rule = step_rule(model, "joint", get_method("l2w"), 4000, 1)
+    assert isinstance(rule, L2WStep) and rule.step == 0 and rule.interval == 20
     wpn_before = copy.deepcopy(rule.wpn.state_dict())
     buffers_before = {n: b.clone() for n, b in model.named_buffers()}
     rule.meta_step(model, x, y, NO_AUTOCAST, lr=0.05)
@@ -256,9 +256,9 @@ def test_l2w_meta_step_changes_the_wpn_and_leaves_the_model_as_the_regular_step(
 
     # the full step (meta, then regular) equals a regular step with the updated WPN
     model = copy.deepcopy(twin)
-    rule = step_rule(model, "joint", get_method("l2w"), 10, 1)
+    rule = step_rule(model, "joint", get_method("l2w"), 4000, 1)
     rule.wpn.load_state_dict(wpn_before)
-    regular = step_rule(twin, "joint", get_method("l2w"), 10, 1)
+    regular = step_rule(twin, "joint", get_method("l2w"), 4000, 1)
     optimizers = [torch.optim.SGD(m.trainable_parameters(), lr=0.05) for m in (model, twin)]
     loss, _ = rule.loss(model, x, y, NO_AUTOCAST, 0.05)  # step 0: meta step first
     regular.wpn.load_state_dict(rule.wpn.state_dict())
@@ -351,3 +351,47 @@ def test_method_extras_count_in_the_exit_costs(method):
     assert all(o >= s for o, s in zip(other.flops_per_exit, sdn.flops_per_exit))
     assert other.flops_per_exit[-2] > sdn.flops_per_exit[-2]  # the cascade / imitators cost
     assert list(other.relative) == sorted(other.relative)
+
+
+def test_l2w_meta_step_runs_through_attention(batch):
+    x, y = batch
+    model = _model("l2w", arch="vit-smoke").train()
+    rule = step_rule(model, "joint", get_method("l2w"), 10, 1)
+    before = copy.deepcopy(rule.wpn.state_dict())
+    loss, _ = rule.loss(model, x[:16], y[:16], NO_AUTOCAST, 1e-3)  # step 0: a meta step first
+    assert torch.isfinite(loss)
+    assert any(not torch.equal(v, before[k]) for k, v in rule.wpn.state_dict().items())
+
+
+def test_l2w_meta_step_with_too_few_samples_for_any_trained_exit(batch):
+    x, y = batch
+    model = _model("l2w").set_freeze_mode("heads").train()
+    rule = step_rule(model, "heads", get_method("l2w"), 10, 1)
+    before = copy.deepcopy(rule.wpn.state_dict())
+    # 2 meta samples: floor(2 q_k) = 0 for every head, so all go to the frozen final exit
+    meta_loss = rule.meta_step(model, x[:4], y[:4], NO_AUTOCAST, lr=0.05)
+    assert torch.isfinite(meta_loss)
+    assert all(torch.equal(v, before[k]) for k, v in rule.wpn.state_dict().items())
+
+
+def test_l2w_meta_interval_follows_the_phase_length():
+    l2w = get_method("l2w")
+    assert l2w.interval_for(200 * 390) == 100  # a paper-length phase: the study's interval
+    assert l2w.interval_for(2180) == 10  # a cpu-profile phase: about 200 meta steps
+    assert l2w.interval_for(20) == 1
+
+
+def test_training_forwards_skip_the_inference_outputs(batch):
+    x, _ = batch
+    model = _model("ztw").eval()
+    full = model.forward_context(x)
+    light = model.forward_context(x, outputs=False)
+    assert light.outputs == [] and len(light.logits) == len(full.logits)
+    for a, b in zip(light.logits, full.logits):
+        torch.testing.assert_close(a, b)
+
+
+def test_gpf_imitation_loss_on_a_truncated_forward(batch):
+    x, _ = batch
+    context = _model("gpf").forward_context(x, k=0)
+    assert len(context.states) == 1 and imitation_loss(context) == 0

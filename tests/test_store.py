@@ -508,3 +508,13 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     names = {out.split()[1] for out, _ in outputs}
     assert counts == [0, 1] and len(names) == 1  # one trained it, the other waited and loaded it
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("run-")] == list(names)
+
+
+def test_fingerprint_ignores_comments_and_docstrings_only():
+    code = 'def f(x):\n    """Double."""\n    return 2 * x  # twice\n'
+    assert mexlib.store.code_without_comments(code) == \
+        mexlib.store.code_without_comments('def f(x):\n    return 2 * x\n')
+    assert mexlib.store.code_without_comments(code) != \
+        mexlib.store.code_without_comments('def f(x):\n    return 3 * x\n')
+    only_docstring = 'class A:\n    """Nothing else."""\n'
+    assert mexlib.store.code_without_comments(only_docstring) == "class A:\n    pass"

@@ -57,7 +57,7 @@ class StepRule:
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, autocast, lr: float) -> tuple[Tensor, Tensor]:
         """The loss to backpropagate and each exit's loss (``[num_exits]``, for the history)."""
         with autocast:
-            context = model.forward_context(x)
+            context = model.forward_context(x, outputs=False)
         exit_losses = self.method.exit_losses(context, y)
         return self.method.combine(exit_losses, context), exit_losses
 

@@ -79,13 +79,15 @@ class GPFHead(ContextHead):
 
 def imitation_loss(context: ExitContext) -> Tensor:
     """Mean over heads with a future of the mean over their imitated states of
-    ``1 − cos(real, imitated)``, the real states detached; zero when there is nothing to imitate."""
+    ``1 − cos(real, imitated)``, the real states detached; zero when there is nothing to imitate.
+    States beyond a truncated forward (:meth:`MultiExitModel.forward_until`) are not imitated."""
     terms = []
+    reached = len(context.states)
     for future in context.extras.get("imitations", []):
-        if future:
-            terms.append(torch.stack([1 - F.cosine_similarity(context.states[j].detach().float(),
-                                                              imitated.float(), dim=1).mean()
-                                      for j, imitated in future.items()]).mean())
+        pairs = [(context.states[j], imitated) for j, imitated in future.items() if j < reached]
+        if pairs:
+            terms.append(torch.stack([1 - F.cosine_similarity(real.detach().float(), imitated.float(), dim=1).mean()
+                                      for real, imitated in pairs]).mean())
     if not terms:
         return torch.zeros((), device=context.logits[0].device)
     return torch.stack(terms).mean()

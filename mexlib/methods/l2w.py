@@ -24,10 +24,17 @@ LeapLabTHU/L2W-DEN; the study's ``methods/l2w.py``):
   (``used_sample_indices`` is not updated in ``methods/l2w.py``), so every exit picks from the
   whole batch; we follow the original's exclusion logic. (2) The pseudo step is plain SGD at the
   optimiser's learning rate (the original's ``MetaSGD`` also applies momentum and weight decay;
-  the study has ``MetaAdamW`` for AdamW). (3) One direction (A → B) per meta step, as the study;
-  the original also does B → A. (4) The study meta-steps every 100 batches on runs of tens of
-  thousands of batches; our cpu-profile phases have about 2,000 batches, so the default is every
-  10 batches, which gives the WPN a few hundred updates per phase.
+  the study has ``MetaAdamW`` for AdamW). Under AdamW (the ViT settings) the pseudo step is
+  therefore much smaller than the real update; a differentiable AdamW step is left to do. Like
+  the model step, the pseudo step's loss is the mean over exits, so its effective learning rate
+  is the original's divided by K. (3) One direction (A → B) per meta step, as the study; the
+  original also does B → A. (4) The study meta-steps every 100 batches on runs of tens of
+  thousands of batches. The default here is every ``min(100, phase batches // 200)`` batches
+  (at least 1): the study's 100 for phases of 20,000 batches or more, and enough meta steps for
+  the WPN to learn (about 200) in shorter phases, e.g. every 10 batches in the cpu profile's
+  2,180-batch phases.
+- Attention has no second derivative in PyTorch's fused kernels, so the meta step runs scaled
+  dot-product attention on its reference ("math") kernel.
 - **Exit**: max-softmax confidence, as the study (the original uses MSDNet's budgeted batch
   thresholds).
 """
@@ -40,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import Method, StepRule, cross_entropy_per_sample, register
 
@@ -90,7 +98,7 @@ class _HeadLogits(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        return self.model.forward_context(x).logits
+        return self.model.forward_context(x, outputs=False).logits
 
 
 class L2WStep(StepRule):
@@ -100,18 +108,19 @@ class L2WStep(StepRule):
         self.wpn = WeightPredictor(model.num_exits, method.hidden, method.epsilon).to(device)
         self.optimizer = torch.optim.Adam(self.wpn.parameters(), lr=method.meta_lr,
                                           weight_decay=method.meta_weight_decay)
-        meta_steps = max(1, total_steps // method.meta_interval)
+        self.interval = method.interval_for(total_steps)
+        meta_steps = max(1, total_steps // self.interval)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / meta_steps))))
         self.q = target_exit_distribution(model.num_exits, method.p)
         self.step = 0
 
     def loss(self, model, x, y, autocast, lr):
-        if self.step % self.method.meta_interval == 0 and len(y) >= 2:
+        if self.step % self.interval == 0 and len(y) >= 2:
             self.meta_step(model, x, y, autocast, lr)
         self.step += 1
         with autocast:
-            logits = model.forward_context(x).logits
+            logits = model.forward_context(x, outputs=False).logits
         per_sample = cross_entropy_per_sample(logits, y)
         with torch.no_grad():
             weights = self.wpn(per_sample.detach())
@@ -124,19 +133,21 @@ class L2WStep(StepRule):
         names = [n for n, p in wrapper.named_parameters() if p.requires_grad]
         params = [p for p in wrapper.parameters() if p.requires_grad]
         buffers = {n: b.clone() for n, b in wrapper.named_buffers()}  # BN statistics stay put
-        with autocast:
+        with autocast, sdpa_kernel(SDPBackend.MATH):  # fused attention has no double backward
             logits = functional_call(wrapper, {**dict(zip(names, params)), **buffers}, (x[:half],))
         per_sample = cross_entropy_per_sample(logits, y[:half])
         pseudo_loss = (self.wpn(per_sample.detach()) * per_sample).mean()
         grads = torch.autograd.grad(pseudo_loss, params, create_graph=True, allow_unused=True)
         stepped = {n: p if g is None else p - lr * g for n, p, g in zip(names, params, grads)}
-        with autocast:
+        with autocast, sdpa_kernel(SDPBackend.MATH):
             meta_logits = functional_call(wrapper, {**stepped, **buffers}, (x[half:],))
         meta_y = y[half:]
         with torch.no_grad():
             confidence = torch.stack([F.softmax(out.float(), 1).amax(1) for out in meta_logits])
         groups = allocate_to_exits(confidence, self.q)
         meta_loss = sum(F.cross_entropy(out[g].float(), meta_y[g]) for out, g in zip(meta_logits, groups) if len(g))
+        if not meta_loss.requires_grad:  # every sample went to an exit this phase does not train
+            return meta_loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         meta_loss.backward(inputs=list(self.wpn.parameters()))
         self.optimizer.step()
@@ -159,10 +170,17 @@ class L2W(Method):
     description = ("Learning to weight samples (Han et al. 2022): SDN's heads with per-sample, "
                    "per-exit loss weights from a meta-learned weight network")
 
-    def __init__(self, epsilon: float = 0.3, hidden: int = 500, meta_interval: int = 10, p: float = 0.75,
-                 meta_lr: float = 1e-4, meta_weight_decay: float = 1e-4):
+    def __init__(self, epsilon: float = 0.3, hidden: int = 500, meta_interval: int | None = None,
+                 p: float = 0.75, meta_lr: float = 1e-4, meta_weight_decay: float = 1e-4):
         self.epsilon, self.hidden, self.meta_interval, self.p = epsilon, hidden, meta_interval, p
         self.meta_lr, self.meta_weight_decay = meta_lr, meta_weight_decay
+
+    def interval_for(self, total_steps: int) -> int:
+        """Batches between meta steps: ``meta_interval`` if set, else the study's 100 capped
+        so that a phase of ``total_steps`` batches gets about 200 meta steps."""
+        if self.meta_interval is not None:
+            return self.meta_interval
+        return max(1, min(100, total_steps // 200))
 
     def step_rule(self, model, phase, steps_per_epoch, epochs):
         return L2WStep(self, model, steps_per_epoch * epochs)

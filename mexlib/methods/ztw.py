@@ -5,9 +5,11 @@
   where ``f_m`` is the run's head kind. This is the study's ``Linear(in + C → C)`` on
   ``concat(features, LN(prev))`` (``ztw.py:ZTWCascading``) written as a sum, so any head kind
   can cascade; the only difference is the initial scale of ``W_m`` (Kaiming-uniform over ``C``
-  inputs instead of ``in + C``). The first head has no cascade input. The original (and the
-  study) put a 3×3 conv in front of the pooling; here the head kind decides (``head="conv1"``
-  gives that shape), so every method compares on the same heads.
+  inputs instead of ``in + C``). The first head has no cascade input. The original puts a
+  3×3 conv (then ReLU) in front of SDN's pooling and the study a strided 3×3 conv halving the
+  width on ``ReLU(x)``; here the run's head kind decides (SDN's pooled head by default;
+  ``head="conv1"`` adds a 3×3 conv-BN-ReLU of the same width), so every method compares on
+  the same heads.
 - **Geometric ensembles.** Exit ``m`` outputs
   ``z_m = mean_{i≤m}(exp(w_i^m) · log p_i) + b_m`` with ``w^m`` initialised N(0, 0.01²) and
   ``b_m = 0`` (``weighted_avg_model.py``, mode ``geometric``): a product of the heads'
@@ -18,7 +20,9 @@
   (the original's CIFAR settings), all ensembles at once (their parameters are disjoint, so
   summing their losses trains each as if alone).
 - **Loss** while the heads train: the mean cross-entropy of the heads' own logits over all
-  exits (the study's default), not of the ensembles.
+  exits (the study's default), not of the ensembles. The ensembles' parameters sit in the
+  heads' parameter group but get no gradient there, so the phase's optimiser leaves them be
+  (SGD and AdamW skip parameters without a gradient); training forwards skip the ensembles.
 - **Exit.** Max-softmax of the ensemble's output; samples that never exit take the final exit.
 """
 
@@ -84,6 +88,7 @@ class EnsembleStage(Stage):
         ensembles = [head.ensemble for head in model.heads]
         log_probs, labels = _cached_log_probs(model, data.eval_loader("train"))
         val_log_probs, val_labels = _cached_log_probs(model, data.eval_loader("val"))
+        trainable = {p: p.requires_grad for p in model.parameters()}
         for p in model.parameters():
             p.requires_grad_(False)
         params = [p for e in ensembles for p in e.parameters()]
@@ -109,8 +114,8 @@ class EnsembleStage(Stage):
                     val_acc = [(e(val_log_probs[:m + 1]).argmax(1) == val_labels).double().mean().item()
                                for m, e in enumerate(ensembles)]
                 history.append(dict(epoch=epoch, train_loss=(total / seen).tolist(), val_acc=val_acc))
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for p, flag in trainable.items():  # as the phase left them
+            p.requires_grad_(flag)
         return dict(history=history, best_epoch=self.epochs - 1, wall_time=time.perf_counter() - started)
 
 
@@ -121,7 +126,7 @@ def _cached_log_probs(model: nn.Module, batches) -> tuple[Tensor, Tensor]:
     model.eval()
     values, labels = [], []
     for x, y in batches:
-        values.append(heads_log_probs(model.forward_context(x).logits[:-1]))
+        values.append(heads_log_probs(model.forward_context(x, outputs=False).logits[:-1]))
         labels.append(y)
     model.train(was_training)
     return torch.cat(values, 1), torch.cat(labels)

@@ -103,8 +103,10 @@ class MultiExitModel(nn.Module):
         further."""
         return self.forward_context(x, k).outputs
 
-    def forward_context(self, x: Tensor, k: int | None = None) -> ExitContext:
-        """Run up to exit ``k`` (default: the last) and return everything computed on the way."""
+    def forward_context(self, x: Tensor, k: int | None = None, outputs: bool = True) -> ExitContext:
+        """Run up to exit ``k`` (default: the last) and return everything computed on the way.
+        ``outputs=False`` skips the inference outputs where they differ from the heads' logits
+        (training reads only the logits; ``context.outputs`` is then left empty)."""
         k = self.num_exits - 1 if k is None else k
         if not 0 <= k < self.num_exits:
             raise ValueError(f"exit index must lie in 0..{self.num_exits - 1}, got {k}")
@@ -117,13 +119,16 @@ class MultiExitModel(nn.Module):
                 head = self.heads[self.exit_after_blocks.index(number)]
                 if isinstance(head, ContextHead):
                     context.logits.append(head(x, context))
-                    context.outputs.append(head.exit_output(context))
+                    if outputs:
+                        context.outputs.append(head.exit_output(context))
                 else:
                     context.logits.append(head(x))
-                    context.outputs.append(context.logits[-1])
+                    if outputs:
+                        context.outputs.append(context.logits[-1])
         if k == self.num_exits - 1:
             context.logits.append(self.backbone.classifier(x))
-            context.outputs.append(context.logits[-1])
+            if outputs:
+                context.outputs.append(context.logits[-1])
         return context
 
     def backbone_only(self, x: Tensor) -> Tensor:
