@@ -259,7 +259,8 @@ class Study:
         return pd.DataFrame(rows)
 
     def wall_times(self) -> pd.DataFrame:
-        """Training seconds per run (phase-1 backbones once each), from the runs' provenance."""
+        """Training seconds per stored run, from the runs' provenance: phase-1 backbones once
+        each, and a run that several grid points read (PBEE reads SDN's) once, under the first."""
         rows, seen = [], set()
         for run in self.runs:
             if run.backbone is not None and run.backbone.path not in seen:
@@ -267,6 +268,9 @@ class Study:
                 rows.append(dict(run="backbone (phase 1)", seed=run.seed,
                                  seconds=run.backbone.provenance["wall_time_seconds"]))
         for run in self.runs:
+            if run.run.path in seen:
+                continue
+            seen.add(run.run.path)
             rows.append(dict(run=" ".join(str(run.values[f]) for f in self.fields), seed=run.seed,
                              seconds=run.run.provenance["wall_time_seconds"]))
         return pd.DataFrame(rows)

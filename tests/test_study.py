@@ -211,3 +211,10 @@ def test_bad_grid_fields_raise(grid):
         study.run_study("smoke", {"method": ["sdn"]}, method="gpf")
     with pytest.raises(ValueError, match="no run matches"):
         grid.select(method="gpf")
+
+
+def test_wall_times_count_each_stored_run_once(grid):
+    wall = grid.wall_times()
+    assert not wall["run"].str.startswith("pbee").any()  # PBEE's runs are SDN's
+    assert (wall["run"] == "backbone (phase 1)").sum() == len(grid.seeds)
+    assert len(wall) == len(grid.seeds) * (1 + 2 * 3)  # backbones, then SDN's and ZTW's runs

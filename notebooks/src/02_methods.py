@@ -123,8 +123,9 @@ print(plots.readable(summary, percent=True).to_markdown(index=False))
 
 # %% [markdown]
 # ## Training time
-# Seconds of training per run from the runs' provenance (phase-1 backbones once per seed; they
-# and SDN's runs are shared with the regimes notebook; PBEE trains nothing).
+# Seconds of training per stored run from the runs' provenance: the phase-1 backbones once per
+# seed (shared by every method, and with the regimes notebook, as are SDN's runs); PBEE reads
+# SDN's runs and trains nothing, so it has no rows.
 
 # %%
 wall = methods_study.wall_times()
