@@ -18,11 +18,14 @@ ROOT = paths.ROOT
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: Beyond profile=smoke, what the notebook test passes to keep it short (nbval runs it twice).
-SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2}}
+#: 02_methods: two trained methods (ZTW has the most machinery) and PBEE on SDN's runs; every
+#: method trains in every regime in tests/test_methods.py.
+SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
+                         "02_methods": {"methods": ["sdn", "pbee", "ztw"]}}
 
 
 def test_there_are_notebooks():
-    assert [nb.name for nb in NOTEBOOKS][:2] == ["00_data.ipynb", "01_regimes.ipynb"]
+    assert [nb.name for nb in NOTEBOOKS][:3] == ["00_data.ipynb", "01_regimes.ipynb", "02_methods.ipynb"]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
