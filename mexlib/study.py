@@ -125,7 +125,7 @@ class Study:
 
     def run(self, seed: int, **values) -> StudyRun:
         """The one run with these grid values and seed."""
-        (found,) = self.select(seed=seed, **values).runs if values else self.select(seed=seed).runs
+        (found,) = self.select(seed=seed, **values).runs
         return found
 
     def _by(self, by) -> list[str]:
@@ -280,7 +280,7 @@ class Study:
     def ranking(self, among: str = "regime", within=(), budgets: Sequence[float] = evaluate.BUDGETS) -> list[str]:
         """For each group of ``within`` and each budget: the values of ``among`` ranked by mean
         accuracy, the leader's margin, and whether it exceeds the seeds' spread."""
-        within = [within] if isinstance(within, str) else list(within)
+        within = _names(within)
         table = self.budget_table(within + [among], reference=False)
         lines = []
         for key in _within_keys(self, within):
@@ -314,7 +314,7 @@ class Study:
         group of ``within`` and budget: both means, the gap in accuracy (candidate − best
         other; fractions), the largest std over seeds among them, and a verdict: ``best``
         (ahead by more than that spread), ``tied`` (within it) or ``behind``."""
-        within = [within] if isinstance(within, str) else list(within)
+        within = _names(within)
         table = self.budget_table(within + [among], reference=False)
         others = [a for a in self.values(among) if a != candidate]
         rows = []
@@ -338,7 +338,7 @@ class Study:
     def advantage_findings(self, candidate: str = "mixed", among: str = "regime", within=()) -> list[str]:
         """:meth:`advantage` in words: per group of ``within``, where ``candidate`` is best,
         tied or behind, and by how many points."""
-        within = [within] if isinstance(within, str) else list(within)
+        within = _names(within)
         frame = self.advantage(candidate, among, within)
         lines = []
         keys = frame.groupby(within, sort=False) if within else [((), frame)]
@@ -383,6 +383,11 @@ class Study:
                 f"{'so here' if weakest_first == 'disjoint' else 'not so here, ' + weakest_first + ' is'}). "
                 f"Final exit: disjoint {100 * final['disjoint']:.2f} %, joint {100 * final['joint']:.2f} %, "
                 f"mixed {100 * final['mixed']:.2f} %.")
+
+
+def _names(fields) -> list[str]:
+    """One field name or several, as a list."""
+    return [fields] if isinstance(fields, str) else list(fields)
 
 
 def _within_keys(study: Study, within: list[str]) -> list:

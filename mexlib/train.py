@@ -36,7 +36,7 @@ from . import hardware
 from .config import PhaseConfig, RunConfig
 from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
 from .methods import Method, StepRule, cross_entropy_per_exit, get_method
-from .models import MultiExitModel, arch_spec
+from .models import ExitContext, MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
 _PHASE_SEED = {"backbone": 1, "joint": 2, "heads": 3}
@@ -198,10 +198,12 @@ def make_scheduler(optimizer, phase: PhaseConfig, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor):
-    """What a phase's losses read: the plain backbone's logits in phase 1, else the forward
-    pass's :class:`mexlib.models.ExitContext` (the heads' own logits, not the inference outputs)."""
-    return [model.backbone_only(x)] if phase == "backbone" else model.forward_context(x, outputs=False)
+def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor) -> ExitContext:
+    """What a phase's losses read: the forward pass's heads' own logits (not the inference
+    outputs), or in phase 1 the plain backbone's logits alone."""
+    if phase == "backbone":
+        return ExitContext(model.heads, logits=[model.backbone_only(x)])
+    return model.forward_context(x, outputs=False)
 
 
 def _monitored(model: MultiExitModel, phase: str) -> list[int]:
@@ -213,13 +215,11 @@ def _monitored(model: MultiExitModel, phase: str) -> list[int]:
     return list(range(model.num_exits))
 
 
-def _exit_losses(method: Method, phase: str, outs, labels: Tensor) -> Tensor:
+def _exit_losses(method: Method, phase: str, context: ExitContext, labels: Tensor) -> Tensor:
     # Phase 1 trains a plain backbone: plain cross-entropy, whatever the method.
-    return cross_entropy_per_exit(outs, labels) if phase == "backbone" else method.exit_losses(outs, labels)
-
-
-def _logits(phase: str, outs) -> list[Tensor]:
-    return outs if phase == "backbone" else outs.logits
+    if phase == "backbone":
+        return cross_entropy_per_exit(context.logits, labels)
+    return method.exit_losses(context, labels)
 
 
 class BackboneStep(StepRule):
@@ -263,7 +263,7 @@ def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list
     for x, y in loader:
         with autocast:
             outs = _exit_outputs(model, phase, x)
-        batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in _logits(phase, outs)])
+        batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in outs.logits])
         batch_loss = _exit_losses(method, phase, outs, y) * len(y)
         correct = batch_correct if correct is None else correct + batch_correct
         losses = batch_loss if losses is None else losses + batch_loss

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models import ContextHead, ExitContext, FeatureInfo, build_head
+from ..models import ContextHead, ExitContext, FeatureInfo, build_head, exit_logits
 from .base import Method, Stage, register
 
 
@@ -86,8 +86,8 @@ class EnsembleStage(Stage):
     def run(self, model: nn.Module, data, device: torch.device, progress: bool = True) -> dict:
         started = time.perf_counter()
         ensembles = [head.ensemble for head in model.heads]
-        log_probs, labels = _cached_log_probs(model, data.eval_loader("train"))
-        val_log_probs, val_labels = _cached_log_probs(model, data.eval_loader("val"))
+        log_probs, labels = _cached_log_probs(model, data.eval_loader("train"), device)
+        val_log_probs, val_labels = _cached_log_probs(model, data.eval_loader("val"), device)
         trainable = {p: p.requires_grad for p in model.parameters()}
         for p in model.parameters():
             p.requires_grad_(False)
@@ -119,17 +119,10 @@ class EnsembleStage(Stage):
         return dict(history=history, best_epoch=self.epochs - 1, wall_time=time.perf_counter() - started)
 
 
-@torch.no_grad()
-def _cached_log_probs(model: nn.Module, batches) -> tuple[Tensor, Tensor]:
-    """The heads' log-probabilities ``[heads, N, C]`` (eval mode) and the labels."""
-    was_training = model.training
-    model.eval()
-    values, labels = [], []
-    for x, y in batches:
-        values.append(heads_log_probs(model.forward_context(x, outputs=False).logits[:-1]))
-        labels.append(y)
-    model.train(was_training)
-    return torch.cat(values, 1), torch.cat(labels)
+def _cached_log_probs(model: nn.Module, batches, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The heads' log-probabilities ``[heads, N, C]`` (eval mode) and the labels, on ``device``."""
+    logits, labels = exit_logits(model, batches, raw=True)
+    return F.log_softmax(logits[:-1], dim=-1).to(device), labels.to(device)
 
 
 class ZTW(Method):

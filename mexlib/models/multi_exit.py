@@ -117,14 +117,10 @@ class MultiExitModel(nn.Module):
             x = block(x)
             if number in self.exit_after_blocks:
                 head = self.heads[self.exit_after_blocks.index(number)]
-                if isinstance(head, ContextHead):
-                    context.logits.append(head(x, context))
-                    if outputs:
-                        context.outputs.append(head.exit_output(context))
-                else:
-                    context.logits.append(head(x))
-                    if outputs:
-                        context.outputs.append(context.logits[-1])
+                reads_context = isinstance(head, ContextHead)
+                context.logits.append(head(x, context) if reads_context else head(x))
+                if outputs:
+                    context.outputs.append(head.exit_output(context) if reads_context else context.logits[-1])
         if k == self.num_exits - 1:
             context.logits.append(self.backbone.classifier(x))
             if outputs:
@@ -164,14 +160,16 @@ class MultiExitModel(nn.Module):
 
 
 @torch.no_grad()
-def exit_logits(model: MultiExitModel, batches) -> tuple[Tensor, Tensor]:
+def exit_logits(model: MultiExitModel, batches, raw: bool = False) -> tuple[Tensor, Tensor]:
     """Every exit's logits over an iterable of (images, labels): ``[K, N, C]`` and ``[N]``,
-    in float32 on the CPU."""
+    in float32 on the CPU; the inference outputs, or with ``raw`` the heads' own logits
+    (they differ where a method combines heads at inference, as ZTW's ensembles do)."""
     was_training = model.training
     model.eval()
     logits, labels = [], []
     for x, y in batches:
-        logits.append(torch.stack(model(x)).float().cpu())
+        context = model.forward_context(x, outputs=not raw)
+        logits.append(torch.stack(context.logits if raw else context.outputs).float().cpu())
         labels.append(y.cpu())
     model.train(was_training)
     return torch.cat(logits, dim=1), torch.cat(labels)
