@@ -212,6 +212,8 @@ def _profile_defaults(profile: str, arch: str | None) -> dict:
 
 
 PHASE_FIELDS = tuple(f.name for f in fields(PhaseConfig))
+#: The names of :func:`make_config` that make a pretraining split (:func:`with_pretraining_split`).
+SPLIT_FIELDS = ("total_epochs", "backbone_epochs")
 
 
 def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
@@ -219,14 +221,23 @@ def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
 
     Besides :class:`RunConfig`'s fields, an override may name a :class:`PhaseConfig` field
     (``epochs=3``, ``lr=0.1``), which then applies to all three phases, or give a phase as a
-    dict of changes (``joint_phase={"lr": 0.01}``). Unknown names raise with the valid ones.
+    dict of changes (``joint_phase={"lr": 0.01}``). ``total_epochs=N, backbone_epochs=k``
+    (both together, no ``regime``) make the pretraining split :func:`with_pretraining_split`,
+    so that a study's grid can sweep ``k``. Unknown names raise with the valid ones.
     """
     _choose("profile", profile, PROFILES)
+    split = {k: overrides.pop(k) for k in SPLIT_FIELDS if k in overrides}
+    if split:
+        if len(split) != 2 or "regime" in overrides:
+            raise ValueError(f"a pretraining split needs both {' and '.join(SPLIT_FIELDS)} and sets the "
+                             f"regime itself; got {sorted(split)}" + (" and a regime" if "regime" in overrides else ""))
+        return with_pretraining_split(make_config(profile, **overrides), split["total_epochs"],
+                                      split["backbone_epochs"])
     run_fields = {f.name for f in fields(RunConfig)} - {"profile"}
-    unknown = set(overrides) - run_fields - set(PHASE_FIELDS)
+    unknown = set(overrides) - run_fields - set(PHASE_FIELDS) - set(SPLIT_FIELDS)
     if unknown:
         raise ValueError(f"unknown configuration names {sorted(unknown)}; valid names: "
-                         f"{', '.join(sorted(run_fields | set(PHASE_FIELDS)))}")
+                         f"{', '.join(sorted(run_fields | set(PHASE_FIELDS) | set(SPLIT_FIELDS)))}")
     values = _profile_defaults(profile, overrides.get("arch"))
     if "arch" in overrides and "exit_after_blocks" not in overrides and profile != "paper":
         values.pop("exit_after_blocks")
@@ -252,7 +263,8 @@ def with_pretraining_split(config: RunConfig, total_epochs: int, backbone_epochs
     ``backbone_epochs`` = k and phase 2 gets the rest. k = 0 is the joint regime with all N
     epochs; k = N trains the backbone for N epochs and then, as the disjoint regime does, the
     heads alone (with ``heads_phase``'s cap), since phase 2 would get no epoch."""
-    if not 0 <= backbone_epochs <= total_epochs:
+    total_epochs, backbone_epochs = int(total_epochs), int(backbone_epochs)
+    if not 0 <= backbone_epochs <= total_epochs or total_epochs < 1:
         raise ValueError(f"backbone_epochs must lie in 0..{total_epochs}, got {backbone_epochs}")
     if backbone_epochs == 0:
         return replace(config, regime="joint", joint_phase=replace(config.joint_phase, epochs=total_epochs))

@@ -129,9 +129,11 @@ def colors_for(values) -> dict:
 
 
 def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title: str | None = None,
-                  legend: bool = True) -> plt.Figure:
+                  legend: bool = True, backbone: bool = True) -> plt.Figure:
     """Accuracy against relative cost: a line per value of ``hue`` (mean over seeds, ± std
-    band over the same thresholds), each exit alone as a dot, the plain backbone as a star."""
+    band over the same thresholds), each exit alone as a dot, and with ``backbone`` the plain
+    backbone as a star (mean over the study's phase-1 runs: turn it off where they differ in
+    more than the seed)."""
     fig, ax = _figure(ax, (6.4, 4.4))
     groups = study.groups(hue)
     order = _ordered(groups)
@@ -150,7 +152,7 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
     for (value, _), row in points.iterrows():
         ax.scatter(row["cost"], 100 * row["accuracy"], color=colors[value], s=22,
                    zorder=3, edgecolor="white", lw=0.6)
-    accuracy = study.backbone_accuracy()
+    accuracy = study.backbone_accuracy() if backbone else []
     if accuracy:
         backbone = pd.Series(accuracy) * 100
         ax.errorbar([1.0], [backbone.mean()], yerr=[backbone.std() if len(backbone) > 1 else 0],
@@ -168,7 +170,7 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
 
 
 def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", columns: int = 3,
-                         share_y: bool = True) -> plt.Figure:
+                         share_y: bool = True, backbone: bool = True) -> plt.Figure:
     """:func:`plot_tradeoff` once per value of ``panel`` (e.g. one panel per method, the
     regimes' curves in each), on shared axes."""
     values = study.values(panel)
@@ -177,7 +179,9 @@ def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", colu
                              sharex=True, sharey=share_y, layout="constrained")
     for ax, value in zip(axes.flat, values):
         part = study.select(**{panel: value})
-        plot_tradeoff(part, hue, ax=ax, title=f"{value} ({part.policy} rule)", legend=False)
+        title = (f"{value} rule" if panel == "policy" else f"{value} ({part.policy} rule)" if panel == "method"
+                 else f"{panel} = {value}")
+        plot_tradeoff(part, hue, ax=ax, title=title, legend=False, backbone=backbone)
     for ax in axes.flat[len(values):]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -106,12 +106,17 @@ class Study:
     def select(self, **criteria) -> "Study":
         """The runs whose grid values (or ``seed``) match ``criteria``: a value or a list of them."""
         self._check_fields([k for k in criteria if k != "seed"])
-        wanted = {k: v if isinstance(v, (list, tuple, set)) else [v] for k, v in criteria.items()}
+        wanted = {k: [v] if self._is_value(k, v) or not isinstance(v, (list, tuple, set)) else v
+                  for k, v in criteria.items()}
         runs = [r for r in self.runs
                 if all((r.seed if k == "seed" else r.values[k]) in v for k, v in wanted.items())]
         if not runs:
             raise ValueError(f"no run matches {criteria}")
         return Study(runs, self.fields, self.seconds, self.trained)
+
+    def _is_value(self, name: str, value) -> bool:
+        """Whether ``value`` is itself one of field ``name``'s values (a tuple can be one)."""
+        return any((r.seed if name == "seed" else r.values[name]) == value for r in self.runs)
 
     def groups(self, by: str | Sequence[str] | None = None) -> dict[Any, list[StudyRun]]:
         """Runs grouped by the grid fields ``by`` (default: all of them), in grid order. A key
@@ -139,8 +144,8 @@ class Study:
             raise ValueError(f"unknown grid fields {unknown}; this study's fields: {', '.join(self.fields)}")
 
     def _index(self, keys: list, by: list[str]) -> pd.Index:
-        if len(by) == 1:
-            return pd.Index(keys, name=by[0])
+        if len(by) == 1:  # a field whose values are tuples (exit_after_blocks) stays one level
+            return pd.Index(keys, name=by[0], tupleize_cols=False)
         return pd.MultiIndex.from_tuples(keys, names=by)
 
     # --- tables --------------------------------------------------------------------------
@@ -260,19 +265,21 @@ class Study:
 
     def wall_times(self) -> pd.DataFrame:
         """Training seconds per stored run, from the runs' provenance: phase-1 backbones once
-        each, and a run that several grid points read (PBEE reads SDN's) once, under the first."""
+        each, and a run that several grid points read (PBEE reads SDN's) once, under the first;
+        ``stored`` names the run's folder in the store."""
         rows, seen = [], set()
         for run in self.runs:
             if run.backbone is not None and run.backbone.path not in seen:
                 seen.add(run.backbone.path)
                 rows.append(dict(run="backbone (phase 1)", seed=run.seed,
-                                 seconds=run.backbone.provenance["wall_time_seconds"]))
+                                 seconds=run.backbone.provenance["wall_time_seconds"],
+                                 stored=run.backbone.path.name))
         for run in self.runs:
             if run.run.path in seen:
                 continue
             seen.add(run.run.path)
             rows.append(dict(run=" ".join(str(run.values[f]) for f in self.fields), seed=run.seed,
-                             seconds=run.run.provenance["wall_time_seconds"]))
+                             seconds=run.run.provenance["wall_time_seconds"], stored=run.run.path.name))
         return pd.DataFrame(rows)
 
     # --- findings ------------------------------------------------------------------------
@@ -284,7 +291,7 @@ class Study:
         table = self.budget_table(within + [among], reference=False)
         lines = []
         for key in _within_keys(self, within):
-            prefix = f"{_label(within, key)}: " if within else ""
+            prefix = f"{_label(_as_tuple(within, key))}: " if within else ""
             for budget in budgets:
                 means = {a: _cell(table, key, a, budget, "mean", within) for a in self.values(among)}
                 stds = {a: _cell(table, key, a, budget, "std", within) for a in self.values(among)}
@@ -309,11 +316,16 @@ class Study:
                              f"ahead by {100 * gap:.2f} points{verdict}.")
         return [line[0].upper() + line[1:] for line in lines]
 
-    def advantage(self, candidate: str = "mixed", among: str = "regime", within=()) -> pd.DataFrame:
+    def advantage(self, candidate: str = "mixed", among: str = "regime", within=(),
+                  single_seed_spread: float | None = None) -> pd.DataFrame:
         """How ``candidate`` (a value of ``among``) fares against the best other value, per
         group of ``within`` and budget: both means, the gap in accuracy (candidate − best
         other; fractions), the largest std over seeds among them, and a verdict: ``best``
-        (ahead by more than that spread), ``tied`` (within it) or ``behind``."""
+        (ahead by more than that spread), ``tied`` (within it) or ``behind``.
+
+        Groups trained with one seed have no std: ``single_seed_spread`` (a fraction, e.g. the
+        seeds' spread of a related configuration) stands in for it; without one, their verdict
+        is ``one seed``."""
         within = _names(within)
         table = self.budget_table(within + [among], reference=False)
         others = [a for a in self.values(among) if a != candidate]
@@ -327,31 +339,37 @@ class Study:
                     continue
                 rival = max(other_means, key=other_means.get)
                 stds = [_cell(table, key, a, budget, "std", within) for a in [candidate] + others]
-                spread = np.nanmax(stds) if not all(np.isnan(stds)) else 0.0
+                spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
+                spread = np.nan if spread is None else float(spread)
                 gap = mine - other_means[rival]
-                verdict = "best" if gap > spread else "behind" if gap < -spread else "tied"
-                rows.append({**dict(zip(within, key if isinstance(key, tuple) else (key,))), "budget": budget,
+                verdict = ("one seed" if np.isnan(spread) else "best" if gap > spread
+                           else "behind" if gap < -spread else "tied")
+                rows.append({**dict(zip(within, _as_tuple(within, key))), "budget": budget,
                              candidate: mine, "best other": rival, "best other accuracy": other_means[rival],
                              "gap": gap, "spread": spread, "verdict": verdict})
         return pd.DataFrame(rows)
 
-    def advantage_findings(self, candidate: str = "mixed", among: str = "regime", within=()) -> list[str]:
+    def advantage_findings(self, candidate: str = "mixed", among: str = "regime", within=(),
+                           single_seed_spread: float | None = None) -> list[str]:
         """:meth:`advantage` in words: per group of ``within``, where ``candidate`` is best,
         tied or behind, and by how many points."""
         within = _names(within)
-        frame = self.advantage(candidate, among, within)
+        frame = self.advantage(candidate, among, within, single_seed_spread)
         lines = []
         keys = frame.groupby(within, sort=False) if within else [((), frame)]
         for key, part in keys:
-            name = _label(within, key if isinstance(key, tuple) else (key,)) if within else "Overall"
+            name = _label(key) if within else "Overall"  # groupby on a list: keys are tuples
             parts = []
             for _, row in part.iterrows():
                 rel = "ahead of" if row["gap"] >= 0 else "behind"
+                spread = "no spread" if np.isnan(row["spread"]) else f"spread {100 * row['spread']:.2f}"
                 parts.append(f"at {row['budget']:.0%} {row['verdict']} ({100 * abs(row['gap']):.2f} points "
-                             f"{rel} {row['best other']}, spread {100 * row['spread']:.2f})")
+                             f"{rel} {row['best other']}, {spread})")
             counts = part["verdict"].value_counts()
             headline = (f"{candidate} is best at {counts.get('best', 0)}, tied at {counts.get('tied', 0)} and "
                         f"behind at {counts.get('behind', 0)} of {len(part)} budgets")
+            if counts.get("one seed", 0):
+                headline += f" (one seed and no spread to judge by at {counts['one seed']})"
             lines.append(f"{name}: {headline}: " + "; ".join(parts) + ".")
         return lines
 
@@ -396,18 +414,23 @@ def _within_keys(study: Study, within: list[str]) -> list:
     return list(study.groups(within))
 
 
-def _label(within: list[str], key) -> str:
-    key = key if isinstance(key, tuple) else (key,)
-    return ", ".join(str(v) for v in key)
+def _as_tuple(within: list[str], key) -> tuple:
+    """A key of :meth:`Study.groups` as a tuple of field values (one field's key is its value,
+    which may itself be a tuple)."""
+    return key if len(within) > 1 else (key,)
+
+
+def _label(values: tuple) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 def _cell(table: pd.DataFrame, key, value, budget: float, stat: str, within: list[str]) -> float:
-    row = (value,) if not within else (key if isinstance(key, tuple) else (key,)) + (value,)
-    row = row[0] if len(row) == 1 else row
+    row = (value,) if not within else _as_tuple(within, key) + (value,)
     try:
-        return float(table.loc[row, (budget, stat)])
+        position = table.index.get_loc(row[0] if len(row) == 1 else row)  # a value may be a tuple
     except KeyError:
         return float("nan")
+    return float(table[(budget, stat)].iloc[position])
 
 
 # --- building a study --------------------------------------------------------------------------
@@ -419,14 +442,19 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
 
     ``grid`` maps configuration names (any :func:`mexlib.config.make_config` name: ``regime``,
     ``method``, ``arch``, ``epochs``, ...) to the values to cross; ``overrides`` fix names for
-    every run. ``policy`` defaults to each run's method's exit rule. Runs come from the store
+    every run. ``policy`` defaults to each run's method's exit rule; ``policy`` may also be a
+    grid field, which evaluates the same stored runs under each exit rule. Runs come from the store
     when it has them; phase 1 is trained once per seed and shared by every regime and method
     that starts from it. ``store`` defaults to the run store in :func:`mexlib.paths.runs_dir`.
     """
     grid = dict(grid or {"regime": list(REGIMES)})
-    clash = set(grid) & (set(overrides) | {"seed", "profile"})
+    clash = set(grid) & (set(overrides) | {"seed", "profile"} | ({"policy"} if policy is not None else set()))
     if clash:
         raise ValueError(f"{sorted(clash)} cannot be both a grid field and fixed (seeds: use seeds=)")
+    for name in ("policy",) if "policy" in grid else ():
+        unknown = set(grid["policy"]) - set(evaluate.POLICIES)
+        if unknown:
+            raise ValueError(f"unknown policies {sorted(unknown)}; valid policies: {', '.join(evaluate.POLICIES)}")
     if "regime" in grid:
         unknown = set(grid["regime"]) - set(REGIMES)
         if unknown:
@@ -435,7 +463,8 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
     seeds = tuple(DEFAULT_SEEDS[profile] if seeds is None else seeds)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    configs = [(point, seed, make_config(profile, seed=seed, **{**overrides, **point}))
+    configs = [(point, seed, make_config(profile, seed=seed, **overrides,
+                                         **{k: v for k, v in point.items() if k != "policy"}))
                for seed in seeds for point in points]  # every configuration checked before training
     store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
@@ -449,7 +478,7 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
             spec = dataset_spec(config.dataset)
             costs[model_key] = evaluate.exit_costs(build_model(config),
                                                    (spec.channels, spec.image_size, spec.image_size))
-        run_policy = policy or get_method(config.method).policy
+        run_policy = point.get("policy") or policy or get_method(config.method).policy
         thresholds = None if run_policy == "patience" else THRESHOLDS
         curves = {split: evaluate.tradeoff_curve(*stored.logits(split), costs[model_key].relative,
                                                  run_policy, thresholds) for split in ("test", "val")}

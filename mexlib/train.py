@@ -123,8 +123,10 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiE
     backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
     torch.manual_seed(config.seed + 1_000_000)
     features = [backbone.feature_info[b - 1] for b in config.exit_after_blocks]
-    heads = get_method(config.method).build_heads(features, config.head_kind, spec.num_classes)
-    model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes, heads)
+    method = get_method(config.method)
+    heads = method.build_heads(features, config.head_kind, spec.num_classes)
+    model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes, heads,
+                           method.gradient_scales(len(heads) + 1))
     return model.to(device, memory_format=memory_format_for(config, device))
 
 

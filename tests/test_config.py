@@ -423,3 +423,18 @@ def test_split_lengths_give_distinct_runs():
 def test_split_out_of_range_raises(k):
     with pytest.raises(ValueError, match=f"0..{TOTAL}"):
         with_pretraining_split(make_config("smoke"), TOTAL, k)
+
+
+@pytest.mark.parametrize("k", [0, 3, TOTAL])
+def test_make_config_makes_the_pretraining_split_from_its_two_names(k):
+    made = make_config("smoke", seed=1, total_epochs=TOTAL, backbone_epochs=k, lr=0.02)
+    assert made == with_pretraining_split(make_config("smoke", seed=1, lr=0.02), TOTAL, k)
+
+
+@pytest.mark.parametrize("names", [dict(total_epochs=8), dict(backbone_epochs=2),
+                                   dict(total_epochs=8, backbone_epochs=2, regime="joint")])
+def test_an_incomplete_or_conflicting_split_raises(names):
+    with pytest.raises(ValueError, match="needs both total_epochs and backbone_epochs"):
+        make_config("smoke", **names)
+    with pytest.raises(ValueError, match="backbone_epochs must lie in 0..8"):
+        make_config("smoke", total_epochs=8, backbone_epochs=9)

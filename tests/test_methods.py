@@ -19,6 +19,7 @@ from mexlib import evaluate
 from mexlib.config import REGIMES, make_config
 from mexlib.methods import METHODS, Method, get_method, register, training_method
 from mexlib.methods.gpf import imitation_loss
+from mexlib.methods.weighting import depth_weights as get_depth_weights
 from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, target_exit_distribution
 from mexlib.models import ExitContext
 from mexlib.store import RunStore
@@ -64,7 +65,8 @@ def test_loss_is_finite_and_decreases_on_a_fixed_batch(method, phase, batch):
     x, y = batch
     torch.manual_seed(0)
     model = _model(method).set_freeze_mode({"joint": "all", "heads": "heads"}[phase]).train()
-    rule = step_rule(model, phase, get_method(method), steps_per_epoch=40, epochs=1)
+    # 40 steps as 4 epochs of 10, so that a rule that ramps over epochs (sdn-depth) ramps
+    rule = step_rule(model, phase, get_method(method), steps_per_epoch=10, epochs=4)
     optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.05, momentum=0.9)
     losses, trained = [], []
     trained_exits = slice(None) if phase == "joint" else slice(0, -1)  # phase 3 freezes the last
@@ -395,3 +397,68 @@ def test_gpf_imitation_loss_on_a_truncated_forward(batch):
     x, _ = batch
     context = _model("gpf").forward_context(x, k=0)
     assert len(context.states) == 1 and imitation_loss(context) == 0
+
+
+def test_depth_weights_ramp_to_depth_proportional_weights_summing_to_one():
+    K, T = 6, 10
+    end = [k / K for k in range(1, K + 1)]
+    torch.testing.assert_close(get_depth_weights(K), torch.tensor(end) / sum(end))
+    previous = None
+    for epoch in range(T + 3):
+        weights = get_depth_weights(K, epoch, T)
+        heads = [min(c, 0.01 + epoch * c / T) for c in end[:-1]]
+        torch.testing.assert_close(weights, torch.tensor(heads + [1.0]) / sum(end))
+        if previous is not None:
+            assert (weights >= previous).all()
+        previous = weights
+    assert previous.sum().item() == pytest.approx(1.0)  # the ramp has ended
+
+
+def test_depth_weighted_step_ramps_by_epoch_and_resumes(batch):
+    x, y = batch
+    model = _model("sdn-depth").train()
+    method = get_method("sdn-depth")
+    rule = step_rule(model, "joint", method, steps_per_epoch=2, epochs=4)
+    for step in range(5):
+        torch.manual_seed(step)
+        loss, exit_losses = rule.loss(model, x, y, NO_AUTOCAST, 0.05)
+        expected = (get_depth_weights(model.num_exits, step // 2, 4) * exit_losses).sum()
+        torch.testing.assert_close(loss, expected)
+    resumed = step_rule(model, "joint", method, steps_per_epoch=2, epochs=4)
+    resumed.load_state_dict(rule.state_dict())
+    assert resumed.epoch == rule.epoch == 2
+    # with the backbone frozen it trains as SDN: the plain mean
+    heads_rule = step_rule(model, "heads", method, steps_per_epoch=2, epochs=4)
+    loss, exit_losses = heads_rule.loss(model, x, y, NO_AUTOCAST, 0.05)
+    torch.testing.assert_close(loss, exit_losses.mean())
+
+
+def test_gradient_equilibrium_averages_the_gradients_behind_each_block(batch):
+    x, y = batch
+    plain, balanced = _model("sdn").train(), _model("sdn-ge").train()
+    assert plain.exit_after_blocks == (1, 2) and plain.backbone.num_blocks == 3  # a head after every block
+    balanced.load_state_dict(plain.state_dict())
+    outputs = {}
+    for name, model in (("plain", plain), ("balanced", balanced)):
+        context = model.forward_context(x)
+        outputs[name] = context.logits
+        sum(F.cross_entropy(out, y) for out in context.logits).backward()
+    for a, b in zip(outputs["plain"], outputs["balanced"]):
+        torch.testing.assert_close(a, b)  # the forward pass is unchanged
+    K = plain.num_exits
+    expected = {"stem": 1 / K, "blocks.0": 1 / K, "blocks.1": 1 / (K - 1), "blocks.2": 1.0, "classifier": 1.0}
+    grads = dict(plain.named_parameters())
+    checked = set()
+    for name, param in balanced.named_parameters():
+        if name.startswith("heads."):
+            scale = 1.0  # a head's own parameters get its loss's full gradient
+        else:
+            part = next(p for p in expected if name.startswith("backbone." + p))
+            scale = expected[part]
+            checked.add(part)
+        want = grads[name].grad * scale  # up to float rounding (the scale applies mid-graph)
+        assert (param.grad - want).norm() <= 1e-4 * want.norm() + 1e-9, name
+    assert checked == set(expected)
+    # the loss is the plain sum of the exits' losses
+    losses = torch.tensor([1.0, 2.0, 4.0])
+    assert get_method("sdn-ge").combine(losses, None).item() == 7.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,10 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: 02_methods: two trained methods and PBEE on SDN's runs; every method trains in every regime
 #: in tests/test_methods.py, and ZTW (whose ensemble stage is the slowest at smoke scale) in the
 #: grid of tests/test_study.py.
+#: 06_ablations: one seed for the criterion section too (the ablations' own sections train one).
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
-                         "02_methods": {"methods": ["sdn", "pbee", "gpf"]}}
+                         "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
+                         "06_ablations": {"seeds": [0]}}
 
 
 def test_there_are_notebooks():

@@ -218,3 +218,60 @@ def test_wall_times_count_each_stored_run_once(grid):
     assert not wall["run"].str.startswith("pbee").any()  # PBEE's runs are SDN's
     assert (wall["run"] == "backbone (phase 1)").sum() == len(grid.seeds)
     assert len(wall) == len(grid.seeds) * (1 + 2 * 3)  # backbones, then SDN's and ZTW's runs
+
+
+def test_policy_as_a_grid_field_evaluates_the_same_stored_runs(store, comparison):
+    trained_before = len(store.trained)
+    criteria = study.run_study("smoke", {"policy": ["confidence", "entropy", "patience"],
+                                         "regime": ["joint", "mixed"]}, store=store)
+    assert len(store.trained) == trained_before  # nothing new to train
+    for run in criteria.runs:
+        same = comparison.run(run.seed, regime=run.values["regime"])
+        assert run.run.path == same.run.path and run.policy == run.values["policy"]
+        thresholds = None if run.policy == "patience" else study.THRESHOLDS
+        expected = evaluate.tradeoff_curve(*run.logits("test"), run.costs.relative, run.policy, thresholds)
+        assert run.curve.equals(expected)
+    entropy = criteria.select(policy="entropy")
+    assert entropy.policy == "entropy" and len(entropy.runs) == 2 * len(comparison.seeds)
+    with pytest.raises(ValueError, match="cannot be both a grid field and fixed"):
+        study.run_study("smoke", {"policy": ["entropy"]}, policy="entropy", store=store)
+    with pytest.raises(ValueError, match="valid policies: confidence"):
+        study.run_study("smoke", {"policy": ["margin"]}, store=store)
+
+
+def test_a_field_with_tuple_values_groups_selects_and_judges(store, comparison):
+    placement = study.run_study("smoke", {"exit_after_blocks": [(1, 2), (2,)], "regime": ["disjoint", "mixed"]},
+                                seeds=[0], store=store)
+    only_second = placement.select(exit_after_blocks=(2,))
+    assert len(only_second.runs) == 2 and all(r.config.exit_after_blocks == (2,) for r in only_second.runs)
+    assert len(placement.select(exit_after_blocks=[(1, 2), (2,)]).runs) == 4
+    assert placement.run(0, exit_after_blocks=(1, 2), regime="mixed").run.path == \
+        comparison.run(0, regime="mixed").run.path
+    table = placement.budget_table("exit_after_blocks", reference=False)
+    assert table.index.nlevels == 1 and list(table.index) == [(1, 2), (2,)]
+    costs = placement.cost_table("exit_after_blocks")
+    assert costs.loc[[(2,)]].isna().to_numpy().sum() == 1  # two exits, not three
+    by_both = placement.budget_table(["exit_after_blocks", "regime"], reference=False)
+    frame = placement.advantage("mixed", "regime", within="exit_after_blocks")
+    assert set(map(tuple, frame["exit_after_blocks"])) == {(1, 2), (2,)}
+    assert (frame["verdict"] == "one seed").all() and frame["spread"].isna().all()
+    judged = placement.advantage("mixed", "regime", within="exit_after_blocks", single_seed_spread=0.01)
+    for _, row in judged.iterrows():
+        mine = by_both.loc[[(row["exit_after_blocks"], "mixed")], (row["budget"], "mean")].iloc[0]
+        other = by_both.loc[[(row["exit_after_blocks"], "disjoint")], (row["budget"], "mean")].iloc[0]
+        assert row["gap"] == pytest.approx(mine - other)
+        assert row["verdict"] == ("best" if mine - other > 0.01 else "behind" if mine - other < -0.01 else "tied")
+    lines = placement.advantage_findings("mixed", "regime", within="exit_after_blocks")
+    assert [line.split(":")[0] for line in lines] == ["(1, 2)", "(2,)"] and "one seed" in lines[0]
+    fig = plots.plot_tradeoff_panels(placement, panel="exit_after_blocks", hue="regime")
+    assert sum(ax.get_visible() for ax in fig.axes) == 2
+    matplotlib.pyplot.close(fig)
+
+
+def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comparison):
+    split = study.run_study("smoke", {"backbone_epochs": [0, 1, 2]}, seeds=[0], store=store, total_epochs=2)
+    assert split.run(0, backbone_epochs=0).run.path == comparison.run(0, regime="joint").run.path
+    assert split.run(0, backbone_epochs=2).run.path == comparison.run(0, regime="disjoint").run.path
+    middle = split.run(0, backbone_epochs=1)
+    assert middle.config.regime == "mixed" and middle.config.backbone_phase.epochs == 1
+    assert middle.config.joint_phase.epochs == 1 and middle.backbone.path != comparison.run(0, regime="mixed").backbone.path

@@ -1,6 +1,6 @@
 """The interface every early-exit method implements, and the registry of methods.
 
-A method (STUDY.md §4) decides four things, each a plug-in point of :class:`Method`:
+A method (STUDY.md §4) decides these things, each a plug-in point of :class:`Method`:
 
 - **heads**: :meth:`Method.build_heads` builds one head per exit before the last. Plain heads
   are called on the block output alone; heads that read earlier exits (a cascade, past states)
@@ -10,6 +10,8 @@ A method (STUDY.md §4) decides four things, each a plug-in point of :class:`Met
   :meth:`Method.combine` the loss to backpropagate (it may read the context, e.g. GPF's
   imitation terms). :meth:`Method.step_rule` may replace the whole per-batch loss computation
   with a stateful rule (L2W's meta-learned sample weights); the trainer only calls it.
+- **backward rescaling** at the exits' branch points (:meth:`Method.gradient_scales`:
+  gradient equilibrium).
 - **extra training stages** after the regime's phases (:meth:`Method.stages`: ZTW's ensembles).
 - **inference**: what each exit outputs (a head's :meth:`ContextHead.exit_output`) and the exit
   ``policy`` of :mod:`mexlib.evaluate` that runs on those outputs.
@@ -112,6 +114,11 @@ class Method:
     def stages(self) -> Sequence[Stage]:
         """Training stages after the regime's phases."""
         return ()
+
+    def gradient_scales(self, num_exits: int) -> list[tuple[float, float]] | None:
+        """Backward factors ``(to the head, to the later blocks)`` at each exit's branch point
+        (:class:`mexlib.models.MultiExitModel`), or None for plain backpropagation."""
+        return None
 
     def __repr__(self) -> str:
         return f"<method {self.name}: {self.description}>"

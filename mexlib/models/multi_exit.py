@@ -61,6 +61,24 @@ class ContextHead(nn.Module):
         return context.logits[-1]
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """The identity forward; the backward multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: Tensor, scale: float) -> Tensor:
+    """``x`` unchanged, with its gradient multiplied by ``scale`` on the way back."""
+    return x if scale == 1 else _ScaleGradient.apply(x, scale)
+
+
 class MultiExitModel(nn.Module):
     """A backbone with internal classifiers after the blocks ``exit_after_blocks`` (numbered
     from 1); the backbone's own classifier is the last exit.
@@ -72,10 +90,14 @@ class MultiExitModel(nn.Module):
 
     ``heads`` (one module per exit before the last) replaces the heads of ``head_kind``: an
     early-exit method builds its own (:meth:`mexlib.methods.Method.build_heads`).
+    ``gradient_scales``, one ``(to the head, to the later blocks)`` pair per exit before the
+    last, rescales the backward pass at each exit's branch point (the forward pass is
+    unchanged; gradient equilibrium, :mod:`mexlib.methods.weighting`).
     """
 
     def __init__(self, backbone: Backbone, exit_after_blocks: tuple[int, ...], head_kind: str,
-                 num_classes: int, heads: nn.ModuleList | None = None):
+                 num_classes: int, heads: nn.ModuleList | None = None,
+                 gradient_scales: list[tuple[float, float]] | None = None):
         super().__init__()
         blocks = tuple(exit_after_blocks)
         check_exit_placement(blocks, backbone.num_blocks)
@@ -87,6 +109,9 @@ class MultiExitModel(nn.Module):
         if len(heads) != len(blocks):
             raise ValueError(f"{len(heads)} heads given for {len(blocks)} exits before the last")
         self.heads = heads
+        if gradient_scales is not None and len(gradient_scales) != len(blocks):
+            raise ValueError(f"{len(gradient_scales)} gradient scales given for {len(blocks)} exits before the last")
+        self.gradient_scales = None if gradient_scales is None else [tuple(map(float, s)) for s in gradient_scales]
         self.freeze_mode = "all"
 
     @property
@@ -112,13 +137,19 @@ class MultiExitModel(nn.Module):
             raise ValueError(f"exit index must lie in 0..{self.num_exits - 1}, got {k}")
         context = ExitContext(self.heads)
         last_block = self.exit_after_blocks[k] if k < len(self.heads) else self.backbone.num_blocks
+        rescale = self.gradient_scales is not None and torch.is_grad_enabled()
         x = self.backbone.stem(x)
         for number, block in enumerate(self.backbone.blocks[:last_block], start=1):
             x = block(x)
             if number in self.exit_after_blocks:
-                head = self.heads[self.exit_after_blocks.index(number)]
+                index = self.exit_after_blocks.index(number)
+                head = self.heads[index]
+                branch = x
+                if rescale:
+                    to_head, to_trunk = self.gradient_scales[index]
+                    branch, x = scale_gradient(x, to_head), scale_gradient(x, to_trunk)
                 reads_context = isinstance(head, ContextHead)
-                context.logits.append(head(x, context) if reads_context else head(x))
+                context.logits.append(head(branch, context) if reads_context else head(branch))
                 if outputs:
                     context.outputs.append(head.exit_output(context) if reads_context else context.logits[-1])
         if k == self.num_exits - 1:
