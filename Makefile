@@ -3,6 +3,7 @@ PYTHON  ?= python3.11
 VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= cpu
+EXECUTOR ?= inline
 STAMP   := $(VENV)/.installed
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -23,7 +24,7 @@ data: $(STAMP)
 	$(PY) -c "from mexlib.data import load_dataset; print(load_dataset('fashion-mnist'))"
 
 reproduce: $(STAMP)
-	$(PY) -m mexlib.reproduce --profile $(PROFILE)
+	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -3,6 +3,9 @@
 This is what ``make reproduce`` runs. It makes sure the default dataset is present, then
 executes ``notebooks/*.ipynb`` in order with the profile as parameter; executed copies go to
 ``build/notebooks/<profile>/`` and every figure and table to the profile's figures folder.
+``--executor local`` (``make reproduce EXECUTOR=local``) has the notebooks that train runs
+train the missing ones as parallel jobs, ``--executor slurm`` on a SLURM cluster
+(:mod:`mexlib.sweep`); the notebooks then evaluate from the store as always.
 """
 
 from __future__ import annotations
@@ -20,8 +23,13 @@ def notebooks() -> list:
     return sorted(paths.notebooks_dir().glob("[0-9]*.ipynb"))
 
 
-def execute(profile: str, only: list[str] | None = None, kernel: str = "python3") -> list[tuple[str, float]]:
+def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",
+            executor: str = "inline", workers: int = 2) -> list[tuple[str, float]]:
     import papermill
+
+    from .sweep import EXECUTORS
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
@@ -34,8 +42,12 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
     for notebook in selected:
         started = time.perf_counter()
         print(f"[reproduce] {notebook.name} (profile {profile})", flush=True)
+        parameters = {"profile": profile}
+        declared = papermill.inspect_notebook(str(notebook))
+        if executor != "inline" and "executor" in declared:  # the notebooks that train runs
+            parameters.update(executor=executor, workers=workers)
         papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
-                                   parameters={"profile": profile}, kernel_name=kernel,
+                                   parameters=parameters, kernel_name=kernel,
                                    cwd=str(paths.notebooks_dir()), progress_bar=False)
         timings.append((notebook.name, time.perf_counter() - started))
         print(f"[reproduce] {notebook.name} done in {timings[-1][1]:.0f} s", flush=True)
@@ -46,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--notebook", action="append", help="run only this notebook (repeatable)")
+    parser.add_argument("--executor", default="inline", help="how missing runs train: inline (default), "
+                        "local (parallel jobs here), slurm (a cluster); see mexlib.sweep")
+    parser.add_argument("--workers", type=int, default=2, help="jobs at a time with --executor local")
     args = parser.parse_args(argv)
     # fail early, with instructions, when the profile's dataset is missing
     load_dataset(make_config(args.profile).dataset)
     started = time.perf_counter()
-    timings = execute(args.profile, args.notebook)
+    timings = execute(args.profile, args.notebook, executor=args.executor, workers=args.workers)
     print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "
           f"figures and tables in {paths.figures_dir(args.profile)}")
     return 0

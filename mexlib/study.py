@@ -437,7 +437,8 @@ def _cell(table: pd.DataFrame, key, value, budget: float, stat: str, within: lis
 
 def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, seeds=None,
               policy: str | None = None, device: str = "auto", progress: bool = True,
-              store: RunStore | None = None, **overrides) -> Study:
+              store: RunStore | None = None, executor: str = "inline", workers: int = 2,
+              executor_options: Mapping[str, Any] | None = None, **overrides) -> Study:
     """Get or train every run of ``grid`` × ``seeds`` and evaluate it on the test set.
 
     ``grid`` maps configuration names (any :func:`mexlib.config.make_config` name: ``regime``,
@@ -446,6 +447,12 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
     grid field, which evaluates the same stored runs under each exit rule. Runs come from the store
     when it has them; phase 1 is trained once per seed and shared by every regime and method
     that starts from it. ``store`` defaults to the run store in :func:`mexlib.paths.runs_dir`.
+
+    ``executor`` trains the missing runs first as a sweep (:func:`mexlib.sweep.sweep`:
+    ``"local"`` runs ``workers`` jobs at a time on this machine, ``"slurm"`` submits to a
+    cluster with ``executor_options`` such as ``{"slurm": {"partition": "gpu"}}``); the default,
+    ``"inline"``, trains them here one after another. A failed job stops the study with its
+    error and log file; the runs that finished stay in the store.
     """
     grid = dict(grid or {"regime": list(REGIMES)})
     clash = set(grid) & (set(overrides) | {"seed", "profile"} | ({"policy"} if policy is not None else set()))
@@ -468,6 +475,16 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
                for seed in seeds for point in points]  # every configuration checked before training
     store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
+    if executor != "inline":
+        from .sweep import sweep
+        state = sweep([c for _, _, c in configs], executor, workers, store=store, progress=progress,
+                      **dict(executor_options or {}))
+        store.trained += [f"{row.kind}-{row.key}" for row in state.itertuples()
+                          if row.submitted and row.status == "done"]
+        failed = state[state["status"] != "done"]
+        if len(failed):
+            raise RuntimeError(f"{len(failed)} tasks of the sweep did not finish:\n"
+                               + failed.drop(columns=["key"]).to_string(index=False))
     costs: dict[tuple, evaluate.ExitCosts] = {}
     runs = []
     for point, seed, config in configs:

@@ -69,3 +69,17 @@ def test_reproduce_rejects_unknown_profiles_and_notebooks():
         reproduce.execute("smoke", only=["99_missing"])
     with pytest.raises(SystemExit):
         reproduce.main(["--profile", "laptop"])
+    with pytest.raises(ValueError, match="valid executors: inline, local, slurm, debug"):
+        reproduce.execute("smoke", executor="cluster")
+
+
+def test_every_notebook_that_trains_takes_the_executor_parameters():
+    """``make reproduce EXECUTOR=local`` reaches every notebook that trains runs."""
+    import papermill
+    training = [nb for nb in reproduce.notebooks() if "run_study(" in nb.read_text()
+                or "compare_regimes(" in nb.read_text()]
+    assert len(training) >= 3
+    for notebook in training:
+        declared = papermill.inspect_notebook(str(notebook))
+        assert {"executor", "workers"} <= set(declared), notebook.name
+        assert "executor=executor" in notebook.read_text(), notebook.name

@@ -25,6 +25,8 @@ method = "sdn"
 policy = None  # None: the method's exit rule (SDN: max-softmax confidence)
 distribution_threshold = 0.9  # the confidence threshold at which exits taken are counted
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
@@ -41,7 +43,7 @@ plots.use_style()
 pd.set_option("display.precision", 4)
 comparison = study.compare_regimes(profile, seeds=seeds, regimes=regimes, method=method,
                                    policy=policy, device=device, progress=profile != "smoke",
-                                   **overrides)
+                                   executor=executor, workers=workers, **overrides)
 config = comparison.runs[0].config
 print(f"{len(comparison.runs)} runs ({', '.join(comparison.regimes)} × seeds {comparison.seeds}) "
       f"ready in {comparison.seconds:.1f} s; trained now: {len(comparison.trained)} "

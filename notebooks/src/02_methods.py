@@ -26,6 +26,8 @@ seeds = None  # None: the profile's seeds (smoke: 0, 1; cpu and paper: 0, 1, 2)
 methods = ["sdn", "pbee", "gpf", "ztw", "l2w"]
 regimes = ["disjoint", "joint", "mixed"]
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
@@ -41,7 +43,8 @@ check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
 methods_study = study.run_study(profile, {"method": methods, "regime": regimes}, seeds=seeds,
-                                device=device, progress=profile != "smoke", **overrides)
+                                device=device, progress=profile != "smoke", executor=executor,
+                                workers=workers, **overrides)
 config = methods_study.runs[0].config
 print(f"{len(methods_study.runs)} runs ({len(methods)} methods × {len(regimes)} regimes × seeds "
       f"{methods_study.seeds}) ready in {methods_study.seconds:.1f} s; trained now: "

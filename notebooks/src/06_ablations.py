@@ -34,6 +34,8 @@ placements = None  # None: every block, every second block, the second half of t
 weightings = ["sdn", "sdn-depth", "sdn-ge"]
 weighting_regimes = ["joint", "mixed"]
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
@@ -52,7 +54,7 @@ from mexlib.notebook import check_parameters
 check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
-progress = profile != "smoke"
+how = dict(device=device, progress=profile != "smoke", executor=executor, workers=workers)  # where runs train
 base = make_config(profile, **overrides)
 num_blocks = arch_spec(base.arch).num_blocks
 if total_epochs is None:
@@ -102,7 +104,7 @@ def report(lines, title):
 
 # %%
 criterion = study.run_study(profile, {"policy": criteria, "regime": regimes}, seeds=seeds,
-                            device=device, progress=progress, **overrides)
+                            **how, **overrides)
 criterion_table = section_outputs("criterion", criterion, ["policy", "regime"], panel="policy")
 default_table = criterion.select(policy=criteria[0]).budget_table("regime", reference=False)
 single_seed_spread = float(default_table.xs("std", axis=1, level="stat").max().max())
@@ -139,7 +141,7 @@ report(lines, "Exit criterion")
 
 # %%
 pretraining = study.run_study(profile, {"backbone_epochs": splits}, seeds=ablation_seeds,
-                              device=device, progress=progress, total_epochs=total_epochs, **overrides)
+                              **how, total_epochs=total_epochs, **overrides)
 table = section_outputs("pretraining", pretraining, "backbone_epochs", panel=None, hue="backbone_epochs",
                         backbone=False)
 print(format_budget_table(table).to_markdown())
@@ -160,7 +162,7 @@ report(lines, "Pretraining length")
 
 # %%
 head_study = study.run_study(profile, {"head": heads, "regime": regimes}, seeds=ablation_seeds,
-                             device=device, progress=progress, **overrides)
+                             **how, **overrides)
 table = section_outputs("heads", head_study, ["head", "regime"], panel="head")
 costs = head_study.cost_table("head")
 plots.save_table(costs, "ablation_heads_exit_costs", profile, percent=True)
@@ -179,7 +181,7 @@ report(lines, "Head depth")
 
 # %%
 placement = study.run_study(profile, {"exit_after_blocks": placements, "regime": regimes},
-                            seeds=ablation_seeds, device=device, progress=progress, **overrides)
+                            seeds=ablation_seeds, **how, **overrides)
 table = section_outputs("placement", placement, ["exit_after_blocks", "regime"], panel="exit_after_blocks")
 print(format_budget_table(table).to_markdown())
 
@@ -197,7 +199,7 @@ report(lines, "Placement")
 
 # %%
 weighting = study.run_study(profile, {"method": weightings, "regime": weighting_regimes},
-                            seeds=ablation_seeds, device=device, progress=progress, **overrides)
+                            seeds=ablation_seeds, **how, **overrides)
 table = section_outputs("weighting", weighting, ["method", "regime"], panel="regime", hue="method")
 print(format_budget_table(table).to_markdown())
 

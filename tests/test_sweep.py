@@ -1,0 +1,185 @@
+"""Sweeps: tasks planned from a grid, their state read from the store alone, jobs through
+submitit's local executor (two at a time, one killed and resumed), the SLURM submission up to
+the cluster, the command line and the study's executor option."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mexlib import study
+from mexlib.config import make_config
+from mexlib.store import RunStore, run_key
+from mexlib.sweep import STATUSES, _executor, failure_path, grid_configs, main, plan, sweep, sweep_state
+
+pytest.importorskip("submitit")
+
+
+def _store(path) -> RunStore:
+    return RunStore(path, device="cpu", progress=False)
+
+
+def test_plan_lists_each_backbone_then_each_run_once(tmp_path):
+    configs = grid_configs("smoke", {"method": ["sdn", "pbee"], "regime": ["disjoint", "joint", "mixed"]}, [0, 1])
+    tasks = plan(configs, _store(tmp_path))
+    kinds = [t.kind for t in tasks]
+    assert kinds == ["backbone"] * 2 + ["run"] * 6  # PBEE's runs are SDN's
+    assert len({t.key for t in tasks}) == len(tasks)
+    with pytest.raises(ValueError, match="valid executors: inline, local, slurm, debug"):
+        sweep(configs, executor="cluster", store=_store(tmp_path))
+
+
+def test_state_comes_from_the_store_alone(tmp_path):
+    store = _store(tmp_path)
+    configs = [make_config("smoke", regime="joint", seed=s, epochs=1) for s in (0, 1, 2, 3)]
+    assert set(sweep_state(configs, store)["status"]) == {"missing"}
+    keys = [run_key(c) for c in configs]
+    work = tmp_path / "work"
+    work.mkdir()
+    # a lock held by some process: running
+    lock = open(work / f"{keys[0]}.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # a failure record: failed, with its error and log
+    failure_path(tmp_path, keys[1]).write_text(json.dumps({"error": "RuntimeError: boom", "log": "/x/1_log.out"}))
+    # an epoch checkpoint without a lock or failure: interrupted
+    (work / keys[2]).mkdir()
+    (work / keys[2] / "joint.ckpt").write_bytes(b"")
+    state = sweep_state(configs, store).set_index("key")
+    assert [state.loc[k, "status"] for k in keys] == ["running", "failed", "interrupted", "missing"]
+    assert state.loc[keys[1], "error"] == "RuntimeError: boom" and state.loc[keys[1], "log"] == "/x/1_log.out"
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+    assert sweep_state(configs, store).set_index("key").loc[keys[0], "status"] == "missing"
+    assert set(STATUSES) >= set(state["status"])
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid of the process that has ``lock`` open (Linux /proc)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(lock) and int(pid) != os.getpid():
+                    return int(pid)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_local_jobs_two_at_a_time_one_killed_and_resumed_match_a_sequential_run(tmp_path):
+    configs = [make_config("smoke", regime=r, seed=0) for r in ("disjoint", "joint", "mixed")]
+    victim = make_config("smoke", regime="joint", seed=1, epochs=6)  # long enough to be caught mid-run
+    configs.append(victim)
+    store = _store(tmp_path / "runs")
+    key = run_key(victim)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(state=sweep(
+        configs, "local", workers=2, threads=1, folder=tmp_path / "jobs", store=store, poll_s=0.1,
+        progress=False)))
+    thread.start()
+    checkpoint = tmp_path / "runs" / "work" / key / "joint.ckpt"
+    deadline = time.time() + 200
+    while not checkpoint.is_file() and time.time() < deadline:
+        time.sleep(0.02)
+    assert checkpoint.is_file(), "the long run never wrote a checkpoint"
+    pid = _lock_holder(tmp_path / "runs" / "work" / f"{key}.lock")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # as a scheduler kills a job at its time limit
+    thread.join(200)
+    state = result["state"].set_index("key")
+    assert state.loc[key, "status"] == "interrupted" and "joint.ckpt" in state.loc[key, "checkpoint"]
+    assert (state.drop(index=key)["status"] == "done").all()
+    assert int(state["submitted"].sum()) == 5  # one backbone, four runs
+    # the rerun submits only the interrupted run, which resumes from its checkpoint
+    again = sweep(configs, "local", workers=2, threads=1, folder=tmp_path / "jobs", store=store, poll_s=0.1,
+                  progress=False)
+    assert (again["status"] == "done").all() and again["submitted"].sum() == 1
+    resumed = store.find(victim)
+    assert len(resumed.history[0]["history"]) == 6
+    # everything equals a sequential run in one process with the same thread count
+    threads = torch.get_num_threads()
+    try:
+        reference = sweep(configs, "inline", threads=1, store=_store(tmp_path / "sequential"), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert (reference["status"] == "done").all()
+    sequential = _store(tmp_path / "sequential")
+    for config in configs:
+        for split in ("val", "test"):
+            torch.testing.assert_close(store.find(config).logits(split), sequential.find(config).logits(split),
+                                       rtol=0, atol=0)
+
+
+def test_slurm_submission_writes_arrays_with_the_options_and_the_dependency(tmp_path, monkeypatch):
+    """Everything up to the cluster: a stand-in ``sbatch`` records what it is given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "sbatch_calls"
+    fake = bin_dir / "sbatch"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nn=$(wc -l < {calls})\necho \"Submitted batch job 10$n\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    srun = bin_dir / "srun"  # submitit looks for it to know it is on a cluster
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    configs = [make_config("smoke", regime=r, seed=0) for r in ("disjoint", "mixed")]
+    state = sweep(configs, "slurm", store=_store(tmp_path / "runs"), folder=tmp_path / "jobs", wait=False,
+                  slurm={"partition": "gpu", "gpus_per_job": 1, "time_limit_min": 90, "array_parallelism": 4},
+                  progress=False)
+    assert set(state["status"]) == {"missing"} and state["submitted"].all()
+    scripts = [Path(line.split()[-1]).read_text() for line in calls.read_text().splitlines()]
+    assert len(scripts) == 2  # the backbone array, then the runs' array
+    for script in scripts:
+        assert "#SBATCH --partition=gpu" in script and "#SBATCH --gpus-per-node=1" in script
+        assert "#SBATCH --time=90" in script and "#SBATCH --signal=USR2@120" in script
+    # two runs in one array (at most 4 at a time, capped by submitit at the array's size), after
+    # the backbone's job
+    assert "#SBATCH --array=0-1%2" in scripts[1] and "#SBATCH --dependency=afterany:101" in scripts[1]
+    assert "--dependency" not in scripts[0]
+    with pytest.raises(ValueError, match="valid: partition, gpus_per_job"):
+        _executor("slurm", tmp_path / "jobs", 1, {"gpu": 1})
+
+
+def test_command_line_status_and_exit_code(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEXLIB_RUNS", str(tmp_path))
+    args = ["status", "--profile", "smoke", "--grid", "regime=joint,mixed", "--seeds", "0", "--set", "epochs=1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 done, 0 running, 0 failed, 0 interrupted, 3 missing" in out
+    config = make_config("smoke", regime="joint", seed=0, epochs=1)
+    failure_path(tmp_path, run_key(config)).parent.mkdir(parents=True)
+    failure_path(tmp_path, run_key(config)).write_text(json.dumps({"error": "ValueError: x", "log": None}))
+    assert main(args) == 1 and "1 failed" in capsys.readouterr().out
+
+
+def test_a_failing_task_is_recorded_and_stops_the_study(tmp_path, monkeypatch):
+    store = _store(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the data set is gone")
+
+    monkeypatch.setattr("mexlib.store.RunStore.get_or_run", broken)
+    state = sweep([make_config("smoke", regime="joint")], "inline", store=store, progress=False)
+    assert state["status"].tolist() == ["failed"] and "the data set is gone" in state["error"][0]
+    with pytest.raises(RuntimeError, match="did not finish"):
+        study.run_study("smoke", {"regime": ["joint"]}, seeds=[0], store=store, executor="debug",
+                        progress=False)
+
+
+def test_a_study_through_the_debug_executor_reads_what_the_jobs_stored(tmp_path):
+    store = _store(tmp_path)
+    result = study.run_study("smoke", {"regime": ["disjoint", "joint"]}, seeds=[0], store=store,
+                             executor="debug", executor_options={"folder": tmp_path / "jobs"}, progress=False)
+    assert sorted(result.trained) == sorted(f"{t.kind}-{t.key}" for t in plan(
+        [r.config for r in result.runs], store))
+    assert all(r.run.path.is_dir() for r in result.runs)
