@@ -85,3 +85,12 @@ def test_eval_sweep_prints_every_policy_against_the_target():
     assert done.returncode == 0, done.stderr
     for policy in ("confidence", "entropy", "patience"):
         assert policy in done.stdout
+
+
+def test_parallel_jobs_prints_both_ways_and_the_ratio():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "parallel_jobs.py"), "--cores", "2", "--steps", "2",
+                             "--warmup", "1", "--repeats", "1"], capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(a) 1 process x 2 threads" in result.stdout and "(b) 2 processes x 1 thread" in result.stdout
+    ratio = float(result.stdout.strip().split("(b)/(a) = ")[-1])
+    assert ratio > 0
