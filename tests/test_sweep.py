@@ -183,3 +183,15 @@ def test_a_study_through_the_debug_executor_reads_what_the_jobs_stored(tmp_path)
     assert sorted(result.trained) == sorted(f"{t.kind}-{t.key}" for t in plan(
         [r.config for r in result.runs], store))
     assert all(r.run.path.is_dir() for r in result.runs)
+
+
+def test_a_task_requeues_itself_as_the_same_task():
+    """submitit calls ``checkpoint`` when SLURM signals a job before its time limit (or on
+    preemption) and requeues what it returns: the same task, which resumes the run from its
+    epoch checkpoint (the resume itself is tested above with a killed job)."""
+    from mexlib.sweep import TrainTask
+
+    task = TrainTask("run", make_config("smoke").to_dict(), "/shared/runs", threads=4, device="cuda")
+    requeued = task.checkpoint()
+    assert requeued.function is not task and vars(requeued.function) == vars(task)
+    assert requeued.args == () and requeued.kwargs == {}
