@@ -1,4 +1,4 @@
-# mexlib: make reproduce | make test | make lab | make clean | make clean-runs
+# mexlib: make reproduce | make report | make test | make lab | make clean | make clean-runs
 PYTHON  ?= python3.11
 VENV    := .venv
 PY      := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: reproduce test lab clean clean-runs venv data notebooks
+.PHONY: reproduce report test lab clean clean-runs venv data notebooks
 
 # The environment is created on first use and refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -25,6 +25,10 @@ data: $(STAMP)
 
 reproduce: $(STAMP)
 	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR)
+
+# The executed notebooks of the last `make reproduce` as a static site: build/report/<profile>/.
+report: $(STAMP)
+	$(PY) -m mexlib.report --profile $(PROFILE)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -163,10 +163,15 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     low = min(points["accuracy"].min() * 100, ax.get_ylim()[1] - 1)
     ax.set_ylim(bottom=max(low - 2, 0))
-    ax.set_title(title or f"Early-exit trade-off ({study.policy} rule, {len(study.seeds)} seeds)")
+    ax.set_title(title or f"Early-exit trade-off ({study.policy} rule, {_seeds(study)})")
     if legend:
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", title=None if hue == "regime" else hue)
     return fig
+
+
+def _seeds(study) -> str:
+    count = len(study.seeds)
+    return f"{count} seed" + ("s" if count != 1 else "")
 
 
 def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", columns: int = 3,
@@ -186,7 +191,7 @@ def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", colu
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
-    fig.suptitle(f"Accuracy against cost, one panel per {panel} (mean ± std over {len(study.seeds)} seeds)")
+    fig.suptitle(f"Accuracy against cost, one panel per {panel} (mean ± std over {_seeds(study)})")
     return fig
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,11 +25,26 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: 06_ablations: one seed for the criterion section too (the ablations' own sections train one).
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
                          "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
-                         "06_ablations": {"seeds": [0]}}
+                         "06_ablations": {"seeds": [0]},
+                         "00_tour": {"train": {}}}
 
 
 def test_there_are_notebooks():
-    assert [nb.name for nb in NOTEBOOKS][:3] == ["00_data.ipynb", "01_regimes.ipynb", "02_methods.ipynb"]
+    assert [nb.name for nb in NOTEBOOKS][:4] == ["00_data.ipynb", "00_tour.ipynb", "01_regimes.ipynb",
+                                                 "02_methods.ipynb"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_opens_and_closes_like_a_chapter(notebook):
+    """The question it answers first; "What we found", computed, at the end; a link onwards."""
+    cells = nbformat.read(notebook, as_version=4).cells
+    assert "**The question" in cells[0].source
+    found = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## What we found" in c.source]
+    assert found, f"{notebook.name} has no 'What we found' section"
+    assert any(c.cell_type == "code" for c in cells[found[-1]:]), "its findings must be computed"
+    names = {nb.name for nb in NOTEBOOKS}
+    links = re.findall(r"\]\((\d\d_\w+\.ipynb)\)", "\n".join(c.source for c in cells[found[-1]:]))
+    assert links and set(links) <= names, f"{notebook.name} links to {links}"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -83,9 +100,10 @@ def test_unknown_profile_stops_the_notebook_with_the_valid_ones(tmp_path):
 @pytest.mark.notebooks
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path):
+def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_reproduction):
     """papermill executes the notebook with profile=smoke; nbval then reruns the executed copy
-    and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT."""
+    and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT. The executed copy and its
+    figures are kept for the report test (``smoke_reproduction``)."""
     executed = tmp_path / notebook.name
     _execute(notebook, executed, profile="smoke", **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
     figures = paths.figures_dir("smoke")
@@ -99,3 +117,6 @@ def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     checked = sum("NBVAL_CHECK_OUTPUT" in c.source for c in nbformat.read(executed, 4).cells)
     assert checked >= 1
+    shutil.copy2(executed, smoke_reproduction / "build" / "notebooks" / "smoke" / notebook.name)
+    for saved_file in figures.iterdir():
+        shutil.copy2(saved_file, smoke_reproduction / "figures" / "smoke" / saved_file.name)

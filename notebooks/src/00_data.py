@@ -1,8 +1,10 @@
 # %% [markdown]
 # # 00 · The data
 #
-# Every experiment of the study trains on one image-classification dataset. This notebook loads
-# it, shows what the images look like, and checks the three splits the training code uses:
+# Every experiment of the study trains on one image-classification dataset. **The question of
+# this chapter:** what exactly do the models learn from and get tested on? This notebook loads
+# the dataset, shows what the images look like, and checks the three splits the training code
+# uses:
 #
 # * **train**: the images the network learns from (augmented with random crops and flips);
 # * **validation**: a stratified 10 % of the official training set, held out and never
@@ -21,6 +23,7 @@ overrides = {}
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
+from IPython.display import Markdown, display
 
 from mexlib import config as mconfig, data as mdata, plots
 from mexlib.notebook import check_parameters
@@ -120,3 +123,13 @@ fig.suptitle(f"Random crop (padding {data.spec.crop_padding}) and flip"
              + (" after TrivialAugment" if config.trivial_augment else ""))
 plots.save_figure(fig, "data_augmentation", profile)
 plt.show()
+
+# %% [markdown]
+# ## What we found
+# Computed from the splits above.
+
+# %%
+counts = {name: torch.bincount(labels, minlength=len(classes)) for name, labels in split_labels.items()}
+balance = {name: f"{int(c.min())}–{int(c.max())} images per class" for name, c in counts.items()}
+display(Markdown("\n".join(f"* {name}: {len(split_labels[name])} images, {text}" for name, text in balance.items())
+                 + "\n\nNext: [01 · Disjoint, joint or mixed?](01_regimes.ipynb)"))

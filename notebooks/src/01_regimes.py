@@ -3,7 +3,8 @@
 #
 # A **multi-exit model** is a backbone network with small internal classifiers ("exits")
 # attached after some of its blocks. At inference a sample leaves at the first exit that is
-# confident enough, so easy samples cost less computation. How should such a model be trained?
+# confident enough, so easy samples cost less computation. **The question of this chapter:**
+# how should such a model be trained?
 #
 # * **disjoint**: train the backbone alone (phase 1), then freeze it and train only the exits
 #   (phase 3). The final exit is exactly the stand-alone backbone.
@@ -136,7 +137,7 @@ plt.show()
 plots.save_table(comparison.wall_times().set_index(["run", "seed"]), "regimes_wall_times", profile)
 
 # %% [markdown]
-# ## What this run finds
+# ## What we found
 # The statements below are computed from the numbers above each time the notebook runs; they
 # are not written by hand and may contradict the paper.
 
@@ -154,3 +155,5 @@ display(Markdown("\n".join(f"* {line}" for line in findings)))
 # tenths of a point and the seeds' spread matters: read the statements above with the
 # standard deviations in the budget table. The `paper` profile (ResNet-34 and ViT-T on
 # CIFAR-100, `make reproduce PROFILE=paper` on a GPU) runs the comparison at the paper's scale.
+#
+# Next: [02 · Does the best regime depend on the early-exit method?](02_methods.ipynb)

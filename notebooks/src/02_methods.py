@@ -2,8 +2,9 @@
 # # 02 · Does the best regime depend on the early-exit method?
 #
 # The regimes notebook compared disjoint, joint and mixed training for one early-exit method
-# (SDN). The study's central table crosses the regimes with five methods, which differ in how
-# their exits are built, trained and used:
+# (SDN). **The question of this chapter:** does its answer hold for other early-exit methods?
+# The study's central table crosses the regimes with five methods, which differ in how their
+# exits are built, trained and used:
 #
 # * **SDN** (Kaya et al. 2019): independent pooled heads, mean cross-entropy over the exits,
 #   exit when the softmax confidence exceeds a threshold.
@@ -138,7 +139,7 @@ per_method = wall.drop_duplicates(["run", "seed"]).groupby("method", sort=False)
 print(per_method.round(1).rename("training minutes (all regimes and seeds)").to_markdown())
 
 # %% [markdown]
-# ## What this run finds
+# ## What we found
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
@@ -160,3 +161,5 @@ display(Markdown("\n".join(f"* {line}" for line in findings)))
 # Fashion-MNIST, capped at 10 epochs per phase), where the methods differ by tenths of a point
 # to a few points and the seeds' spread decides what counts as a difference; the verdicts above
 # use that spread. The `paper` profile runs the same grid at the paper's scale on a GPU.
+#
+# Next: [06 · Ablations: what else decides how a multi-exit model should be trained?](06_ablations.ipynb)

@@ -4,8 +4,8 @@
 # The regimes notebook found mixed training (backbone first, then everything together) best or
 # tied at every budget for SDN in the `cpu` profile. This notebook varies, one at a time, the
 # choices that comparison held fixed, each through the same study piece (a grid of
-# configurations → runs from the store → offline evaluation → tables), and asks whether the
-# ranking of the regimes survives:
+# configurations → runs from the store → offline evaluation → tables). **The question of this
+# chapter:** does the ranking of the regimes survive each change?
 #
 # 1. **Pretraining length**: a fixed budget of N epochs split k : N − k between the backbone
 #    alone (phase 1) and everything together (phase 2). k = 0 is the joint regime, k = N the
@@ -240,10 +240,13 @@ print(f"In all: {minutes.sum():.1f} minutes of training for {len(wall)} runs and
       f"(as stored; runs trained in parallel overlap in wall-clock time).")
 
 # %% [markdown]
-# ## What this run finds
+# ## What we found
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
 text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
 plots.save_text(text, "ablation_findings", profile)
 display(Markdown(text))
+
+# %% [markdown]
+# This is the last chapter for now; back to the start: [00 · A guided tour](00_tour.ipynb).

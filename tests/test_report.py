@@ -1,0 +1,82 @@
+"""``make report``: the static site of a smoke-profile reproduce, opened in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urldefrag, urlparse
+
+import pytest
+
+from mexlib import report, reproduce
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def _browser() -> str | None:
+    return next((path for path in map(shutil.which, BROWSERS) if path), None)
+
+
+def test_report_needs_a_reproduce_first_and_a_known_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="make reproduce PROFILE=smoke"):
+        report.build_report("smoke")
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
+        report.build_report("laptop")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_report_opens_offline_in_a_browser_with_every_link_and_image(tmp_path, monkeypatch, smoke_reproduction):
+    browser_path = _browser()
+    if browser_path is None:
+        pytest.skip("no Chromium here: install Debian's chromium package (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
+    executed = sorted((smoke_reproduction / "build" / "notebooks" / "smoke").glob("*.ipynb"))
+    if [p.stem for p in executed] == [p.stem for p in reproduce.notebooks()]:
+        # the notebook tests of this session executed every notebook at smoke scale
+        monkeypatch.setenv("MEXLIB_BUILD", str(smoke_reproduction / "build"))
+        monkeypatch.setenv("MEXLIB_FIGURES", str(smoke_reproduction / "figures"))
+    else:  # run alone: a smoke-profile reproduce of its own
+        monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "build"))
+        reproduce.execute("smoke")
+    index = report.build_report("smoke", out=tmp_path / "site")
+    pages = sorted(p.name for p in index.parent.glob("*.html"))
+    assert pages == sorted(["index.html"] + [f"{nb.stem}.html" for nb in reproduce.notebooks()])
+
+    problems, visited = [], set()
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        queue = [index.as_uri()]
+        while queue:
+            url = queue.pop(0)
+            if url in visited:
+                continue
+            visited.add(url)
+            if urlparse(url).scheme in ("http", "https"):
+                continue  # a reference outside the site (a paper, a repository): not followed offline
+            assert urlparse(url).scheme == "file", f"unexpected link: {url}"
+            target = Path(urlparse(url).path)
+            assert target.is_file(), f"broken link: {url}"
+            page.goto(url)
+            page.wait_for_load_state("load")
+            if target.suffix == ".html":
+                broken = page.eval_on_selector_all(
+                    "img", "images => images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+                assert not broken, f"{target.name}: images that did not load: {broken}"
+                links = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+                queue += [urldefrag(link)[0] for link in links if not link.startswith(("javascript:", "mailto:"))
+                          and urldefrag(link)[0]]
+            if url == index.as_uri():
+                page.screenshot(path=str(index.parent / "index.png"), full_page=True)
+        browser.close()
+    assert not problems, "\n".join(problems[:20])
+    assert (index.parent / "index.png").stat().st_size > 10_000
+    notebooks_visited = {Path(urlparse(u).path).name for u in visited if u.endswith(".html")}
+    assert {f"{nb.stem}.html" for nb in reproduce.notebooks()} <= notebooks_visited
+    figures = list((index.parent / "figures").glob("*.png"))
+    assert figures and all(f.as_uri() in visited for f in figures)
