@@ -1,0 +1,143 @@
+"""What each block's representation holds (STUDY.md §5.2–5.3): numerical rank and mutual
+information with the labels.
+
+- **Block outputs** (:func:`block_features`): the backbone's output after each block on fixed
+  held-out images, flattened to a samples × features matrix (a conv block's C×H×W map gives
+  C·H·W features).
+- **Numerical rank** (:func:`numerical_rank`): the number of singular values of the centred
+  matrix above ``rel_tol`` times the largest. The rank is at most min(samples, features), so
+  it is meaningful only with at least as many samples as the rank it measures
+  (:func:`numerical_rank` reports the bound); the tolerance is a choice, so the notebooks show
+  how the result moves with it (:func:`rank_profile`).
+- **I(T;Y)** (:func:`mutual_information`): Ross's k-nearest-neighbour estimator for the mutual
+  information between a continuous variable and a discrete one (B. C. Ross, "Mutual
+  Information between Discrete and Continuous Data Sets", PLoS ONE 9(2), 2014), a relative of
+  the Kraskov–Stögbauer–Grassberger estimator: ``I = ψ(N) − ⟨ψ(N_y)⟩ + ψ(k) − ⟨ψ(m)⟩``, where
+  ``N_y`` counts the samples of a sample's class, and ``m`` the samples of any class within the
+  distance to its k-th neighbour of the same class. In nats. High-dimensional block outputs
+  are first projected on their leading principal components (``dims``), where k-NN
+  distances still mean something; the estimate is then that of the projection, a lower bound
+  on the block's (the data-processing inequality).
+- **I(X;T)** is not estimated: for a deterministic network with continuous inputs it is
+  infinite (or, with a finite data set, the entropy of the sample index), so no estimator is
+  sound for it without adding noise to the network (Goldfeld et al., ICML 2019; Amjad and
+  Geiger, IEEE TPAMI 2020).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+
+@torch.no_grad()
+def block_features(model, batches: Iterable, blocks: Sequence[int] | None = None) -> dict[int, Tensor]:
+    """The backbone's output after each block (numbered from 1; default: all) on ``batches``,
+    flattened: ``{block: [samples, features]}`` in float32 on the CPU."""
+    backbone = model.backbone
+    wanted = set(blocks or range(1, backbone.num_blocks + 1))
+    outputs: dict[int, list[Tensor]] = {b: [] for b in sorted(wanted)}
+    model.eval()
+    for x, _ in batches:
+        h = backbone.stem(x)
+        for number, block in enumerate(backbone.blocks, start=1):
+            h = block(h)
+            if number in wanted:
+                outputs[number].append(h.flatten(1).float().cpu())
+            if number >= max(wanted):
+                break
+    return {b: torch.cat(parts) for b, parts in outputs.items()}
+
+
+def singular_values(features: Tensor) -> Tensor:
+    """Singular values of the column-centred matrix, largest first (float64)."""
+    matrix = features.double()
+    return torch.linalg.svdvals(matrix - matrix.mean(0, keepdim=True))
+
+
+def numerical_rank(features: Tensor, rel_tol: float = 1e-3) -> int:
+    """Singular values above ``rel_tol`` × the largest, of the centred matrix."""
+    if not 0 < rel_tol < 1:
+        raise ValueError(f"rel_tol must lie in (0, 1), got {rel_tol}")
+    values = singular_values(features)
+    if values.numel() == 0 or values[0] == 0:
+        return 0
+    return int((values > rel_tol * values[0]).sum())
+
+
+def rank_profile(features: dict[int, Tensor], tolerances: Sequence[float] = (1e-2, 1e-3, 1e-4)) -> pd.DataFrame:
+    """Rank of every block at every tolerance: a row per (block, tolerance) with the rank, the
+    bound min(samples, features) and the rank as a share of the bound."""
+    rows = []
+    for block, matrix in features.items():
+        values = singular_values(matrix)
+        bound = min(matrix.shape[0] - 1, matrix.shape[1])  # centring removes one dimension
+        for tol in tolerances:
+            rank = int((values > tol * values[0]).sum()) if values.numel() and values[0] > 0 else 0
+            rows.append(dict(block=block, tolerance=tol, rank=rank, bound=bound, share=rank / max(bound, 1)))
+    return pd.DataFrame(rows)
+
+
+def principal_components(features: Tensor, dims: int) -> Tensor:
+    """``features`` projected on its ``dims`` leading principal components (all if fewer)."""
+    matrix = features.double() - features.double().mean(0, keepdim=True)
+    if matrix.shape[1] <= dims:
+        return matrix
+    q = min(dims + 10, *matrix.shape)
+    _, _, v = torch.pca_lowrank(matrix, q=q, center=False, niter=4)
+    return matrix @ v[:, :dims]
+
+
+def mutual_information(features: Tensor, labels: Tensor, k: int = 3, dims: int | None = 10,
+                       chunk: int = 2048) -> float:
+    """Ross's k-NN estimate of I(T;Y) in nats (see the module docstring); ``dims`` principal
+    components first (None: the raw features). Classes with at most ``k`` samples are left
+    out, as the estimator needs k neighbours of the same class."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    x = features.double() if dims is None else principal_components(features, dims)
+    labels = torch.as_tensor(labels)
+    classes, counts = labels.unique(return_counts=True)
+    keep = torch.isin(labels, classes[counts > k])
+    x, labels = x[keep], labels[keep]
+    n = len(labels)
+    if n == 0:
+        raise ValueError(f"no class has more than k={k} samples")
+    radius = torch.empty(n, dtype=torch.float64)
+    for c in labels.unique():
+        members = (labels == c).nonzero().squeeze(1)
+        points = x[members]
+        for start in range(0, len(members), chunk):
+            d = torch.cdist(points[start:start + chunk], points)
+            # the k-th neighbour of the same class, the sample itself (distance 0) excluded
+            radius[members[start:start + chunk]] = d.kthvalue(k + 1, dim=1).values
+    within = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, chunk):
+        d = torch.cdist(x[start:start + chunk], x)
+        within[start:start + chunk] = (d <= radius[start:start + chunk, None]).sum(1).double() - 1  # minus itself
+    class_size = torch.tensor([int((labels == c).sum()) for c in labels], dtype=torch.float64)
+    digamma = torch.special.digamma
+    estimate = (digamma(torch.tensor(float(n))) - digamma(class_size).mean()
+                + digamma(torch.tensor(float(k))) - digamma(within.clamp_min(1)).mean())
+    return float(estimate)
+
+
+def gaussian_mixture_information(separation: float, points: int = 200_001, span: float = 12.0) -> float:
+    """The exact I(T;Y) in nats of ``T = ±separation/2 + N(0, 1)`` with ``Y`` a fair coin
+    choosing the sign, by numerical integration (a known answer for the estimator's tests)."""
+    t = np.linspace(-span - separation, span + separation, points)
+    step = t[1] - t[0]
+    normal = lambda m: np.exp(-0.5 * (t - m) ** 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    mixture = 0.5 * normal(-separation / 2) + 0.5 * normal(separation / 2)
+    entropy_t = -np.sum(mixture * np.log(np.clip(mixture, 1e-300, None))) * step
+    entropy_t_given_y = 0.5 * math.log(2 * math.pi * math.e)
+    return float(entropy_t - entropy_t_given_y)
+
+
+__all__ = ["block_features", "gaussian_mixture_information", "mutual_information", "numerical_rank",
+           "principal_components", "rank_profile", "singular_values"]

@@ -1,0 +1,137 @@
+"""The training-dynamics estimators against answers known in advance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mexlib.analysis import (barrier, block_features, exit_losses, filter_normalized_direction,
+                             gaussian_mixture_information, interpolate, loss_surface, mutual_information,
+                             numerical_rank, rank_profile, recompute_batchnorm)
+from mexlib.config import make_config
+from mexlib.train import build_model
+
+
+def _model(seed=0):
+    return build_model(make_config("smoke", seed=seed))
+
+
+def _batches(count=3, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 1, 28, 28, generator=generator), torch.randint(0, 10, (size,), generator=generator))
+            for _ in range(count)]
+
+
+def test_directions_are_filter_normalised_and_respect_the_scope():
+    model = _model()
+    direction = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    for name, param in model.named_parameters():
+        d = direction[name]
+        if param.dim() <= 1:
+            assert not d.any(), f"{name}: biases and normalisation parameters do not move"
+        else:
+            torch.testing.assert_close(d.flatten(1).norm(dim=1), param.detach().flatten(1).norm(dim=1))
+    backbone_only = filter_normalized_direction(model, torch.Generator().manual_seed(0), scope="backbone")
+    assert all(not backbone_only[n].any() for n in backbone_only if n.startswith("heads."))
+    assert any(backbone_only[n].any() for n in backbone_only if n.startswith("backbone."))
+    with pytest.raises(ValueError, match="valid scopes: all, backbone, heads"):
+        filter_normalized_direction(model, torch.Generator(), scope="stem")
+
+
+def test_batchnorm_statistics_are_recomputed_as_the_mean_over_the_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    batches = _batches(4)
+    recompute_batchnorm(model, batches)
+    with torch.no_grad():
+        activations = torch.cat([model[0](x) for x, _ in batches])
+    torch.testing.assert_close(model[1].running_mean, activations.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
+    assert model[1].momentum == 0.1 and not model.training
+
+
+def test_interpolation_ends_and_barrier():
+    a, b = _model(0), _model(1)
+    bn = _batches(2, seed=1)
+    batch = _batches(1, 64, seed=2)[0]
+    path = interpolate(a, b, batch, bn, steps=5)
+    assert path["alpha"].tolist() == [0, 0.25, 0.5, 0.75, 1]
+    for end, alpha in ((a, 0.0), (b, 1.0)):
+        losses, accuracy = exit_losses(recompute_batchnorm(end, bn), *batch)
+        row = path[path["alpha"] == alpha].iloc[0]
+        assert row["total"] == pytest.approx(float(losses.mean()), rel=1e-5)
+        assert row[f"accuracy {len(losses) - 1}"] == pytest.approx(float(accuracy[-1]))
+    flat = interpolate(a, a, batch, bn, steps=3)
+    assert barrier(flat) == pytest.approx(0.0, abs=1e-5)
+    assert barrier(path) == pytest.approx(path["total"].max() - (path["total"].iloc[0] + path["total"].iloc[-1]) / 2)
+    other = build_model(make_config("smoke", exit_after_blocks=(2,)))
+    with pytest.raises(ValueError, match="one architecture"):
+        interpolate(a, other, batch, bn)
+
+
+def test_loss_surface_centre_is_the_model():
+    model = _model()
+    bn = _batches(2, seed=1)
+    batch = _batches(1, 64, seed=2)[0]
+    surface = loss_surface(model, batch, bn, steps=3, span=0.5)
+    assert len(surface) == 9 and {"a", "b", "total", "exit 0"} <= set(surface.columns)
+    centre = surface[(surface["a"] == 0) & (surface["b"] == 0)].iloc[0]
+    losses, _ = exit_losses(recompute_batchnorm(model, bn), *batch)
+    assert centre["total"] == pytest.approx(float(losses.mean()), rel=1e-5)
+    heads_only = loss_surface(model, batch, bn, steps=3, span=0.5, scope="heads")
+    last = f"exit {len(losses) - 1}"  # the backbone's own classifier does not move with the heads
+    assert heads_only[last].max() - heads_only[last].min() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_numerical_rank_finds_a_planted_rank():
+    generator = torch.Generator().manual_seed(0)
+    low = torch.randn(300, 7, generator=generator, dtype=torch.float64) @ torch.randn(
+        7, 40, generator=generator, dtype=torch.float64)
+    noisy = low + 1e-7 * torch.randn(300, 40, generator=generator, dtype=torch.float64)
+    assert numerical_rank(low) == 7 and numerical_rank(noisy, rel_tol=1e-4) == 7
+    assert numerical_rank(noisy, rel_tol=1e-12) == 40  # a tolerance below the noise sees it all
+    profile = rank_profile({1: noisy}, tolerances=(1e-4, 1e-12))
+    assert profile["rank"].tolist() == [7, 40] and profile["bound"].tolist() == [40, 40]
+    with pytest.raises(ValueError, match="rel_tol"):
+        numerical_rank(low, rel_tol=2)
+
+
+@pytest.mark.parametrize("separation", [0.0, 1.0, 2.0, 20.0])
+def test_mutual_information_matches_the_exact_value_of_a_gaussian_mixture(separation):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (4000,), generator=generator)
+    t = (labels.double() - 0.5) * separation + torch.randn(4000, generator=generator, dtype=torch.float64)
+    exact = gaussian_mixture_information(separation)
+    if separation == 20.0:
+        assert exact == pytest.approx(math.log(2), abs=1e-6)
+    if separation == 0.0:
+        assert exact == pytest.approx(0.0, abs=1e-6)
+    estimate = mutual_information(t[:, None], labels, k=3, dims=None)
+    assert estimate == pytest.approx(exact, abs=0.03)
+
+
+def test_mutual_information_of_projected_features_keeps_the_label_signal():
+    """A label signal in 1 of 50 dimensions, the rest independent noise of smaller variance:
+    the leading principal components keep it."""
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 2, (3000,), generator=generator)
+    signal = (labels.double() - 0.5) * 6 + torch.randn(3000, generator=generator, dtype=torch.float64)
+    features = torch.cat([signal[:, None], 0.3 * torch.randn(3000, 49, generator=generator, dtype=torch.float64)], 1)
+    estimate = mutual_information(features, labels, dims=3)
+    assert estimate == pytest.approx(gaussian_mixture_information(6.0), abs=0.05)
+    shuffled = mutual_information(features, labels[torch.randperm(3000, generator=generator)], dims=3)
+    assert abs(shuffled) < 0.03
+
+
+def test_block_features_are_each_blocks_flattened_output():
+    model = _model()
+    batches = _batches(2, 16)
+    features = block_features(model, batches)
+    assert sorted(features) == list(range(1, model.backbone.num_blocks + 1))
+    for block, matrix in features.items():
+        info = model.backbone.feature_info[block - 1]
+        assert matrix.shape[0] == 32 and matrix.shape[1] % info.channels == 0
+    first = block_features(model, batches, blocks=[1])
+    torch.testing.assert_close(first[1], features[1])
