@@ -281,11 +281,17 @@ def _save_atomic(obj, path: Path) -> None:
 
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
                 method: Method, device: torch.device, checkpoint: Path | None = None,
-                progress: bool = True, description: str = "", precision: str = "fp32") -> PhaseResult:
+                progress: bool = True, description: str = "", precision: str = "fp32",
+                recorder=None) -> PhaseResult:
     """Train one phase in place and leave ``model`` at the phase's best checkpoint.
 
     ``precision="bf16"`` runs forward passes under bfloat16 autocast (losses in float32) where
-    the device has native bf16, and falls back to fp32 with a warning elsewhere."""
+    the device has native bf16, and falls back to fp32 with a warning elsewhere.
+
+    ``recorder`` (:mod:`mexlib.analysis.recording`) observes training without changing it: its
+    ``on_step(model, phase, epoch, step, exit_losses)`` sees each batch's exit losses before the
+    backward pass, its ``on_epoch_end(model, phase, epoch)`` the model after each epoch. Its
+    state is saved in the phase's checkpoints, so a resumed phase keeps what it recorded."""
     model.set_freeze_mode(FREEZE_MODE[phase])
     result = PhaseResult(phase)
     if settings.epochs == 0:
@@ -305,6 +311,8 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         scheduler.load_state_dict(state["scheduler"])
         stopper.load_state_dict(state["stopper"])
         rule.load_state_dict(state.get("step_rule", {}))
+        if recorder is not None:
+            recorder.load_state_dict(state.get("recorder", {}))
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         result = PhaseResult(**state["result"])
     autocast = autocast_for(device, precision)
@@ -318,8 +326,10 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         loader.set_epoch(epoch)
         model.train()
         loss_sum, seen = None, 0
-        for x, y in loader:
+        for step, (x, y) in enumerate(loader):
             loss, exit_losses = rule.loss(model, x, y, autocast, optimizer.param_groups[0]["lr"])
+            if recorder is not None:
+                recorder.on_step(model, phase, epoch, step, exit_losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -337,11 +347,14 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         if stopper.update([val_acc[i] for i in monitored]):
             best_state, result.best_epoch = copy.deepcopy(model.state_dict()), epoch
         result.stopped_early = stopper.should_stop and epoch + 1 < settings.epochs
+        if recorder is not None:
+            recorder.on_epoch_end(model, phase, epoch)
         if checkpoint is not None:
             _save_atomic(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
                               scheduler=scheduler.state_dict(), stopper=stopper.state_dict(),
                               step_rule=rule.state_dict(), best_state=best_state,
-                              result=result.to_dict()), checkpoint)
+                              result=result.to_dict(),
+                              recorder=recorder.state_dict() if recorder is not None else {}), checkpoint)
         bar.update(1)
         bar.set_postfix_str(_progress_text(train_loss, val_acc))
     bar.close()
@@ -388,9 +401,10 @@ def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
 
 def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
                  backbone_state: dict | None = None, workdir: Path | None = None,
-                 progress: bool = True) -> tuple[MultiExitModel, list[PhaseResult]]:
+                 progress: bool = True, recorder=None) -> tuple[MultiExitModel, list[PhaseResult]]:
     """The phases after phase 1: joint from scratch, or heads / joint on a trained backbone
-    (``backbone_state``: the backbone's state dict from :func:`train_backbone`)."""
+    (``backbone_state``: the backbone's state dict from :func:`train_backbone`); ``recorder``
+    observes them (:func:`train_phase`)."""
     model = build_model(config, device)
     phases = [p for p in config.phases if p != "backbone"]
     if "backbone" in config.phases:
@@ -400,7 +414,7 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
         model.backbone.load_state_dict(backbone_state)
     method = get_method(config.method)
     results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
-                           progress, f"seed {config.seed} {config.regime} ", config.precision)
+                           progress, f"seed {config.seed} {config.regime} ", config.precision, recorder)
                for p in phases]
     for stage in method.stages():  # e.g. ZTW's ensembles, trained after the heads
         record = stage.run(model, data, device, progress)

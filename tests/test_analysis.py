@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -135,3 +136,75 @@ def test_block_features_are_each_blocks_flattened_output():
         assert matrix.shape[0] == 32 and matrix.shape[1] % info.channels == 0
     first = block_features(model, batches, blocks=[1])
     torch.testing.assert_close(first[1], features[1])
+
+
+def _smoke_data(config):
+    from mexlib.data import load_dataset
+    from mexlib.train import DeviceData
+    return DeviceData.from_dataset(config, load_dataset(config.dataset), torch.device("cpu"))
+
+
+def test_recording_gradients_and_snapshots_leaves_the_run_unchanged():
+    from mexlib.analysis import GradientRecorder, SnapshotRecorder
+    from mexlib.train import train_regime
+
+    config = make_config("smoke", regime="joint", epochs=1, train_size=256)
+    data = _smoke_data(config)
+    plain, _ = train_regime(config, data, torch.device("cpu"), progress=False)
+    gradients = GradientRecorder(every=1)
+    recorded_model, _ = train_regime(config, data, torch.device("cpu"), progress=False, recorder=gradients)
+    for name, value in plain.state_dict().items():
+        assert torch.equal(value, recorded_model.state_dict()[name]), name
+    rows = gradients.records()
+    steps = len(data.train_loader("joint", config.joint_phase.batch_size))
+    assert rows["step"].nunique() == steps and set(rows["exit"]) == {0, 1, 2}
+    blocks = set(rows["block"])
+    assert {"0 stem", "1 block", "2 block", "3 block", "heads"} == blocks
+    # exit 0 sits after block 1: its loss sends nothing to blocks 2 and 3
+    first = rows[rows["exit"] == 0].set_index("block")["norm"].groupby(level=0).max()
+    assert first["2 block"] == 0 and first["3 block"] == 0 and first["1 block"] > 0
+    snapshots = SnapshotRecorder()
+    again, _ = train_regime(config, data, torch.device("cpu"), progress=False, recorder=snapshots)
+    assert len(snapshots.records()) == config.joint_phase.epochs
+    # one epoch: its snapshot is the phase's best (and only) state, which the model ends in
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in snapshots.records()[-1]["state"].items())
+
+
+def test_recorded_gradient_norms_are_each_exit_loss_alone():
+    from mexlib.analysis import GradientRecorder
+    from mexlib.methods import get_method
+    from mexlib.train import step_rule
+
+    model = _model().train()
+    x, y = _batches(1, 32)[0]
+    reference = copy.deepcopy(model)
+    recorder = GradientRecorder(every=1)
+    rule = step_rule(model, "joint", get_method("sdn"), 1, 1)
+    _, exit_losses = rule.loss(model, x, y, torch.autocast("cpu", enabled=False), 0.1)
+    recorder.on_step(model, "joint", 0, 0, exit_losses)
+    rows = recorder.records().set_index(["exit", "block"])["norm"]
+    for k in range(model.num_exits):
+        copy_model = copy.deepcopy(reference)
+        copy_rule = step_rule(copy_model, "joint", get_method("sdn"), 1, 1)
+        _, losses = copy_rule.loss(copy_model, x, y, torch.autocast("cpu", enabled=False), 0.1)
+        losses[k].backward()
+        for i, block in enumerate(copy_model.backbone.blocks, start=1):
+            expected = sum(float(p.grad.pow(2).sum()) for p in block.parameters() if p.grad is not None) ** 0.5
+            assert rows[(k, f"{i} block")] == pytest.approx(expected, rel=1e-5, abs=1e-12)
+
+
+def test_records_are_kept_beside_the_store_and_read_back(tmp_path, monkeypatch):
+    import warnings
+
+    from mexlib.analysis import GradientRecorder, recorded
+    from mexlib.store import RunStore
+
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    config = make_config("smoke", regime="mixed", epochs=1, train_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the retrained run must equal the stored one
+        first = recorded(store, config, GradientRecorder(every=2))
+    assert len(first) and list((tmp_path).glob("records-*/gradients-every2-joint.pt"))
+    monkeypatch.setattr("mexlib.analysis.recording.train_regime",
+                        lambda *a, **k: pytest.fail("the records should have been read, not retrained"))
+    assert recorded(store, config, GradientRecorder(every=2)).equals(first)
