@@ -100,10 +100,12 @@ def test_unknown_profile_stops_the_notebook_with_the_valid_ones(tmp_path):
 @pytest.mark.notebooks
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_reproduction):
+def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_reproduction, monkeypatch):
     """papermill executes the notebook with profile=smoke; nbval then reruns the executed copy
     and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT. The executed copy and its
-    figures are kept for the report test (``smoke_reproduction``)."""
+    figures are kept for the report test (``smoke_reproduction``). The notebooks share one run
+    store, as in ``make reproduce PROFILE=smoke``: a run one notebook trained, the next reads."""
+    monkeypatch.setenv("MEXLIB_RUNS", str(smoke_reproduction / "runs"))
     executed = tmp_path / notebook.name
     _execute(notebook, executed, profile="smoke", **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
     figures = paths.figures_dir("smoke")

@@ -15,16 +15,19 @@ Both keep SDN's heads and exit rule and change only how the exits' losses reach 
   when the whole network trains (phase 2); with the backbone frozen (phase 3), where the
   original trains the heads with an unweighted sum, ``sdn-depth`` trains them as SDN does.
 - **``sdn-ge``: gradient equilibrium** (Li et al., "Improved Techniques for Training Adaptive
-  Deep Networks", ICCV 2019). The loss is the plain sum of the exits' cross-entropies (as
-  MSDNet trains), and at each exit's branch point the backward pass is rescaled: the gradient
+  Deep Networks", ICCV 2019). At each exit's branch point the backward pass is rescaled: the gradient
   from head ``k``'s branch by ``1 / (K − k + 1)``, the gradient from the later blocks by
   ``(K − k) / (K − k + 1)`` (exits numbered from 1; ``K − k + 1`` is the number of exits that
   read this block's output, the exit itself included). The forward pass is unchanged. With a
   head after every block, the gradient reaching block ``b``'s output is the *mean* of the
   gradients of the exits that depend on it instead of their sum, so deep blocks are not
-  swamped by the early heads and every block's gradient has the scale of one loss. A head's own
-  parameters get its loss's full gradient. With exits after only some blocks the same factors
-  apply at the exits' branch points (:attr:`mexlib.models.MultiExitModel.gradient_scales`).
+  swamped by the early heads. A head's own parameters get its loss's full gradient. With exits
+  after only some blocks the same factors apply at the exits' branch points
+  (:attr:`mexlib.models.MultiExitModel.gradient_scales`). Li et al. train on the *sum* of the
+  exits' losses (MSDNet's loss); at the cpu profile's learning rate (0.1) that sum diverged in
+  the first epoch of joint training (measured: NaN loss at exit 0), so ``sdn-ge`` keeps SDN's
+  mean over exits, which scales every gradient by the same 1/K and leaves the equilibrium
+  between blocks, the point of the method, as Li et al. define it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..models import ExitContext
 from .base import Method, StepRule, register
 
 
@@ -98,11 +100,8 @@ def equilibrium_scales(num_exits: int) -> list[tuple[float, float]]:
 
 class GradientEquilibrium(Method):
     name = "sdn-ge"
-    description = ("SDN with gradient equilibrium (Li et al. 2019): summed losses, each branch "
-                   "point's gradients rescaled to the mean of the exits behind it")
-
-    def combine(self, exit_losses: Tensor, context: ExitContext) -> Tensor:
-        return exit_losses.sum()
+    description = ("SDN with gradient equilibrium (Li et al. 2019): each branch point's gradients "
+                   "rescaled to the mean of the exits behind it (SDN's mean loss)")
 
     def gradient_scales(self, num_exits: int) -> list[tuple[float, float]]:
         return equilibrium_scales(num_exits)
