@@ -189,6 +189,14 @@ def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", colu
         plot_tradeoff(part, hue, ax=ax, title=title, legend=False, backbone=backbone)
     for ax in axes.flat[len(values):]:
         ax.set_visible(False)
+    if share_y:  # each panel set its own limits; on shared axes the last one won: cover every panel
+        shown = list(axes.flat[:len(values)])
+        highs = [y for ax in shown for line in ax.lines for y in line.get_ydata()]
+        highs += [y for ax in shown for c in ax.collections for y in c.get_offsets()[:, 1]]
+        lows = [ax.get_ylim()[0] for ax in shown]
+        if highs:
+            top = max(highs)
+            shown[0].set_ylim(min(lows), top + 0.04 * (top - min(lows)))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     fig.suptitle(f"Accuracy against cost, one panel per {panel} (mean ± std over {_seeds(study)})")

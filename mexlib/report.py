@@ -24,6 +24,8 @@ import pandas as pd
 from . import paths
 from .config import PROFILES
 
+#: The file that marks a folder as a report, which a rebuild may replace.
+MARKER = ".mexlib-report"
 #: Which notebook writes which figures and tables (by file-name prefix).
 PREFIXES = {"data_": "00_data", "tour_": "00_tour", "regimes_": "01_regimes", "methods_": "02_methods",
             "ablation_": "06_ablations"}
@@ -83,8 +85,11 @@ def build_report(profile: str = "cpu", out: str | Path | None = None, code: bool
                                 f"run `make reproduce PROFILE={profile}` first")
     out = Path(out) if out is not None else paths.build_dir() / "report" / profile
     if out.exists():
+        if not (out / MARKER).is_file() and any(out.iterdir()):
+            raise FileExistsError(f"{out} exists and holds something other than a report; choose another folder")
         shutil.rmtree(out)
     (out / "figures").mkdir(parents=True)
+    (out / MARKER).write_text("a site written by mexlib.report; it replaces this folder when rebuilt\n")
     (out / "tables").mkdir()
     for notebook in executed:
         (out / f"{notebook.stem}.html").write_text(_notebook_html(notebook, code))

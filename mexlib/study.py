@@ -284,9 +284,11 @@ class Study:
 
     # --- findings ------------------------------------------------------------------------
 
-    def ranking(self, among: str = "regime", within=(), budgets: Sequence[float] = evaluate.BUDGETS) -> list[str]:
+    def ranking(self, among: str = "regime", within=(), budgets: Sequence[float] = evaluate.BUDGETS,
+                single_seed_spread: float | None = None) -> list[str]:
         """For each group of ``within`` and each budget: the values of ``among`` ranked by mean
-        accuracy, the leader's margin, and whether it exceeds the seeds' spread."""
+        accuracy, the leader's margin, and whether it exceeds the seeds' spread (with one seed,
+        ``single_seed_spread`` stands in for it, as in :meth:`advantage`)."""
         within = _names(within)
         table = self.budget_table(within + [among], reference=False)
         lines = []
@@ -308,7 +310,9 @@ class Study:
                     continue
                 gap = fitting[best] - fitting[ranked[1]]
                 spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
-                verdict = ""
+                if np.isnan(spread) and single_seed_spread is not None:
+                    spread = float(single_seed_spread)
+                verdict = " (one seed and no spread to judge by)"
                 if not np.isnan(spread):
                     verdict = (" (a clear lead: larger than the largest standard deviation over seeds)"
                                if gap > spread else " (within the seeds' spread: no clear winner)")
@@ -481,7 +485,9 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
                       **dict(executor_options or {}))
         store.trained += [f"{row.kind}-{row.key}" for row in state.itertuples()
                           if row.submitted and row.status == "done"]
-        failed = state[state["status"] != "done"]
+        # a task another process is training (or that is queued on a cluster) is read below,
+        # once its lock is free; one that failed or stopped stops the study
+        failed = state[state["status"].isin(["failed", "interrupted"])]
         if len(failed):
             raise RuntimeError(f"{len(failed)} tasks of the sweep did not finish:\n"
                                + failed.drop(columns=["key"]).to_string(index=False))

@@ -12,6 +12,8 @@ Everything a sweep knows about its state comes from the store alone (:func:`swee
   and the job's log file;
 - ``interrupted``: an attempt stopped without finishing or failing (killed, preempted, out of
   time) and left an epoch checkpoint in ``work/<key>/``, from which the next attempt resumes;
+- ``queued``: submitted to a cluster's queue by an earlier sweep and not started yet
+  (``work/<key>.queued.json`` names the job);
 - ``missing``: never started.
 
 :func:`sweep` submits the tasks that are not done or running (``failed``, ``interrupted`` and
@@ -48,7 +50,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -57,6 +59,8 @@ import torch
 
 from . import paths
 from .config import RunConfig, make_config
+from .hardware import training_precision
+from .methods import training_method
 from .store import RunStore, backbone_key, run_key
 
 EXECUTORS = {
@@ -65,7 +69,7 @@ EXECUTORS = {
     "slurm": "submitit's SLURM executor (partition, GPUs, time limit, array parallelism)",
     "debug": "submitit's debug executor (in this process, through the submission path)",
 }
-STATUSES = ("done", "running", "failed", "interrupted", "missing")
+STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing")
 #: SLURM options of :func:`sweep` and their submitit names.
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_job": "gpus_per_node",
                  "time_limit_min": "timeout_min", "cpus_per_task": "cpus_per_task",
@@ -102,11 +106,14 @@ def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Itera
     return [make_config(profile, seed=seed, **overrides, **point) for seed in seeds for point in points]
 
 
-def plan(configs: Iterable[RunConfig], store: RunStore) -> list[Task]:
-    """The distinct tasks of ``configs``: their phase-1 backbones first, then the runs."""
+def plan(configs: Iterable[RunConfig], store: RunStore, resolve=None) -> list[Task]:
+    """The distinct tasks of ``configs``: their phase-1 backbones first, then the runs, keyed as
+    they will train (``resolve``: how the jobs' device resolves a configuration; default the
+    store's)."""
+    resolve = resolve or store.resolve
     backbones, runs = {}, {}
     for config in configs:
-        config = store.resolve(config)
+        config = resolve(config)
         if "backbone" in config.phases:
             backbones.setdefault(backbone_key(config), config)
         runs.setdefault(run_key(config), config)
@@ -118,6 +125,11 @@ def plan(configs: Iterable[RunConfig], store: RunStore) -> list[Task]:
 
 def failure_path(root: Path, key: str) -> Path:
     return Path(root) / "work" / f"{key}.failed.json"
+
+
+def queued_path(root: Path, key: str) -> Path:
+    """Written when a task goes to a cluster's queue; a later sweep does not submit it again."""
+    return Path(root) / "work" / f"{key}.queued.json"
 
 
 def _lock_held(root: Path, key: str) -> bool:
@@ -141,6 +153,7 @@ def task_state(task: Task, store: RunStore) -> dict:
         return {**row, "status": "done"}
     if _lock_held(store.root, task.key):
         return {**row, "status": "running"}
+    queued = queued_path(store.root, task.key)
     failure = failure_path(store.root, task.key)
     checkpoints = sorted((store.root / "work" / task.key).glob("*.ckpt"))
     if checkpoints:
@@ -148,13 +161,16 @@ def task_state(task: Task, store: RunStore) -> dict:
     if failure.is_file():
         record = json.loads(failure.read_text())
         return {**row, "status": "failed", "error": record.get("error", ""), "log": record.get("log") or ""}
+    if queued.is_file():
+        record = json.loads(queued.read_text())
+        return {**row, "status": "queued", "log": f"job {record.get('job')} since {record.get('time')}"}
     return {**row, "status": "interrupted" if checkpoints else "missing"}
 
 
-def sweep_state(configs: Iterable[RunConfig], store: RunStore | None = None) -> pd.DataFrame:
+def sweep_state(configs: Iterable[RunConfig], store: RunStore | None = None, resolve=None) -> pd.DataFrame:
     """A row per task of ``configs``: kind, key, task, status, error, log, checkpoint."""
     store = store or RunStore(progress=False)
-    return pd.DataFrame([task_state(t, store) for t in plan(configs, store)],
+    return pd.DataFrame([task_state(t, store) for t in plan(configs, store, resolve)],
                         columns=["kind", "key", "task", "status", "error", "log", "checkpoint"])
 
 
@@ -188,6 +204,7 @@ class TrainTask:
         key = backbone_key(store.resolve(config)) if self.kind == "backbone" else run_key(store.resolve(config))
         failure = failure_path(store.root, key)
         failure.unlink(missing_ok=True)
+        queued_path(store.root, key).unlink(missing_ok=True)  # it runs now
         try:
             run = store.get_or_run_backbone(config) if self.kind == "backbone" else store.get_or_run(config)
         except Exception as error:
@@ -229,10 +246,18 @@ def _executor(name: str, folder: Path, threads: int | None, slurm: Mapping[str, 
 def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int = 2,
           threads: int | None = None, folder: str | Path | None = None, store: RunStore | None = None,
           slurm: Mapping[str, Any] | None = None, wait: bool = True, poll_s: float = 1.0,
-          progress: bool = True) -> pd.DataFrame:
+          progress: bool = True, device: str | None = None, resubmit: bool = False) -> pd.DataFrame:
     """Train every task of ``configs`` that is not done or running, through ``executor``
     (:data:`EXECUTORS`); return :func:`sweep_state` after (with ``wait``, once every submitted job
-    has ended), with a column ``submitted`` marking the tasks this call started. ``threads``: torch threads per job (``local`` default: the cores / ``workers``).
+    has ended), with a column ``submitted`` marking the tasks this call started. ``local``
+    waits for its jobs whatever ``wait`` says (it starts them ``workers`` at a time).
+
+    ``device``: where the jobs train (``"cpu"``, ``"cuda"``, ``"auto"``). By default the store's
+    device, except on SLURM, where it is ``"cuda"`` when ``slurm`` asks for GPUs and ``"cpu"``
+    otherwise, resolved on the node (a login node's own device does not matter); the tasks are
+    keyed as they train there (a bf16 run stays bf16 on a GPU, which is assumed to have native
+    bf16 when this machine cannot tell). Tasks queued on a cluster by an earlier sweep are not
+    submitted again unless ``resubmit``. ``threads``: torch threads per job (``local`` default: the cores / ``workers``).
     ``folder`` keeps submitit's job files and logs (default ``build/sweeps``). A failed task does
     not stop the others; the returned state names it."""
     if executor not in EXECUTORS:
@@ -241,14 +266,18 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
         raise ValueError(f"workers must be >= 1, got {workers}")
     configs = list(configs)
     store = store or RunStore(progress=progress)
-    tasks = [t for t in plan(configs, store) if task_state(t, store)["status"] not in ("done", "running")]
+    if device is None:
+        device = (("cuda" if (slurm or {}).get("gpus_per_job") else "cpu") if executor == "slurm"
+                  else str(store.device))
+    resolve = _resolver(store, device)
+    skip = ("done", "running") if resubmit else ("done", "running", "queued")
+    tasks = [t for t in plan(configs, store, resolve) if task_state(t, store)["status"] not in skip]
     log = print if progress else (lambda *a, **k: None)
     log(f"[sweep] {len(tasks)} tasks to train through {executor} "
         f"({sum(t.kind == 'backbone' for t in tasks)} backbones, {sum(t.kind == 'run' for t in tasks)} runs)")
     if executor == "local" and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-    bodies = [(t, TrainTask(t.kind, t.config.to_dict(), str(store.root), threads, str(store.device)))
-              for t in tasks]
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use
+    bodies = [(t, TrainTask(t.kind, t.config.to_dict(), str(store.root), threads, device)) for t in tasks]
     submitted = {t.key for t in tasks}
     if executor == "inline":
         for task, body in bodies:
@@ -257,12 +286,18 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
                 log(f"[sweep] done: {task.label}")
             except Exception as error:
                 log(f"[sweep] failed: {task.label}: {type(error).__name__}: {error}")
-        return _after(configs, store, submitted)
+        return _after(configs, store, submitted, resolve)
     folder = Path(folder) if folder is not None else paths.build_dir() / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     runner = _executor(executor, folder / "%j", threads, slurm)
+    if executor == "local" and device.startswith("cuda"):
+        runner.update_parameters(gpus_per_node=1)  # else submitit hides the GPUs from local jobs
     if executor == "slurm":
         jobs = _submit_slurm(runner, bodies)
+        for task, job in jobs:
+            marker = queued_path(store.root, task.key)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"job": str(job.job_id), "time": time.strftime("%Y-%m-%d %H:%M:%S")}))
     elif executor == "local":
         jobs = _run_local(runner, bodies, workers, poll_s, log)
     else:
@@ -274,13 +309,28 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
                 log(f"[sweep] done: {task.label}")
             except Exception as error:
                 log(f"[sweep] failed: {task.label}: {str(error).strip().splitlines()[-1] if str(error) else error}")
-    return _after(configs, store, submitted)
+    return _after(configs, store, submitted, resolve)
 
 
-def _after(configs, store: RunStore, submitted: set) -> pd.DataFrame:
-    state = sweep_state(configs, store)
+def _after(configs, store: RunStore, submitted: set, resolve) -> pd.DataFrame:
+    state = sweep_state(configs, store, resolve)
     state["submitted"] = state["key"].isin(submitted)
     return state
+
+
+def _resolver(store: RunStore, device: str):
+    """How a job on ``device`` resolves a configuration (its precision, the method it trains)."""
+    if device in ("auto", str(store.device)) or (device.startswith("cuda") and torch.cuda.is_available()):
+        target = store.device if device == "auto" else torch.device(device)
+    elif device.startswith("cuda"):  # planned here for a GPU elsewhere: assume native bf16
+        return lambda config: replace(config, method=training_method(config.method))
+    else:
+        target = torch.device(device)
+
+    def resolve(config: RunConfig) -> RunConfig:
+        return replace(config, precision=training_precision(config.precision, target),
+                       method=training_method(config.method))
+    return resolve
 
 
 def _run_local(runner, bodies, workers: int, poll_s: float, log) -> list:
@@ -340,13 +390,21 @@ def _values(text: str) -> list:
     return values
 
 
+def _value(text: str):
+    """One value: a Python literal (``[2, 4]``, ``{"lr": 0.01}``, ``3``) or else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _pairs(items: Sequence[str], what: str) -> dict:
     pairs = {}
     for item in items or ():
         if "=" not in item:
             raise SystemExit(f"--{what} takes name=value, got {item!r}")
         name, value = item.split("=", 1)
-        pairs[name] = _values(value) if what == "grid" else _values(value)[0]
+        pairs[name] = _values(value) if what == "grid" else _value(value)
     return pairs
 
 

@@ -208,3 +208,11 @@ def test_records_are_kept_beside_the_store_and_read_back(tmp_path, monkeypatch):
     monkeypatch.setattr("mexlib.analysis.recording.train_regime",
                         lambda *a, **k: pytest.fail("the records should have been read, not retrained"))
     assert recorded(store, config, GradientRecorder(every=2)).equals(first)
+
+
+def test_batchnorm_is_recomputed_even_when_the_model_pins_its_backbone_to_eval():
+    model = _model().set_freeze_mode("heads")  # heads-only mode keeps the backbone in eval
+    batches = _batches(2)
+    recompute_batchnorm(model, batches)
+    norm = next(m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
+    assert int(norm.num_batches_tracked) == 2 and not torch.equal(norm.running_var, torch.ones_like(norm.running_var))

@@ -65,7 +65,7 @@ def test_folders_follow_environment_variables(monkeypatch, tmp_path):
 def test_reproduce_rejects_unknown_profiles_and_notebooks():
     with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
         reproduce.execute("laptop")
-    with pytest.raises(ValueError, match="valid: 00_data, 01_regimes"):
+    with pytest.raises(ValueError, match="valid: 00_data, 00_tour, 01_regimes"):
         reproduce.execute("smoke", only=["99_missing"])
     with pytest.raises(SystemExit):
         reproduce.main(["--profile", "laptop"])

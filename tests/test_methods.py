@@ -404,7 +404,7 @@ def test_depth_weights_ramp_to_depth_proportional_weights_summing_to_one():
     end = [k / K for k in range(1, K + 1)]
     torch.testing.assert_close(get_depth_weights(K), torch.tensor(end) / sum(end))
     previous = None
-    for epoch in range(T + 3):
+    for epoch in range(1, T + 3):  # counted from 1: the last epoch, T, trains with C_k
         weights = get_depth_weights(K, epoch, T)
         heads = [min(c, 0.01 + epoch * c / T) for c in end[:-1]]
         torch.testing.assert_close(weights, torch.tensor(heads + [1.0]) / sum(end))
@@ -422,11 +422,11 @@ def test_depth_weighted_step_ramps_by_epoch_and_resumes(batch):
     for step in range(5):
         torch.manual_seed(step)
         loss, exit_losses = rule.loss(model, x, y, NO_AUTOCAST, 0.05)
-        expected = (get_depth_weights(model.num_exits, step // 2, 4) * exit_losses).sum()
+        expected = (get_depth_weights(model.num_exits, step // 2 + 1, 4) * exit_losses).sum()
         torch.testing.assert_close(loss, expected)
     resumed = step_rule(model, "joint", method, steps_per_epoch=2, epochs=4)
     resumed.load_state_dict(rule.state_dict())
-    assert resumed.epoch == rule.epoch == 2
+    assert resumed.epoch == rule.epoch == 3
     # with the backbone frozen it trains as SDN: the plain mean
     heads_rule = step_rule(model, "heads", method, steps_per_epoch=2, epochs=4)
     loss, exit_losses = heads_rule.loss(model, x, y, NO_AUTOCAST, 0.05)

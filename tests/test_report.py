@@ -26,7 +26,7 @@ def test_report_needs_a_reproduce_first_and_a_known_profile(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(600)
 def test_report_opens_offline_in_a_browser_with_every_link_and_image(tmp_path, monkeypatch, smoke_reproduction):
     browser_path = _browser()
     if browser_path is None:
@@ -80,3 +80,18 @@ def test_report_opens_offline_in_a_browser_with_every_link_and_image(tmp_path, m
     assert {f"{nb.stem}.html" for nb in reproduce.notebooks()} <= notebooks_visited
     figures = list((index.parent / "figures").glob("*.png"))
     assert figures and all(f.as_uri() in visited for f in figures)
+
+
+def test_report_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "build"))
+    notebooks = tmp_path / "build" / "notebooks" / "smoke"
+    notebooks.mkdir(parents=True)
+    shutil.copy2(reproduce.notebooks()[0], notebooks / reproduce.notebooks()[0].name)  # unexecuted is enough
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("months of work")
+    with pytest.raises(FileExistsError, match="holds something other than a report"):
+        report.build_report("smoke", out=precious)
+    assert (precious / "thesis.tex").is_file()
+    index = report.build_report("smoke", out=tmp_path / "site")
+    assert report.build_report("smoke", out=tmp_path / "site") == index  # its own folder: rebuilt

@@ -136,9 +136,13 @@ def test_slurm_submission_writes_arrays_with_the_options_and_the_dependency(tmp_
     state = sweep(configs, "slurm", store=_store(tmp_path / "runs"), folder=tmp_path / "jobs", wait=False,
                   slurm={"partition": "gpu", "gpus_per_job": 1, "time_limit_min": 90, "array_parallelism": 4},
                   progress=False)
-    assert set(state["status"]) == {"missing"} and state["submitted"].all()
+    assert set(state["status"]) == {"queued"} and state["submitted"].all()
+    assert all("job 10" in log for log in state["log"])
+    again = sweep(configs, "slurm", store=_store(tmp_path / "runs"), folder=tmp_path / "jobs", wait=False,
+                  slurm={"partition": "gpu", "gpus_per_job": 1}, progress=False)
+    assert not again["submitted"].any()  # queued tasks are not submitted twice
     scripts = [Path(line.split()[-1]).read_text() for line in calls.read_text().splitlines()]
-    assert len(scripts) == 2  # the backbone array, then the runs' array
+    assert len(scripts) == 2  # the backbone array, then the runs' array; nothing resubmitted
     for script in scripts:
         assert "#SBATCH --partition=gpu" in script and "#SBATCH --gpus-per-node=1" in script
         assert "#SBATCH --time=90" in script and "#SBATCH --signal=USR2@120" in script
@@ -155,7 +159,7 @@ def test_command_line_status_and_exit_code(tmp_path, monkeypatch, capsys):
     args = ["status", "--profile", "smoke", "--grid", "regime=joint,mixed", "--seeds", "0", "--set", "epochs=1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "0 done, 0 running, 0 failed, 0 interrupted, 3 missing" in out
+    assert "0 done, 0 running, 0 queued, 0 failed, 0 interrupted, 3 missing" in out
     config = make_config("smoke", regime="joint", seed=0, epochs=1)
     failure_path(tmp_path, run_key(config)).parent.mkdir(parents=True)
     failure_path(tmp_path, run_key(config)).write_text(json.dumps({"error": "ValueError: x", "log": None}))

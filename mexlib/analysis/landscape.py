@@ -64,7 +64,9 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable) -> nn.Module:
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the batches
-    model.train()
+    model.eval()
+    for m in norms:  # each norm itself: a model whose heads-only mode pins its backbone to eval
+        m.train()
     for x, _ in batches:
         model(x)
     for m, momentum in zip(norms, momenta):

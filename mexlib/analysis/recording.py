@@ -51,6 +51,7 @@ class GradientRecorder:
         self.every, self.phases = every, tuple(phases)
         self.rows: list[dict] = []
         self._count = 0
+        self._warned = False
 
     @property
     def key(self) -> str:
@@ -65,6 +66,9 @@ class GradientRecorder:
         groups = [(name, [p for p in params if p.requires_grad]) for name, params in _block_parameters(model)]
         groups = [(name, params) for name, params in groups if params]
         flat = [p for _, params in groups for p in params]
+        if not any(loss.requires_grad for loss in exit_losses) and not self._warned:
+            self._warned = True  # e.g. L2W, whose step rule hands back detached exit losses
+            warnings.warn("the step rule's exit losses carry no gradient: nothing to record for this method")
         for k in range(len(exit_losses)):
             if not exit_losses[k].requires_grad:
                 continue
@@ -130,7 +134,7 @@ def recorded(store: RunStore, config: RunConfig, recorder, progress: bool = Fals
         return torch.load(path, weights_only=False)
     backbone = store.get_or_run_backbone(config).state_dict() if "backbone" in config.phases else None
     stored = store.get_or_run(config)
-    with store._training(f"records-{key}") as workdir:
+    with store._training(f"records-{key}-{recorder.key}") as workdir:  # one resumable folder per recorder
         if path.is_file():  # another process recorded it meanwhile
             return torch.load(path, weights_only=False)
         data = store._device_data(config)

@@ -93,6 +93,11 @@ def principal_components(features: Tensor, dims: int) -> Tensor:
     return matrix @ v[:, :dims]
 
 
+#: Distances computed directly, not through the matrix-product formula, so that the radius and the
+#: count of one sample agree to the last bit (the k-th neighbour itself must be counted).
+_EXACT = "donot_use_mm_for_euclid_dist"
+
+
 def mutual_information(features: Tensor, labels: Tensor, k: int = 3, dims: int | None = 10,
                        chunk: int = 2048) -> float:
     """Ross's k-NN estimate of I(T;Y) in nats (see the module docstring); ``dims`` principal
@@ -113,12 +118,12 @@ def mutual_information(features: Tensor, labels: Tensor, k: int = 3, dims: int |
         members = (labels == c).nonzero().squeeze(1)
         points = x[members]
         for start in range(0, len(members), chunk):
-            d = torch.cdist(points[start:start + chunk], points)
+            d = torch.cdist(points[start:start + chunk], points, compute_mode=_EXACT)
             # the k-th neighbour of the same class, the sample itself (distance 0) excluded
             radius[members[start:start + chunk]] = d.kthvalue(k + 1, dim=1).values
     within = torch.empty(n, dtype=torch.float64)
     for start in range(0, n, chunk):
-        d = torch.cdist(x[start:start + chunk], x)
+        d = torch.cdist(x[start:start + chunk], x, compute_mode=_EXACT)
         within[start:start + chunk] = (d <= radius[start:start + chunk, None]).sum(1).double() - 1  # minus itself
     class_size = torch.tensor([int((labels == c).sum()) for c in labels], dtype=torch.float64)
     digamma = torch.special.digamma

@@ -7,8 +7,9 @@ Both keep SDN's heads and exit rule and change only how the exits' losses reach 
   the end weight ``C_k = k / K``: SDN places its heads at 15 … 90 % of the network's cost and
   gives each its relative position, which for exits spread evenly over the depth is ``k / K``
   (PBEE's original and GPF use the same ``k``-proportional form). The heads' weights ramp over
-  the phase's epochs as in SDN, ``τ_k(t) = min(C_k, 0.01 + t · C_k / T)`` for epoch ``t`` of
-  ``T`` (``T``: the phase's epoch cap); the final exit's weight is 1 throughout. Where SDN sums
+  the phase's epochs as in SDN, ``τ_k(t) = min(C_k, 0.01 + t · C_k / T)`` for epoch
+  ``t = 1 … T`` (``T``: the phase's epoch cap), so the last epoch trains with ``C_k``; the final
+  exit's weight is 1 throughout. Where SDN sums
   ``Σ τ_k CE_k``, we divide by ``Σ_k C_k`` (a constant), so that at the end of the ramp the
   weights sum to 1 as the mean over exits (the default) does: the comparison then changes the
   exits' relative weights, not the learning rate. As in the original, the weighting applies
@@ -40,8 +41,8 @@ from .base import Method, StepRule, register
 
 def depth_weights(num_exits: int, epoch: int | None = None, epochs: int | None = None) -> Tensor:
     """The exits' loss weights of ``sdn-depth``: ``C_k = k / K``, the heads' weights ramped as
-    ``min(C_k, 0.01 + epoch · C_k / epochs)`` (no ramp when ``epoch`` is None), the final exit at
-    1, all divided by ``Σ_k C_k``."""
+    ``min(C_k, 0.01 + epoch · C_k / epochs)`` for ``epoch`` counted from 1 (no ramp when
+    ``epoch`` is None), the final exit at 1, all divided by ``Σ_k C_k``."""
     end = torch.arange(1, num_exits + 1, dtype=torch.float32) / num_exits
     weights = end.clone()
     if epoch is not None:
@@ -62,7 +63,8 @@ class DepthRampStep(StepRule):
 
     @property
     def epoch(self) -> int:
-        return self.steps // self.steps_per_epoch
+        """The current epoch, counted from 1 as in SDN's ramp."""
+        return self.steps // self.steps_per_epoch + 1
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, autocast, lr: float) -> tuple[Tensor, Tensor]:
         with autocast:

@@ -20,6 +20,8 @@ threshold = 0.9  # the confidence an exit needs before a sample may leave there
 images_shown = 8
 seeds = None  # seeds of the regimes picture (from the regimes notebook's runs in the store)
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
@@ -196,7 +198,8 @@ except ImportError:  # the static figure above still shows the view
 # store lacks them, which takes about 35 minutes in the `cpu` profile).
 
 # %%
-comparison = study.compare_regimes(profile, seeds=seeds, device=device, progress=profile != "smoke", **overrides)
+comparison = study.compare_regimes(profile, seeds=seeds, device=device, progress=profile != "smoke",
+                                   executor=executor, workers=workers, **overrides)
 fig = plots.plot_tradeoff(comparison, title="Three ways to train the same multi-exit model")
 plots.save_figure(fig, "tour_regimes", profile)
 plt.show()
