@@ -310,12 +310,13 @@ class Study:
                     continue
                 gap = fitting[best] - fitting[ranked[1]]
                 spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
+                whose = "the largest standard deviation over seeds"
                 if np.isnan(spread) and single_seed_spread is not None:
-                    spread = float(single_seed_spread)
+                    spread, whose = float(single_seed_spread), "the spread given for one-seed groups"
                 verdict = " (one seed and no spread to judge by)"
                 if not np.isnan(spread):
-                    verdict = (" (a clear lead: larger than the largest standard deviation over seeds)"
-                               if gap > spread else " (within the seeds' spread: no clear winner)")
+                    verdict = (f" (a clear lead: larger than {whose})"
+                               if gap > spread else f" (within {whose}: no clear winner)")
                 lines.append(f"{prefix}at {budget:.0%} of the backbone's cost: {text}; best {best}, "
                              f"ahead by {100 * gap:.2f} points{verdict}.")
         return [line[0].upper() + line[1:] for line in lines]
