@@ -44,6 +44,8 @@ def test_report_opens_offline_in_a_browser_with_every_link_and_image(tmp_path, m
     pages = sorted(p.name for p in index.parent.glob("*.html"))
     assert pages == sorted(["index.html"] + [f"{nb.stem}.html" for nb in reproduce.notebooks()])
 
+    from mexlib import paths
+    screenshot = paths.build_dir() / "report-index.png"
     problems, visited = [], set()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -71,11 +73,11 @@ def test_report_opens_offline_in_a_browser_with_every_link_and_image(tmp_path, m
                 links = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
                 queue += [urldefrag(link)[0] for link in links if not link.startswith(("javascript:", "mailto:"))
                           and urldefrag(link)[0]]
-            if url == index.as_uri():
-                page.screenshot(path=str(index.parent / "index.png"), full_page=True)
+            if url == index.as_uri():  # into the build folder, beside the reproduce's notebooks
+                page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     assert not problems, "\n".join(problems[:20])
-    assert (index.parent / "index.png").stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
     notebooks_visited = {Path(urlparse(u).path).name for u in visited if u.endswith(".html")}
     assert {f"{nb.stem}.html" for nb in reproduce.notebooks()} <= notebooks_visited
     figures = list((index.parent / "figures").glob("*.png"))
