@@ -36,7 +36,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from mexlib import plots, study
-from mexlib.evaluate import format_budget_table
+from mexlib.evaluate import format_budget_table, format_mean_std
+from mexlib.settings import paper_numbers
 from mexlib.notebook import check_parameters
 
 check_parameters()
@@ -91,6 +92,15 @@ plots.save_table(budget_text, "regimes_budget_table", profile)
 plots.save_table(budget, "regimes_budget_table_raw", profile, percent=True)
 # NBVAL_CHECK_OUTPUT
 print(budget_text.to_markdown())
+setting = paper_numbers(config)  # the paper profile of a Table 1 setting: its numbers beside ours
+if setting is not None:
+    beside = pd.DataFrame({"ours (100 %)": [format_mean_std(budget.loc[r, (1.0, "mean")], budget.loc[r, (1.0, "std")])
+                                            for r in comparison.regimes],
+                           "paper (100 %)": [f"{setting.paper[r]:.2f}" for r in comparison.regimes]},
+                          index=pd.Index(comparison.regimes, name="regime"))
+    plots.save_table(beside, "regimes_against_the_paper", profile)
+    print(f"{setting.description}: ours against the paper's Table 1 (read by third parties)")
+    print(beside.to_markdown())
 
 # %% [markdown]
 # The same table with each seed's threshold fixed on the **validation** split (the most

@@ -1,0 +1,84 @@
+"""The paper's Table 1 settings by name, with the paper's numbers beside each (STUDY.md §6).
+
+Each setting is the ``paper`` profile with a few overrides (:func:`setting_config`); its
+``paper`` numbers are the accuracy (%) at the 100 % budget of each regime as third parties
+read them from the paper's Table 1 (unconfirmed: STUDY.md §6). :func:`paper_numbers` finds the
+setting of any configuration, so a paper-profile table can print the paper's value beside ours.
+
+Where the study's choice is not known we say so in ``chosen``. Settings whose architecture or
+data this package cannot run yet name what is missing in ``needs``; their numbers are kept so
+that the tables can cite them once it lands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import RunConfig, make_config
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    description: str
+    overrides: dict[str, Any]
+    paper: dict[str, float]  # regime -> accuracy (%) at 100 % of the backbone's cost
+    chosen: str = ""  # what we chose where the study's choice is unknown
+    needs: str = ""  # what this package still lacks to run it (empty: runnable)
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    Setting("resnet34-cifar100", "ResNet-34 (CIFAR stem) on CIFAR-100, heads after blocks 5, 7, 9, 11, 13, 15 of 16",
+            {"arch": "resnet34", "dataset": "cifar100"},
+            {"disjoint": 73.79, "joint": 74.17, "mixed": 75.88},
+            chosen="early-stopping patience 20 and the 200-epoch cap per phase"),
+    Setting("vit-t-cifar100", "ViT-T on CIFAR-100 (patch 4), heads after encoder layers 4, 6, 8, 10 of 12",
+            {"arch": "vit-t", "dataset": "cifar100"},
+            {"disjoint": 63.99, "joint": 66.49, "mixed": 70.25},
+            chosen="AdamW (lr 1e-3, weight decay 0.05, 5 warm-up epochs) and the patch size 4 for 32-pixel images"),
+    Setting("resnet50-tiny-imagenet", "ResNet-50 (CIFAR stem, bottleneck blocks) on Tiny ImageNet at 64 px, "
+            "heads after blocks 5, 7, 9, 11, 13, 15 of 16",
+            {"arch": "resnet50", "dataset": "tiny-imagenet", "backbone_phase": {"lr": 0.2},
+             "joint_phase": {"lr": 0.02}, "heads_phase": {"lr": 0.02}},
+            {"disjoint": 65.71, "joint": 65.01, "mixed": 67.24},
+            chosen="the heads phase at phase 2's learning rate (0.02); the reference scripts give 0.2 for phase 1 "
+                   "and 0.02 for phase 2"),
+    Setting("msdnet-cifar100", "MSDNet on CIFAR-100", {"dataset": "cifar100"},
+            {"disjoint": 70.36, "joint": 75.86, "mixed": 76.51}, needs="the MSDNet architecture (issue 10)"),
+    Setting("vit-t-imagenet", "ViT-T on ImageNet-1k", {"arch": "vit-t"},
+            {"disjoint": 71.61, "joint": 68.39, "mixed": 71.20},
+            needs="an ImageNet-1k loader that streams images from disk (the package holds datasets in memory)"),
+    Setting("vit-s-imagenet", "ViT-S on ImageNet-1k", {"arch": "vit-s"},
+            {"disjoint": 78.38, "joint": 76.44, "mixed": 78.33},
+            needs="an ImageNet-1k loader that streams images from disk (the package holds datasets in memory)"),
+]}
+
+
+def get_setting(name: str) -> Setting:
+    try:
+        return SETTINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown setting {name!r}; valid settings: {', '.join(SETTINGS)}") from None
+
+
+def setting_config(name: str, **overrides) -> RunConfig:
+    """The paper-profile configuration of setting ``name`` (with further ``overrides``)."""
+    setting = get_setting(name)
+    if setting.needs:
+        raise NotImplementedError(f"setting {name!r} cannot run yet: it needs {setting.needs}")
+    return make_config("paper", **{**setting.overrides, **overrides})
+
+
+def paper_numbers(config: RunConfig) -> Setting | None:
+    """The runnable setting whose architecture and data ``config`` has (paper profile only), or
+    None: where a table should print the paper's numbers beside ours."""
+    if config.profile != "paper":
+        return None
+    for setting in SETTINGS.values():
+        if not setting.needs and (config.arch, config.dataset) == (setting.overrides["arch"], setting.overrides["dataset"]):
+            return setting
+    return None
+
+
+__all__ = ["SETTINGS", "Setting", "get_setting", "paper_numbers", "setting_config"]

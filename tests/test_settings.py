@@ -1,0 +1,64 @@
+"""The paper's Table 1 settings: each runnable one builds, counts its FLOPs per exit and takes
+one step of each phase on the CPU; the paper's numbers are found for its configurations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mexlib import evaluate
+from mexlib.config import make_config
+from mexlib.data import dataset_spec
+from mexlib.methods import get_method
+from mexlib.settings import SETTINGS, get_setting, paper_numbers, setting_config
+from mexlib.train import build_model, step_rule
+
+RUNNABLE = [name for name, s in SETTINGS.items() if not s.needs]
+
+
+def test_every_table_1_row_is_a_setting_with_the_papers_numbers():
+    assert len(SETTINGS) == 6 and {"resnet34-cifar100", "resnet50-tiny-imagenet", "vit-s-imagenet"} <= set(SETTINGS)
+    for setting in SETTINGS.values():
+        assert set(setting.paper) == {"disjoint", "joint", "mixed"}
+        assert all(50 < v < 100 for v in setting.paper.values())
+    with pytest.raises(ValueError, match="valid settings: resnet34-cifar100"):
+        get_setting("resnet18-mnist")
+    with pytest.raises(NotImplementedError, match="needs an ImageNet-1k loader"):
+        setting_config("vit-s-imagenet")
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_a_setting_builds_counts_its_exits_and_trains_each_phase(name):
+    config = setting_config(name, seed=0)
+    spec = dataset_spec(config.dataset)
+    model = build_model(config)
+    shape = (spec.channels, spec.image_size, spec.image_size)
+    costs = evaluate.exit_costs(model, shape)
+    assert len(costs.flops_per_exit) == len(config.exit_after_blocks) + 1
+    assert all(a < b for a, b in zip(costs.flops_per_exit, costs.flops_per_exit[1:]))
+    x = torch.randn(2, *shape)
+    y = torch.tensor([0, spec.num_classes - 1])
+    method = get_method(config.method)
+    for phase, mode in (("backbone", "backbone"), ("joint", "all"), ("heads", "heads")):
+        model.set_freeze_mode(mode).train()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.01)
+        if phase == "backbone":
+            loss = F.cross_entropy(model.backbone_only(x), y)
+        else:
+            loss, _ = step_rule(model, phase, method, 1, 1).loss(model, x, y, torch.autocast("cpu", enabled=False), 0.01)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        assert any(n.startswith("backbone.") for n in moved) == (phase != "heads"), phase
+        assert any(n.startswith("heads.") for n in moved) == (phase != "backbone"), phase
+
+
+def test_paper_numbers_are_found_for_a_settings_configuration_only_in_the_paper_profile():
+    assert paper_numbers(setting_config("vit-t-cifar100")).name == "vit-t-cifar100"
+    assert paper_numbers(make_config("paper")).name == "resnet34-cifar100"  # the profile's default
+    assert paper_numbers(make_config("cpu")) is None
+    assert paper_numbers(make_config("paper", arch="resnet18")) is None
