@@ -94,3 +94,19 @@ def test_parallel_jobs_prints_both_ways_and_the_ratio():
     assert "(a) 1 process x 2 threads" in result.stdout and "(b) 2 processes x 1 thread" in result.stdout
     ratio = float(result.stdout.strip().split("(b)/(a) = ")[-1])
     assert ratio > 0
+
+
+def test_exit_latency_times_every_exit_and_relates_it_to_flops(tmp_path):
+    import exit_latency
+    frame = exit_latency.measure("resnet-smoke", batches=(1, 4), threads=(1,), warmup=1, repeats=2)
+    num_exits = 3  # the cpu profile with a 3-block ResNet: a head after blocks 1 and 2, then the final exit
+    assert len(frame) == 2 * num_exits and set(frame["exit"]) == set(range(num_exits))
+    assert (frame["ms"] > 0).all()
+    final = frame[frame["exit"] == num_exits - 1]
+    assert (final["time_relative"] == 1).all() and (final["flops_relative"] == 1).all()
+    assert frame.groupby("batch")["flops_per_image"].apply(lambda f: f.is_monotonic_increasing).all()
+    out = tmp_path / "latency.csv"
+    done = run_script("exit_latency.py", "--archs", "resnet-smoke", "--batches", "1", "--threads", "1",
+                      "--warmup", "0", "--repeats", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "load average before" in done.stdout
