@@ -11,7 +11,6 @@ numbers, never assumed. Notebooks call these and plot; they hold no logic.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -21,10 +20,11 @@ import pandas as pd
 import torch
 
 from . import evaluate
-from .config import REGIMES, RunConfig, make_config
+from .config import REGIMES, RunConfig
 from .data import dataset_spec
 from .methods import get_method
 from .store import RunStore, StoredRun
+from .sweep import grid_points, sweep
 from .train import build_model
 
 DEFAULT_SEEDS = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
@@ -474,14 +474,10 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
     if policy is not None and policy not in evaluate.POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
     seeds = tuple(DEFAULT_SEEDS[profile] if seeds is None else seeds)
-    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    configs = [(point, seed, make_config(profile, seed=seed, **overrides,
-                                         **{k: v for k, v in point.items() if k != "policy"}))
-               for seed in seeds for point in points]  # every configuration checked before training
+    configs = grid_points(profile, grid, seeds, overrides)  # every configuration checked before training
     store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
     if executor != "inline":
-        from .sweep import sweep
         state = sweep([c for _, _, c in configs], executor, workers, store=store, progress=progress,
                       **dict(executor_options or {}))
         store.trained += [f"{row.kind}-{row.key}" for row in state.itertuples()

@@ -97,13 +97,20 @@ class Task:
         return f"{c.method} {c.regime} {c.arch} seed {c.seed}"
 
 
+def grid_points(profile: str, grid: Mapping[str, Sequence], seeds: Iterable[int],
+                overrides: Mapping[str, Any]) -> list[tuple[dict, int, RunConfig]]:
+    """Every point of ``grid`` × ``seeds``: ``(grid values, seed, configuration)``, seed by seed.
+    The evaluation-only field ``policy`` is part of a point but not of its configuration."""
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [(point, seed, make_config(profile, seed=seed, **overrides,
+                                      **{k: v for k, v in point.items() if k != "policy"}))
+            for seed in seeds for point in points]
+
+
 def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Iterable[int],
                  **overrides) -> list[RunConfig]:
-    """The configurations of ``grid`` × ``seeds`` (as :func:`mexlib.study.run_study` builds
-    them; the evaluation-only field ``policy`` is ignored)."""
-    grid = {k: v for k, v in (grid or {}).items() if k != "policy"}
-    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    return [make_config(profile, seed=seed, **overrides, **point) for seed in seeds for point in points]
+    """The configurations of ``grid`` × ``seeds``, as :func:`mexlib.study.run_study` builds them."""
+    return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
 
 
 def plan(configs: Iterable[RunConfig], store: RunStore, resolve=None) -> list[Task]:
@@ -439,5 +446,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["EXECUTORS", "SLURM_OPTIONS", "STATUSES", "Task", "TrainTask", "grid_configs", "plan",
+__all__ = ["EXECUTORS", "SLURM_OPTIONS", "STATUSES", "Task", "TrainTask", "grid_configs", "grid_points", "plan",
            "sweep", "sweep_state", "task_state"]

@@ -201,6 +201,7 @@ def test_records_are_kept_beside_the_store_and_read_back(tmp_path, monkeypatch):
 
     store = RunStore(tmp_path, device="cpu", progress=False)
     config = make_config("smoke", regime="mixed", epochs=1, train_size=256)
+    store.get_or_run(config)  # stored first, so the retrained run is compared with it
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the retrained run must equal the stored one
         first = recorded(store, config, GradientRecorder(every=2))

@@ -83,12 +83,12 @@ def exit_losses(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]
     return losses, (logits.argmax(-1) == y).float().mean(1)
 
 
-def _with_parameters(model: nn.Module, values: dict[str, Tensor]) -> nn.Module:
-    moved = copy.deepcopy(model)
+def _set_parameters(model: nn.Module, values: dict[str, Tensor]) -> nn.Module:
+    """Write ``values`` into ``model``'s parameters (its BatchNorm statistics are recomputed next)."""
     with torch.no_grad():
-        for name, param in moved.named_parameters():
+        for name, param in model.named_parameters():
             param.copy_(values[name])
-    return moved
+    return model
 
 
 def loss_surface(model: nn.Module, batch: tuple[Tensor, Tensor], bn_batches: Sequence, steps: int = 25,
@@ -101,10 +101,11 @@ def loss_surface(model: nn.Module, batch: tuple[Tensor, Tensor], bn_batches: Seq
     d2 = filter_normalized_direction(model, generator, scope)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     coords = np.linspace(-span, span, steps)
+    point = copy.deepcopy(model)  # one working copy, moved to each point of the plane
     rows = []
     for a in coords:
         for b in coords:
-            point = _with_parameters(model, {n: base[n] + float(a) * d1[n] + float(b) * d2[n] for n in base})
+            _set_parameters(point, {n: base[n] + float(a) * d1[n] + float(b) * d2[n] for n in base})
             recompute_batchnorm(point, bn_batches)
             losses, _ = exit_losses(point, *batch)
             rows.append({"a": float(a), "b": float(b), "total": float(losses.mean()),
@@ -124,10 +125,11 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, batch: tuple[Tensor, Ten
         raise ValueError("the two models differ in their parameters; interpolate models of one architecture")
     theta_a = dict(model_a.named_parameters())
     theta_b = dict(model_b.named_parameters())
+    point = copy.deepcopy(model_a)  # one working copy, moved along the line
     rows = []
     for alpha in np.linspace(0, 1, steps):
         values = {n: (1 - alpha) * theta_a[n].detach() + alpha * theta_b[n].detach() for n in names_a}
-        point = recompute_batchnorm(_with_parameters(model_a, values), bn_batches)
+        recompute_batchnorm(_set_parameters(point, values), bn_batches)
         losses, accuracy = exit_losses(point, *batch)
         rows.append({"alpha": float(alpha), "total": float(losses.mean()),
                      **{f"loss {k}": float(v) for k, v in enumerate(losses)},

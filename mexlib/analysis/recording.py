@@ -11,8 +11,9 @@
 
 :func:`recorded` trains a stored run's configuration again with a recorder and keeps the
 records beside the store (``records-<run key>/<recorder>.pt``): a run's key does not include
-what was recorded, because recording does not change the run. The retrained model's test logits
-are compared with the stored run's; a difference (other code, another machine) is reported.
+what was recorded, because recording does not change the run. Where the run is stored, the
+retrained model's test logits are compared with it; a difference (other code, another machine)
+is reported.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def recorded(store: RunStore, config: RunConfig, recorder, progress: bool = Fals
     if path.is_file():
         return torch.load(path, weights_only=False)
     backbone = store.get_or_run_backbone(config).state_dict() if "backbone" in config.phases else None
-    stored = store.get_or_run(config)
+    stored = store.find(config)  # compared with, where stored; not trained just for that
     with store._training(f"records-{key}-{recorder.key}") as workdir:  # one resumable folder per recorder
         if path.is_file():  # another process recorded it meanwhile
             return torch.load(path, weights_only=False)
@@ -141,7 +142,7 @@ def recorded(store: RunStore, config: RunConfig, recorder, progress: bool = Fals
         fresh = copy.deepcopy(recorder)
         model, _ = train_regime(config, data, store.device, backbone, workdir, progress, recorder=fresh)
         logits, _ = exit_logits(model, data.eval_loader("test"))
-        if not torch.equal(logits, stored.logits("test")[0]):
+        if stored is not None and not torch.equal(logits, stored.logits("test")[0]):
             warnings.warn(f"{config.regime} seed {config.seed}: trained again with {recorder.key}, the run's "
                           f"test logits differ from the stored run's (other code, thread count or machine); "
                           f"the records describe the retrained run")

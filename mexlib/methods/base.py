@@ -61,7 +61,12 @@ class StepRule:
         with autocast:
             context = model.forward_context(x, outputs=False)
         exit_losses = self.method.exit_losses(context, y)
-        return self.method.combine(exit_losses, context), exit_losses
+        return self.combine(exit_losses, context), exit_losses
+
+    def combine(self, exit_losses: Tensor, context: ExitContext) -> Tensor:
+        """This batch's loss from the exits' losses: the method's, unless the rule weights them
+        by its own state (SDN's ramp over epochs)."""
+        return self.method.combine(exit_losses, context)
 
     def state_dict(self) -> dict:
         return {}

@@ -34,7 +34,7 @@ Both keep SDN's heads and exit rule and change only how the exits' losses reach 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import Method, StepRule, register
 
@@ -66,13 +66,11 @@ class DepthRampStep(StepRule):
         """The current epoch, counted from 1 as in SDN's ramp."""
         return self.steps // self.steps_per_epoch + 1
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, autocast, lr: float) -> tuple[Tensor, Tensor]:
-        with autocast:
-            context = model.forward_context(x, outputs=False)
-        exit_losses = self.method.exit_losses(context, y)
+    def combine(self, exit_losses: Tensor, context) -> Tensor:
+        """The ramped weights of this step's epoch; one call per training step."""
         weights = depth_weights(len(exit_losses), self.epoch, self.epochs).to(exit_losses.device)
         self.steps += 1
-        return (weights * exit_losses).sum(), exit_losses
+        return (weights * exit_losses).sum()
 
     def state_dict(self) -> dict:
         return {"steps": self.steps}
