@@ -390,12 +390,14 @@ def _progress_text(train_loss: list[float], val_acc: list[float]) -> str:
 # --- regimes ---------------------------------------------------------------------------------
 
 def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
-                   workdir: Path | None = None, progress: bool = True) -> tuple[MultiExitModel, PhaseResult]:
-    """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed)."""
+                   workdir: Path | None = None, progress: bool = True,
+                   recorder=None) -> tuple[MultiExitModel, PhaseResult]:
+    """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed);
+    ``recorder`` observes it (:func:`train_phase`)."""
     model = build_model(config, device)
     result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
                          device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
-                         config.precision)
+                         config.precision, recorder)
     return model, result
 
 

@@ -99,6 +99,26 @@ def test_numerical_rank_finds_a_planted_rank():
         numerical_rank(low, rel_tol=2)
 
 
+@pytest.mark.parametrize("shape", [(60, 200), (200, 60)], ids=["wide", "tall"])
+def test_singular_values_from_the_gram_matrix_match_the_svd(shape):
+    from mexlib.analysis import singular_values
+    generator = torch.Generator().manual_seed(1)
+    # a spread spectrum: singular values planted from 1 down to 1e-5, on centred columns
+    n, d = shape
+    r = min(n, d) - 1  # centring removes one dimension
+    u = torch.randn(n, r, generator=generator, dtype=torch.float64)
+    u, _ = torch.linalg.qr(u - u.mean(0, keepdim=True))
+    v, _ = torch.linalg.qr(torch.randn(d, r, generator=generator, dtype=torch.float64))
+    matrix = u @ torch.diag(torch.logspace(0, -5, r, dtype=torch.float64)) @ v.T
+    exact = singular_values(matrix, exact=True)
+    fast = singular_values(matrix)
+    assert fast.shape == exact.shape
+    torch.testing.assert_close(exact[:r], torch.logspace(0, -5, r, dtype=torch.float64))  # as planted
+    torch.testing.assert_close(fast[:r], exact[:r], rtol=1e-6, atol=1e-8 * float(exact[0]))
+    for tol in (1e-1, 1e-2, 1e-3, 1e-4):
+        assert int((fast > tol * fast[0]).sum()) == int((exact > tol * exact[0]).sum())
+
+
 @pytest.mark.parametrize("separation", [0.0, 1.0, 2.0, 20.0])
 def test_mutual_information_matches_the_exact_value_of_a_gaussian_mixture(separation):
     generator = torch.Generator().manual_seed(0)
@@ -196,19 +216,39 @@ def test_recorded_gradient_norms_are_each_exit_loss_alone():
 def test_records_are_kept_beside_the_store_and_read_back(tmp_path, monkeypatch):
     import warnings
 
-    from mexlib.analysis import GradientRecorder, recorded
+    from mexlib.analysis import GradientRecorder, SnapshotRecorder, recorded
     from mexlib.store import RunStore
 
     store = RunStore(tmp_path, device="cpu", progress=False)
-    config = make_config("smoke", regime="mixed", epochs=1, train_size=256)
+    config = make_config("smoke", regime="mixed", epochs=2, train_size=256)
     store.get_or_run(config)  # stored first, so the retrained run is compared with it
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the retrained run must equal the stored one
-        first = recorded(store, config, GradientRecorder(every=2))
-    assert len(first) and list((tmp_path).glob("records-*/gradients-every2-joint.pt"))
+        gradients, snapshots = recorded(store, config, [GradientRecorder(every=2), SnapshotRecorder()])
+    assert len(gradients) and set(gradients["phase"]) == {"joint"}
+    assert list(tmp_path.glob("records-*/gradients-every2-joint.pt"))
+    # phase 1's snapshots, then phase 2's, each phase's epochs in order
+    assert [(s["phase"], s["epoch"]) for s in snapshots] == [("backbone", 0), ("backbone", 1), ("joint", 0), ("joint", 1)]
+    run = store.get_or_run(config)
+    best = next(p["best_epoch"] for p in run.history if p["phase"] == "joint")  # where the stored run ends
+    stored = run.state_dict()
+    assert all(torch.equal(v, stored[k]) for k, v in snapshots[2 + best]["state"].items())
     monkeypatch.setattr("mexlib.analysis.recording.train_regime",
                         lambda *a, **k: pytest.fail("the records should have been read, not retrained"))
-    assert recorded(store, config, GradientRecorder(every=2)).equals(first)
+    monkeypatch.setattr("mexlib.analysis.recording.train_backbone",
+                        lambda *a, **k: pytest.fail("phase 1's records should have been read, not retrained"))
+    assert recorded(store, config, GradientRecorder(every=2)).equals(gradients)
+    again = recorded(store, config, SnapshotRecorder())
+    assert all(torch.equal(a["state"][k], b["state"][k]) for a, b in zip(again, snapshots) for k in a["state"])
+    # the disjoint run of the seed shares phase 1: only its heads phase trains to be recorded
+    monkeypatch.undo()
+    monkeypatch.setattr("mexlib.analysis.recording.train_backbone",
+                        lambda *a, **k: pytest.fail("phase 1 is shared with the mixed run's records"))
+    disjoint = recorded(store, make_config("smoke", regime="disjoint", epochs=2, train_size=256), SnapshotRecorder())
+    assert [s["phase"] for s in disjoint] == ["backbone", "backbone", "heads", "heads"]
+    assert all(torch.equal(disjoint[0]["state"][k], snapshots[0]["state"][k]) for k in snapshots[0]["state"])
+    with pytest.raises(ValueError, match="one key"):
+        recorded(store, config, [SnapshotRecorder(), SnapshotRecorder()])
 
 
 def test_batchnorm_is_recomputed_even_when_the_model_pins_its_backbone_to_eval():

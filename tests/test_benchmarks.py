@@ -110,3 +110,17 @@ def test_exit_latency_times_every_exit_and_relates_it_to_flops(tmp_path):
                       "--warmup", "0", "--repeats", "1", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "load average before" in done.stdout
+
+
+def test_recording_cost_times_the_recorders_against_plain_training():
+    import recording_cost
+    result = recording_cost.measure("smoke", steps=3, repeats=1, every=1)
+    assert set(result["seconds"]) == set(recording_cost.WAYS) and all(v > 0 for v in result["seconds"].values())
+    assert result["ratio"]["plain"] == 1
+    text = recording_cost.report(result)
+    assert "both recorders" in text and "target of at most 2×" in text
+    done = run_script("recording_cost.py", "--profile", "smoke", "--steps", "2", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    assert "× plain" in done.stdout
+    bad = run_script("recording_cost.py", "--profile", "smoke", "--steps", "0")
+    assert bad.returncode == 2 and "must be positive" in bad.stderr

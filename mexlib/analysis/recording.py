@@ -6,14 +6,15 @@
   ``torch.autograd.grad`` on the step's own graph (kept for the step's backward pass), which
   neither accumulates into ``.grad`` nor draws random numbers, so the run trains exactly as it
   would without it (tested: the same logits, bit for bit).
-- :class:`SnapshotRecorder`: the model's weights after every epoch, for analyses over training
-  (ranks, mutual information).
+- :class:`SnapshotRecorder`: the model's weights after every epoch, phase 1 included, for
+  analyses over training (ranks, mutual information).
 
-:func:`recorded` trains a stored run's configuration again with a recorder and keeps the
-records beside the store (``records-<run key>/<recorder>.pt``): a run's key does not include
-what was recorded, because recording does not change the run. Where the run is stored, the
-retrained model's test logits are compared with it; a difference (other code, another machine)
-is reported.
+:func:`recorded` trains a stored run's configuration again with one or several recorders (one
+training for all) and keeps the records beside the store (``records-<run key>/<recorder>.pt``,
+and ``records-backbone-<key>/`` for phase 1, which the disjoint and mixed runs of a seed
+share): a run's key does not include what was recorded, because recording does not change the
+run. Where the run is stored, the retrained model is compared with it; a difference (other
+code, another machine) is reported.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from torch import Tensor, nn
 
 from ..config import RunConfig
 from ..models import exit_logits
-from ..store import RunStore, run_key
-from ..train import train_regime
+from ..store import RunStore, backbone_key, run_key
+from ..train import train_backbone, train_regime
 
 
 def _block_parameters(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
@@ -99,7 +100,7 @@ class SnapshotRecorder:
 
     name = "snapshots"
 
-    def __init__(self, phases: tuple[str, ...] = ("joint", "heads")):
+    def __init__(self, phases: tuple[str, ...] = ("backbone", "joint", "heads")):
         self.phases = tuple(phases)
         self.snapshots: list[dict] = []
 
@@ -125,35 +126,110 @@ class SnapshotRecorder:
         return self.snapshots
 
 
+class _Fanout:
+    """Several recorders observing one training run."""
+
+    def __init__(self, recorders):
+        self.recorders = list(recorders)
+
+    def on_step(self, *args) -> None:
+        for recorder in self.recorders:
+            recorder.on_step(*args)
+
+    def on_epoch_end(self, *args) -> None:
+        for recorder in self.recorders:
+            recorder.on_epoch_end(*args)
+
+    def state_dict(self) -> dict:
+        return {"recorders": {r.key: r.state_dict() for r in self.recorders}}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("recorders", {})
+        for recorder in self.recorders:
+            recorder.load_state_dict(saved.get(recorder.key, {}))
+
+
+def _join(parts: list, recorder):
+    """One recorder's records of phase 1 and of the later phases, in training order."""
+    if not parts:
+        return copy.deepcopy(recorder).records()  # nothing it records in this regime
+    if isinstance(parts[0], pd.DataFrame):
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return [item for part in parts for item in part]
+
+
 def recorded(store: RunStore, config: RunConfig, recorder, progress: bool = False):
-    """``recorder``'s records for ``config``'s run: from ``records-<key>/`` in the store, or by
-    training the run once more with the recorder (its phase-1 backbone from the store)."""
+    """The records of ``recorder`` (or of each of a list of recorders) for ``config``'s run:
+    read from the store, or made by training the run once more with every recorder whose
+    records are missing (one training for all of them).
+
+    Phase 1 (the backbone alone, shared by the disjoint and mixed runs of a seed) is recorded
+    once per backbone, in ``records-backbone-<key>/``, for recorders that list the
+    ``"backbone"`` phase; the later phases of a run in ``records-<run key>/``, starting from
+    the stored phase-1 backbone. A recorder's records are those of phase 1 followed by those
+    of the later phases. A retrained model that differs from the stored one is reported."""
+    single = not isinstance(recorder, (list, tuple))
+    recorders = [recorder] if single else list(recorder)
+    if len({r.key for r in recorders}) < len(recorders):
+        raise ValueError("two recorders with one key: " + ", ".join(r.key for r in recorders))
     config = store.resolve(config)
-    key = run_key(config)
-    path = Path(store.root) / f"records-{key}" / f"{recorder.key}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=False)
-    backbone = store.get_or_run_backbone(config).state_dict() if "backbone" in config.phases else None
-    stored = store.find(config)  # compared with, where stored; not trained just for that
-    with store._training(f"records-{key}-{recorder.key}") as workdir:  # one resumable folder per recorder
-        if path.is_file():  # another process recorded it meanwhile
-            return torch.load(path, weights_only=False)
-        data = store._device_data(config)
-        fresh = copy.deepcopy(recorder)
-        model, _ = train_regime(config, data, store.device, backbone, workdir, progress, recorder=fresh)
-        logits, _ = exit_logits(model, data.eval_loader("test"))
-        if stored is not None and not torch.equal(logits, stored.logits("test")[0]):
-            warnings.warn(f"{config.regime} seed {config.seed}: trained again with {recorder.key}, the run's "
-                          f"test logits differ from the stored run's (other code, thread count or machine); "
-                          f"the records describe the retrained run")
-        records = fresh.records()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(records, tmp)
-        tmp.replace(path)
-        for checkpoint in workdir.glob("*.ckpt"):  # done: nothing to resume
-            checkpoint.unlink()
-    return records
+    later = {p for p in config.phases if p != "backbone"}
+    parts: dict[str, list] = {r.key: [] for r in recorders}
+    if "backbone" in config.phases:
+        first = [r for r in recorders if "backbone" in r.phases]
+        for r, records in zip(first, _records(store, config, first, True, progress)):
+            parts[r.key].append(records)
+    rest = [r for r in recorders if later & set(r.phases)]
+    for r, records in zip(rest, _records(store, config, rest, False, progress)):
+        parts[r.key].append(records)
+    results = [_join(parts[r.key], r) for r in recorders]
+    return results[0] if single else results
+
+
+def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, progress: bool) -> list:
+    """The records of phase 1 (``phase1``) or of the later phases, training once for the missing."""
+    if not recorders:
+        return []
+    key = f"backbone-{backbone_key(config)}" if phase1 else run_key(config)
+    folder = Path(store.root) / f"records-{key}"
+    paths = [folder / f"{r.key}.pt" for r in recorders]
+    missing = [r for r, path in zip(recorders, paths) if not path.is_file()]
+    if missing:
+        name = f"records-{key}-{'+'.join(sorted(r.key for r in missing))}"  # one resumable folder
+        backbone = None
+        if not phase1 and "backbone" in config.phases:
+            backbone = store.get_or_run_backbone(config).state_dict()
+        stored = store.find_backbone(config) if phase1 else store.find(config)  # not trained for this
+        with store._training(name) as workdir:
+            missing = [r for r, path in zip(recorders, paths) if not path.is_file()]  # another process?
+            if missing:
+                fresh = [copy.deepcopy(r) for r in missing]
+                data = store._device_data(config)
+                if phase1:
+                    model, _ = train_backbone(config, data, store.device, workdir, progress, recorder=_Fanout(fresh))
+                    reference = stored.state_dict() if stored is not None else None
+                    same = reference is None or all(torch.equal(value, reference[part])
+                                                    for part, value in model.backbone.state_dict().items())
+                else:
+                    model, _ = train_regime(config, data, store.device, backbone, workdir, progress,
+                                            recorder=_Fanout(fresh))
+                    logits, _ = exit_logits(model, data.eval_loader("test"))
+                    same = stored is None or torch.equal(logits, stored.logits("test")[0])
+                if not same:
+                    what = "phase-1 backbone" if phase1 else f"{config.regime} run"
+                    warnings.warn(f"seed {config.seed}: the {what}, trained again to record "
+                                  f"{', '.join(r.key for r in missing)}, differs from the stored one "
+                                  f"(other code, thread count or machine); the records describe the "
+                                  f"retrained one")
+                folder.mkdir(parents=True, exist_ok=True)
+                for r in fresh:
+                    path = folder / f"{r.key}.pt"
+                    tmp = path.with_suffix(".tmp")
+                    torch.save(r.records(), tmp)
+                    tmp.replace(path)
+                for checkpoint in workdir.glob("*.ckpt"):  # done: nothing to resume
+                    checkpoint.unlink()
+    return [torch.load(path, weights_only=False) for path in paths]
 
 
 __all__ = ["GradientRecorder", "SnapshotRecorder", "recorded"]

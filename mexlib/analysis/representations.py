@@ -54,17 +54,26 @@ def block_features(model, batches: Iterable, blocks: Sequence[int] | None = None
     return {b: torch.cat(parts) for b, parts in outputs.items()}
 
 
-def singular_values(features: Tensor) -> Tensor:
-    """Singular values of the column-centred matrix, largest first (float64)."""
+def singular_values(features: Tensor, exact: bool = False) -> Tensor:
+    """Singular values of the column-centred matrix, largest first (float64).
+
+    By default from the eigenvalues of the smaller Gram matrix (``MMᵀ`` or ``MᵀM``): about ten
+    times faster than an SVD for block outputs of thousands of features, and accurate to about
+    1e-8 of the largest value (the square root of float64's precision), far below any rank
+    tolerance used here. ``exact=True`` computes the SVD itself."""
     matrix = features.double()
-    return torch.linalg.svdvals(matrix - matrix.mean(0, keepdim=True))
+    matrix = matrix - matrix.mean(0, keepdim=True)
+    if exact:
+        return torch.linalg.svdvals(matrix)
+    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
+    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)
 
 
 def numerical_rank(features: Tensor, rel_tol: float = 1e-3) -> int:
     """Singular values above ``rel_tol`` × the largest, of the centred matrix."""
     if not 0 < rel_tol < 1:
         raise ValueError(f"rel_tol must lie in (0, 1), got {rel_tol}")
-    values = singular_values(features)
+    values = singular_values(features, exact=rel_tol < 1e-6)
     if values.numel() == 0 or values[0] == 0:
         return 0
     return int((values > rel_tol * values[0]).sum())
@@ -75,7 +84,7 @@ def rank_profile(features: dict[int, Tensor], tolerances: Sequence[float] = (1e-
     bound min(samples, features) and the rank as a share of the bound."""
     rows = []
     for block, matrix in features.items():
-        values = singular_values(matrix)
+        values = singular_values(matrix, exact=min(tolerances) < 1e-6)
         bound = min(matrix.shape[0] - 1, matrix.shape[1])  # centring removes one dimension
         for tol in tolerances:
             rank = int((values > tol * values[0]).sum()) if values.numel() and values[0] > 0 else 0

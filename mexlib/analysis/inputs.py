@@ -1,0 +1,93 @@
+"""What the analyses read: fixed samples of a run's data, models at recorded snapshots, and
+results kept beside the run store so a notebook run again reads them instead of recomputing.
+
+- :func:`fixed_sample`: ``size`` images of a split drawn once with their own seed (the same
+  images for every run and regime compared), normalised as the run saw them, without
+  augmentation, in batches.
+- :func:`run_data`: a run's data on the store's device; :func:`model_at`: a run's model with a snapshot's weights (:class:`~.recording.SnapshotRecorder`).
+- :func:`cached`: ``compute()``'s result under ``analyses/<name>-<hash>.pt`` in the store, the
+  hash taken over ``inputs`` (run keys, parameters) and the analysis code itself, so a change
+  of either computes afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from ..config import RunConfig
+from ..store import RunStore, code_without_comments
+from ..train import DeviceData, build_model
+
+SPLITS = ("train", "val", "test")
+
+
+def fixed_sample(data: DeviceData, split: str, size: int, seed: int = 0,
+                 batch_size: int = 256) -> list[tuple[Tensor, Tensor]]:
+    """``size`` images of ``split`` (all if fewer), drawn with ``seed``, as normalised
+    ``(images, labels)`` batches of at most ``batch_size``, in the model's memory format."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if size < 1 or batch_size < 1:
+        raise ValueError(f"size and batch_size must be positive, got {size} and {batch_size}")
+    images, labels = {"train": (data.train_images, data.train_labels), "val": (data.val_images, data.val_labels),
+                      "test": (data.test_images, data.test_labels)}[split]
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:size]
+    order = order.to(labels.device)
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        x = data.normalize(images[rows]).contiguous(memory_format=data.memory_format)
+        batches.append((x, labels[rows]))
+    return batches
+
+
+def joined(batches: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """The batches as one ``(images, labels)`` batch."""
+    return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def run_data(store: RunStore, config: RunConfig) -> DeviceData:
+    """``config``'s data on the store's device, as its runs trained on it (shared with them)."""
+    return store._device_data(store.resolve(config))
+
+
+def model_at(config: RunConfig | dict, state: dict, device: str | torch.device = "cpu"):
+    """``config``'s model with ``state`` (a snapshot's or a stored run's weights) on ``device``,
+    in eval mode."""
+    model = build_model(config if isinstance(config, RunConfig) else RunConfig.from_dict(config), device)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _analysis_code() -> str:
+    digest = hashlib.sha256()
+    for file in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(file.name.encode())
+        digest.update(code_without_comments(file.read_text()).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached(store: RunStore, name: str, inputs: dict[str, Any], compute: Callable[[], Any]):
+    """``compute()``'s result, kept in ``<store>/analyses/<name>-<hash>.pt``: ``inputs`` (JSON
+    values: run keys, parameters) and the analysis code name it; the same inputs read it back."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"name must be letters, digits, '-' and '_', got {name!r}")
+    text = json.dumps({"inputs": inputs, "code": _analysis_code()}, sort_keys=True, default=str)
+    path = Path(store.root) / "analyses" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(result, tmp)
+    tmp.replace(path)
+    return result
+
+
+__all__ = ["SPLITS", "cached", "fixed_sample", "joined", "model_at", "run_data"]
