@@ -257,3 +257,53 @@ def test_batchnorm_is_recomputed_even_when_the_model_pins_its_backbone_to_eval()
     recompute_batchnorm(model, batches)
     norm = next(m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d))
     assert int(norm.num_batches_tracked) == 2 and not torch.equal(norm.running_var, torch.ones_like(norm.running_var))
+
+
+def test_fixed_samples_are_the_same_images_for_every_run_and_normalised():
+    from mexlib.analysis import fixed_sample, joined
+    config = make_config("smoke")
+    data = _smoke_data(config)
+    batches = fixed_sample(data, "test", 100, seed=3, batch_size=32)
+    assert [len(y) for _, y in batches] == [32, 32, 32, 4]
+    x, y = joined(batches)
+    again, labels = joined(fixed_sample(data, "test", 100, seed=3, batch_size=100))
+    assert torch.equal(x, again) and torch.equal(y, labels)
+    other = joined(fixed_sample(data, "test", 100, seed=4))[1]
+    assert not torch.equal(other, y), "another seed draws other images"
+    # the images are the split's own, normalised as the run saw them
+    normalised = data.normalize(data.test_images)
+    rows = [i for i in range(len(data.test_labels)) if torch.equal(normalised[i], x[0])]
+    assert rows and int(data.test_labels[rows[0]]) == int(y[0])
+    everything = joined(fixed_sample(data, "val", 10 ** 9))[1]
+    assert len(everything) == len(data.val_labels)
+    with pytest.raises(ValueError, match="valid splits: train, val, test"):
+        fixed_sample(data, "holdout", 10)
+
+
+def test_cached_results_are_read_back_for_the_same_inputs_only(tmp_path):
+    from mexlib.analysis import cached
+    from mexlib.store import RunStore
+
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"value": value, "tensor": torch.arange(value)}
+
+    first = cached(store, "plane", {"run": "abc", "steps": 5}, lambda: compute(5))
+    again = cached(store, "plane", {"steps": 5, "run": "abc"}, lambda: compute(99))  # same inputs, any order
+    assert calls == [5] and torch.equal(again["tensor"], first["tensor"])
+    cached(store, "plane", {"run": "abc", "steps": 7}, lambda: compute(7))
+    assert calls == [5, 7] and len(list((tmp_path / "analyses").glob("plane-*.pt"))) == 2
+    with pytest.raises(ValueError, match="letters, digits"):
+        cached(store, "../plane", {}, lambda: 0)
+
+
+def test_model_at_a_snapshot_is_the_model_with_those_weights():
+    from mexlib.analysis import model_at
+    config = make_config("smoke")
+    trained = _model(seed=3)
+    model = model_at(config.to_dict(), trained.state_dict())
+    assert not model.training
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
