@@ -97,7 +97,8 @@ class RunConfig:
     val_fraction: float = 0.1
     arch: str = "resnet-cpu"
     exit_after_blocks: tuple[int, ...] = (1, 2, 3, 4, 5)
-    head: str = "auto"  # "auto": SDN's pooled head on CNNs, the class-token head on ViTs
+    head: str = "auto"  # "auto": the layout's default (models.heads.DEFAULT_HEAD_KINDS): SDN's pooled head
+    # on CNNs, the class-token head on ViTs, MSDNet's classifier on MSDNet
     method: str = "sdn"
     regime: str = "mixed"
     seed: int = 0

@@ -158,6 +158,18 @@ def test_block_features_are_each_blocks_flattened_output():
     torch.testing.assert_close(first[1], features[1])
 
 
+def test_block_features_of_a_multiscale_block_hold_every_scale():
+    model = build_model(make_config("smoke", arch="msdnet-smoke")).eval()
+    x, _ = _batches(1, 4)[0]
+    features = block_features(model, [(x, None)], blocks=[2])
+    with torch.no_grad():
+        h = model.backbone.stem(x)
+        for block in model.backbone.blocks[:2]:
+            h = block(h)
+    assert isinstance(h, list) and len(h) > 1
+    torch.testing.assert_close(features[2], torch.cat([t.flatten(1) for t in h], 1))
+
+
 def _smoke_data(config):
     from mexlib.data import load_dataset
     from mexlib.train import DeviceData

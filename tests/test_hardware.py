@@ -31,7 +31,7 @@ PAPER_DEFAULTS = ["resnet34", "vit-t"]  # the paper profile's architectures (bf1
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_channels_last_on_cuda_only_for_every_architecture(arch):
     config = make_config("smoke", arch=arch)
-    cnn = ARCHITECTURES[arch].family == "resnet"
+    cnn = ARCHITECTURES[arch].family in ("resnet", "msdnet")
     assert memory_format_for(config, CPU) == torch.contiguous_format
     assert memory_format_for(config, CUDA) == (torch.channels_last if cnn else torch.contiguous_format)
     assert ARCHITECTURES[arch].prefers_channels_last == cnn
@@ -187,7 +187,7 @@ def test_every_architecture_under_onednn_avx2_kernels():
     """On an AVX-512 machine this exercises the AVX2 kernels (jit_1x1:avx2 among them) that an
     AVX2-only CPU runs, for every architecture with its default head. A hang ends as a failure
     naming the model being checked."""
-    args = [f"--arch={a}" for a in ARCHITECTURES] + ["--head=pool", "--head=token", "--batch=4"]
+    args = [f"--arch={a}" for a in ARCHITECTURES] + ["--head=pool", "--head=token", "--head=msd", "--batch=4"]
     output, status = _run_check(args, timeout=240)
     assert status is not None, f"hung while checking {_last_started(output)}:\n{output[-3000:]}"
     assert status == 0, f"failed while checking {_last_started(output)}:\n{output[-3000:]}"

@@ -3,7 +3,7 @@ information with the labels.
 
 - **Block outputs** (:func:`block_features`): the backbone's output after each block on fixed
   held-out images, flattened to a samples × features matrix (a conv block's C×H×W map gives
-  C·H·W features).
+  C·H·W features; MSDNet's block output, one map per scale, gives them all side by side).
 - **Numerical rank** (:func:`numerical_rank`): the number of singular values of the centred
   matrix above ``rel_tol`` times the largest. The rank is at most min(samples, features), so
   it is meaningful only with at least as many samples as the rank it measures
@@ -48,7 +48,8 @@ def block_features(model, batches: Iterable, blocks: Sequence[int] | None = None
         for number, block in enumerate(backbone.blocks, start=1):
             h = block(h)
             if number in wanted:
-                outputs[number].append(h.flatten(1).float().cpu())
+                scales = h if isinstance(h, (list, tuple)) else [h]  # MSDNet: one map per scale
+                outputs[number].append(torch.cat([t.flatten(1) for t in scales], 1).float().cpu())
             if number >= max(wanted):
                 break
     return {b: torch.cat(parts) for b, parts in outputs.items()}

@@ -4,6 +4,8 @@ Each backbone splits into ``stem`` → ``blocks`` (an ``nn.ModuleList``) → ``c
 final classifier, the last exit) and describes every block's output in ``feature_info``
 (channels or token width, spatial reduction, layout), as timm does, so heads size themselves.
 Blocks are numbered from 1 in configurations, as in the paper ("ICs after blocks 5, 7, … of 16").
+Families: CIFAR-style ResNets and ViTs here, MSDNet in :mod:`mexlib.models.msdnet` (whose blocks
+pass a list of feature maps, one per scale, from block to block).
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from torch import Tensor, nn
 @dataclass(frozen=True)
 class FeatureInfo:
     """The output of one block: ``channels`` wide, ``reduction`` times smaller than the input;
-    ``layout`` is ``"conv"`` (``[B, C, H, W]``) or ``"tokens"`` (``[B, 1 + P, C]``, class token first)."""
+    ``layout`` is ``"conv"`` (``[B, C, H, W]``), ``"tokens"`` (``[B, 1 + P, C]``, class token
+    first) or ``"multiscale"`` (a list of ``[B, C_s, H_s, W_s]`` maps, finest first, as MSDNet
+    passes them; ``channels`` and ``reduction`` describe the coarsest, the last).
+    ``head_width``: the width of a head's hidden layers where the architecture prescribes one
+    (MSDNet's classifiers), else None."""
 
     channels: int
     reduction: int
     layout: str
+    head_width: int | None = None
 
 
 class Backbone(nn.Module):
@@ -203,14 +210,21 @@ class ArchSpec:
     """A named architecture: its family, depth in blocks and the builder's settings."""
 
     name: str
-    family: str  # "resnet" or "vit"
+    family: str  # one of FAMILY_LAYOUTS: "resnet", "vit" or "msdnet"
     num_blocks: int
     settings: dict
     description: str
 
+    def __post_init__(self):
+        if self.family not in FAMILY_LAYOUTS:
+            raise ValueError(f"unknown architecture family {self.family!r}; valid families: "
+                             f"{', '.join(FAMILY_LAYOUTS)}")
+
     @property
     def backbone_class(self) -> type[Backbone]:
-        return CifarResNet if self.family == "resnet" else VisionTransformer
+        from .msdnet import MSDNet  # msdnet.py builds on this module's Backbone
+
+        return {"resnet": CifarResNet, "vit": VisionTransformer, "msdnet": MSDNet}[self.family]
 
     @property
     def prefers_channels_last(self) -> bool:
@@ -218,17 +232,24 @@ class ArchSpec:
 
     @property
     def layout(self) -> str:
-        """How its blocks' outputs are laid out: ``"conv"`` or ``"tokens"`` (see FeatureInfo)."""
-        return "conv" if self.family == "resnet" else "tokens"
+        """How its blocks' outputs are laid out: ``"conv"``, ``"tokens"`` or ``"multiscale"``
+        (see FeatureInfo)."""
+        return FAMILY_LAYOUTS[self.family]
 
     def build(self, num_classes: int, in_channels: int, image_size: int) -> Backbone:
         if self.family == "resnet":
             block = Bottleneck if self.settings["bottleneck"] else BasicBlock
             return CifarResNet(block, self.settings["blocks_per_stage"], self.settings["widths"],
                                num_classes, in_channels)
+        if self.family == "msdnet":  # strided convs round up: every scale keeps at least 1 pixel
+            return self.backbone_class(num_classes=num_classes, in_channels=in_channels, **self.settings)
         patch = self.settings.get("patch_size") or _default_patch_size(image_size)
         return VisionTransformer(image_size, patch, self.settings["dim"], self.num_blocks,
                                  self.settings["num_heads"], num_classes, in_channels)
+
+
+#: The layout of each family's block outputs (FeatureInfo.layout).
+FAMILY_LAYOUTS = {"resnet": "conv", "vit": "tokens", "msdnet": "multiscale"}
 
 
 def _default_patch_size(image_size: int) -> int:
@@ -245,6 +266,15 @@ def _vit(name, dim, depth, heads, description=""):
     return ArchSpec(name, "vit", depth, dict(dim=dim, num_heads=heads), description)
 
 
+def _msdnet(name, layers_per_block, channels, growth, classifier_width, bottleneck=True, description=""):
+    """MSDNet with 3 scales (width factors 1, 2, 4; bottleneck factors 1, 2, 4 if any) and
+    transitions of compression 0.5, as the author's port has for CIFAR."""
+    return ArchSpec(name, "msdnet", len(layers_per_block), dict(
+        layers_per_block=tuple(layers_per_block), channels=channels, growth=growth,
+        width_factors=(1, 2, 4), bottleneck_factors=(1, 2, 4) if bottleneck else None, reduction=0.5,
+        classifier_width=classifier_width), description)
+
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     a.name: a
     for a in [
@@ -254,6 +284,14 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         _resnet("resnet34", (3, 4, 6, 3), (64, 128, 256, 512), description="16 blocks (paper)"),
         _resnet("resnet50", (3, 4, 6, 3), (64, 128, 256, 512), bottleneck=True,
                 description="16 bottleneck blocks (paper)"),
+        _msdnet("msdnet-smoke", (2, 1, 1, 1), 4, 4, 16,
+                description="4 blocks, 5 layers, base width 4, growth 4, for smoke tests"),
+        # no 1x1 bottlenecks at these widths: they would double the layers (and memory passes)
+        # of every MSDNet layer, the CPU's main cost here, for about the same FLOPs
+        _msdnet("msdnet-cpu", (1, 1, 1, 1, 1, 1), 8, 4, 32, bottleneck=False,
+                description="6 blocks of 1 layer, base width 8, growth 4, no bottlenecks, for the CPU"),
+        _msdnet("msdnet-cifar", (4, 2, 2, 2, 2, 2, 2), 16, 6, 128,
+                description="7 blocks, 16 layers, base width 16, growth 6: MSDNet's CIFAR-100 setting (paper)"),
         _vit("vit-smoke", 32, 3, 2, "3 layers of width 32, for smoke tests"),
         _vit("vit-cpu", 96, 6, 3, "6 layers of width 96, for the CPU"),
         _vit("vit-t", 192, 12, 3, "ViT-Tiny (paper)"),
@@ -275,5 +313,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "Backbone", "CifarResNet", "FeatureInfo",
+__all__ = ["ARCHITECTURES", "ArchSpec", "Backbone", "CifarResNet", "FAMILY_LAYOUTS", "FeatureInfo",
            "VisionTransformer", "arch_spec", "count_parameters"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import ClassTokenClassifier, FeatureInfo
+from .msdnet import MSDClassifier
 
 
 class PooledHead(nn.Module):
@@ -42,16 +43,26 @@ class ConvHead(nn.Module):
         return self.pooled(self.convs(x))
 
 
+#: Each head kind: the block-output layout it reads (FeatureInfo.layout) and what it is.
 HEAD_KINDS = {
     "pool": ("conv", "SDN's pooled head: learnable max/avg-pool mix to 4x4, one linear layer"),
     "conv1": ("conv", "one 3x3 conv-BN-ReLU, then the pooled head"),
     "conv2": ("conv", "two 3x3 conv-BN-ReLU, then the pooled head"),
     "token": ("tokens", "layer norm and a linear layer on the class token"),
+    "msd": ("multiscale", "MSDNet's classifier on the coarsest scale: two 3x3 stride-2 conv-BN-ReLU, "
+                          "average pooling, one linear layer"),
 }
+
+#: The head kind each layout gets by default (a configuration's ``head="auto"``).
+DEFAULT_HEAD_KINDS = {"conv": "pool", "tokens": "token", "multiscale": "msd"}
 
 
 def default_head_kind(layout: str) -> str:
-    return "pool" if layout == "conv" else "token"
+    try:
+        return DEFAULT_HEAD_KINDS[layout]
+    except KeyError:
+        raise ValueError(f"unknown feature layout {layout!r}; valid layouts: "
+                         f"{', '.join(DEFAULT_HEAD_KINDS)}") from None
 
 
 def check_head(kind: str, layout: str) -> None:
@@ -72,4 +83,7 @@ def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
     if kind == "token":
         # the same layer norm and linear layer as the ViT's own classifier
         return ClassTokenClassifier(feature.channels, num_classes)
+    if kind == "msd":
+        # the same classifier as MSDNet's own, of the width the architecture prescribes
+        return MSDClassifier(feature.channels, num_classes, feature.head_width or 128)
     return ConvHead(feature.channels, num_classes, depth=int(kind[-1]))

@@ -74,9 +74,14 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-def scale_gradient(x: Tensor, scale: float) -> Tensor:
-    """``x`` unchanged, with its gradient multiplied by ``scale`` on the way back."""
-    return x if scale == 1 else _ScaleGradient.apply(x, scale)
+def scale_gradient(x: Tensor | list[Tensor], scale: float) -> Tensor | list[Tensor]:
+    """``x`` unchanged, with its gradient multiplied by ``scale`` on the way back; a list of
+    tensors (MSDNet's scales) has each of them scaled."""
+    if scale == 1:
+        return x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_ScaleGradient.apply(t, scale) for t in x)
+    return _ScaleGradient.apply(x, scale)
 
 
 class MultiExitModel(nn.Module):
@@ -92,7 +97,8 @@ class MultiExitModel(nn.Module):
     early-exit method builds its own (:meth:`mexlib.methods.Method.build_heads`).
     ``gradient_scales``, one ``(to the head, to the later blocks)`` pair per exit before the
     last, rescales the backward pass at each exit's branch point (the forward pass is
-    unchanged; gradient equilibrium, :mod:`mexlib.methods.weighting`).
+    unchanged; gradient equilibrium, :mod:`mexlib.methods.weighting`). A block's output is a
+    tensor, or for MSDNet a list of tensors, one per scale; each of them is rescaled.
     """
 
     def __init__(self, backbone: Backbone, exit_after_blocks: tuple[int, ...], head_kind: str,
