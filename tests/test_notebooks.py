@@ -22,9 +22,13 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: 02_methods: two trained methods and PBEE on SDN's runs; every method trains in every regime
 #: in tests/test_methods.py, and ZTW (whose ensemble stage is the slowest at smoke scale) in the
 #: grid of tests/test_study.py.
+#: 03_landscape and 04_representations: small planes, paths and samples (the estimators have
+#: their own tests in tests/test_analysis.py).
 #: 06_ablations: one seed for the criterion section too (the ablations' own sections train one).
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
                          "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
+                         "03_landscape": {"steps": 5, "eval_size": 64, "bn_size": 64, "path_steps": 5},
+                         "04_representations": {"sample_size": 256, "training_size": 128},
                          "06_ablations": {"seeds": [0]},
                          "00_tour": {"train": {}}}
 

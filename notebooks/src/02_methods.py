@@ -162,4 +162,4 @@ display(Markdown("\n".join(f"* {line}" for line in findings)))
 # to a few points and the seeds' spread decides what counts as a difference; the verdicts above
 # use that spread. The `paper` profile runs the same grid at the paper's scale on a GPU.
 #
-# Next: [06 · Ablations: what else decides how a multi-exit model should be trained?](06_ablations.ipynb)
+# Next: [03 · Loss landscapes: do the regimes end in one basin or in several?](03_landscape.ipynb)
