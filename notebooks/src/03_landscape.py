@@ -41,6 +41,8 @@ eval_size = 256  # test images in the fixed evaluation batch
 bn_size = 256  # training images on which BatchNorm statistics are recomputed (one batch)
 path_steps = 21  # points on each interpolation path, its ends included
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
@@ -63,7 +65,7 @@ if scope not in SCOPES:
     raise ValueError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
 store = RunStore(device=device, progress=profile != "smoke")
 runs = study.run_study(profile, {"regime": regimes}, seeds=sorted({seed, reference_seed}), store=store,
-                       progress=profile != "smoke", **overrides)
+                       progress=profile != "smoke", executor=executor, workers=workers, **overrides)
 config = runs.run(seed, regime=regimes[0]).config
 data = run_data(store, config)
 batch = joined(fixed_sample(data, "test", eval_size, seed=0))

@@ -43,6 +43,8 @@ mi_dims = 10  # principal components on which I(T;Y) is estimated
 mi_k = 3  # neighbours of Ross's estimator
 training_size = 1024  # held-out images per snapshot over training
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor (the recorders retrain here, inline)
 overrides = {}
 
 # %%
@@ -66,7 +68,7 @@ if tolerance not in tolerances:
     tolerances = sorted({*tolerances, tolerance}, reverse=True)
 store = RunStore(device=device, progress=profile != "smoke")
 runs = study.run_study(profile, {"regime": regimes}, seeds=[seed], store=store, progress=profile != "smoke",
-                       **overrides)
+                       executor=executor, workers=workers, **overrides)
 config = runs.run(seed, regime=regimes[0]).config
 data = run_data(store, config)
 sample = fixed_sample(data, "test", sample_size, seed=0)

@@ -29,6 +29,8 @@ seed = 0
 every = 10  # record every this many training steps
 windows = 3  # heat maps over training: the recorded steps split into this many equal parts
 device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor (the recorders retrain here, inline)
 overrides = {}
 
 # %%
@@ -53,7 +55,7 @@ if unknown:
     raise ValueError(f"regimes {sorted(unknown)} have no phase 2 to record; valid regimes: joint, mixed")
 store = RunStore(device=device, progress=profile != "smoke")
 runs = study.run_study(profile, {"regime": regimes}, seeds=[seed], store=store, progress=profile != "smoke",
-                       **overrides)
+                       executor=executor, workers=workers, **overrides)
 started = time.perf_counter()
 records = {r: recorded(store, runs.run(seed, regime=r).config, GradientRecorder(every=every),
                        progress=profile != "smoke") for r in regimes}
