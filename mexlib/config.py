@@ -200,13 +200,16 @@ def _profile_defaults(profile: str, arch: str | None) -> dict:
         phase = PhaseConfig(epochs=200, lr=1e-3, batch_size=256, optimizer="adamw",
                             weight_decay=0.05, warmup_epochs=5, patience=20)
         exits = (4, 6, 8, 10)
+    elif family == "msdnet":  # MSDNet's own CIFAR recipe (Huang et al. 2018); the study's is not known
+        phase = PhaseConfig(epochs=200, lr=0.1, batch_size=64, weight_decay=1e-4, patience=20)
+        exits = tuple(range(1, arch_spec(arch).num_blocks))  # a classifier after every block, as MSDNet has
     else:
         phase = PhaseConfig(epochs=200, lr=0.05, batch_size=128, weight_decay=5e-4, patience=20)
         exits = (5, 7, 9, 11, 13, 15)
     num_blocks = arch_spec(arch).num_blocks
     if exits[-1] >= num_blocks:  # not one of the paper's depths: a head after every block
         exits = tuple(range(1, num_blocks))
-    later = replace(phase, batch_size=256)
+    later = phase if family == "msdnet" else replace(phase, batch_size=256)
     return dict(dataset="cifar100", arch=arch, exit_after_blocks=exits, trivial_augment=True,
                 precision="bf16",
                 backbone_phase=phase, joint_phase=later, heads_phase=later)
