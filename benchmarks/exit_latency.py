@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import pandas as pd
-import torch
-
 from mexlib import evaluate
 from mexlib.config import make_config
 from mexlib.data import dataset_spec
@@ -33,39 +29,12 @@ from mexlib.train import build_model
 
 
 def measure(arch: str, batches=(1, 128), threads=(1, 2), warmup: int = 5, repeats: int = 30) -> pd.DataFrame:
+    """``mexlib.evaluate.exit_latency`` of the cpu profile's model with architecture ``arch``."""
     config = make_config("cpu", arch=arch)
     spec = dataset_spec(config.dataset)
-    shape = (spec.channels, spec.image_size, spec.image_size)
-    model = build_model(config).eval()
-    flops = evaluate.exit_costs(model, shape).flops_per_exit
-    previous = torch.get_num_threads()
-    samples: dict[tuple, list[float]] = {}
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                x = torch.randn(batch, *shape)
-                for count in threads:
-                    torch.set_num_threads(count)
-                    for k in range(model.num_exits):
-                        for _ in range(warmup):
-                            model.forward_until(x, k)
-                    for _ in range(repeats):
-                        for k in range(model.num_exits):  # interleaved over the exits
-                            started = time.perf_counter()
-                            model.forward_until(x, k)
-                            samples.setdefault((batch, count, k), []).append(time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(previous)
-    rows = []
-    for (batch, count, k), times in samples.items():
-        ms = 1000 * statistics.median(times)
-        rows.append(dict(arch=arch, exit=k, batch=batch, threads=count, ms=ms, ms_per_image=ms / batch,
-                         flops_per_image=int(flops[k])))
-    frame = pd.DataFrame(rows)
-    final = frame[frame["exit"] == model.num_exits - 1].set_index(["batch", "threads"])["ms"]
-    frame["time_relative"] = [row.ms / final[(row.batch, row.threads)] for row in frame.itertuples()]
-    frame["flops_relative"] = frame["flops_per_image"] / int(flops[-1])
-    return frame.sort_values(["arch", "batch", "threads", "exit"]).reset_index(drop=True)
+    frame = evaluate.exit_latency(build_model(config), (spec.channels, spec.image_size, spec.image_size),
+                                  batches, threads, warmup, repeats)
+    return frame.assign(arch=arch)[["arch", *frame.columns]]
 
 
 def main(argv=None) -> None:

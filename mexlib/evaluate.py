@@ -32,6 +32,7 @@ Exit rules (a sample that no internal classifier takes goes to the final exit)
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "BUDGETS", "POLICIES", "ExitCosts", "ExitDecision", "Overthinking",
-    "exit_costs", "confidence_policy", "entropy_policy", "patience_policy", "run_policy",
+    "exit_costs", "exit_latency", "expected_time", "confidence_policy", "entropy_policy", "patience_policy", "run_policy",
     "tradeoff_curve", "exit_points", "per_exit_accuracy", "accuracy_at_budgets",
     "choose_on_validation",
     "budget_table", "format_budget_table", "format_mean_std", "area_under_curve", "oracle_accuracy",
@@ -126,6 +127,70 @@ def _count_flops(run: Callable[[], object]) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         run()
     return int(counter.get_total_flops())
+
+
+# --- time ------------------------------------------------------------------------------------
+
+def exit_latency(model: torch.nn.Module, sample_shape: Sequence[int], batches: Sequence[int] = (1, 128),
+                 threads: Sequence[int] = (1,), warmup: int = 5, repeats: int = 30) -> pd.DataFrame:
+    """Wall-clock time of every exit as a deployed model runs it: ``forward_until(x, k)``, the
+    blocks up to exit ``k`` and every head on the way, nothing after it (eval mode, inference
+    mode, random inputs on the model's device: latency does not depend on the weights).
+
+    For each batch size and thread count: ``warmup`` untimed calls per exit, then the median
+    of ``repeats`` calls, interleaved over the exits so that a slow spell of the machine spreads
+    over all of them. One row per (exit, batch, threads): ``ms`` per call and ``ms_per_image``,
+    ``flops_per_image`` (:func:`exit_costs`), and time and FLOPs relative to the final exit.
+    On a GPU each call waits for the device. Timings taken while other work runs mean little."""
+    if min(batches, default=0) < 1 or min(threads, default=0) < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"batches and threads need positive entries and repeats >= 1, got {batches}, "
+                         f"{threads}, repeats {repeats}")
+    parameter = next(model.parameters())
+    flops = exit_costs(model, sample_shape).flops_per_exit
+    sync = torch.cuda.synchronize if parameter.device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    previous = torch.get_num_threads()
+    samples: dict[tuple, list[float]] = {}
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                x = torch.randn(batch, *sample_shape, device=parameter.device)
+                for count in threads:
+                    torch.set_num_threads(count)
+                    for k in range(model.num_exits):
+                        for _ in range(warmup):
+                            model.forward_until(x, k)
+                    for _ in range(repeats):
+                        for k in range(model.num_exits):
+                            sync()
+                            started = time.perf_counter()
+                            model.forward_until(x, k)
+                            sync()
+                            samples.setdefault((batch, count, k), []).append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+        model.train(was_training)
+    rows = [dict(exit=k, batch=batch, threads=count, ms=1000 * float(np.median(times)),
+                 flops_per_image=int(flops[k])) for (batch, count, k), times in samples.items()]
+    frame = pd.DataFrame(rows)
+    frame["ms_per_image"] = frame["ms"] / frame["batch"]
+    final = frame[frame["exit"] == model.num_exits - 1].set_index(["batch", "threads"])["ms"]
+    frame["time_relative"] = [row.ms / final[(row.batch, row.threads)] for row in frame.itertuples()]
+    frame["flops_relative"] = frame["flops_per_image"] / int(flops[-1])
+    columns = ["exit", "batch", "threads", "ms", "ms_per_image", "flops_per_image", "time_relative", "flops_relative"]
+    return frame[columns].sort_values(["batch", "threads", "exit"]).reset_index(drop=True)
+
+
+def expected_time(curve: pd.DataFrame, ms_per_exit: Sequence[float]) -> pd.Series:
+    """The mean time per sample of each operating point of a trade-off curve
+    (:func:`tradeoff_curve`), given the time of leaving at each exit: the exits' shares of the
+    samples (``frac_exit_k``) weighted by their times."""
+    shares = curve[[f"frac_exit_{k}" for k in range(len(ms_per_exit))]].to_numpy()
+    if shares.shape[1] != sum(c.startswith("frac_exit_") for c in curve.columns):
+        raise ValueError(f"{len(ms_per_exit)} exit times given for a curve of "
+                         f"{sum(c.startswith('frac_exit_') for c in curve.columns)} exits")
+    return pd.Series(shares @ np.asarray(ms_per_exit, dtype=np.float64), index=curve.index, name="ms")
 
 
 # --- exit decisions --------------------------------------------------------------------------

@@ -417,3 +417,34 @@ def test_choose_on_validation_picks_on_validation_and_reports_test():
     assert picks.loc[1.0, "threshold"] == 0.8 and picks.loc[1.0, "accuracy"] == 0.93
     with pytest.raises(ValueError, match="share their thresholds"):
         ev.choose_on_validation(val, test.assign(threshold=[0.1, 0.5, 0.8]))
+
+
+def test_expected_time_weights_each_exits_time_by_its_share_of_the_samples():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 200, 10, generator=generator)
+    labels = torch.randint(0, 10, (200,), generator=generator)
+    curve = ev.tradeoff_curve(logits, labels, torch.tensor([0.3, 0.6, 1.0]), "confidence", [0.0, 0.5, 1.01])
+    times = [1.0, 2.5, 4.0]
+    decision = ev.confidence_policy(logits, torch.tensor([0.0, 0.5, 1.01]))
+    exits = decision.exit_index  # [thresholds, samples]
+    by_hand = [float(torch.tensor(times)[exits[t]].mean()) for t in range(3)]
+    np.testing.assert_allclose(ev.expected_time(curve, times).to_numpy(), by_hand)
+    assert ev.expected_time(curve, times).iloc[-1] == pytest.approx(4.0)  # nobody leaves early: the final exit's time
+    with pytest.raises(ValueError, match="2 exit times given for a curve of 3 exits"):
+        ev.expected_time(curve, times[:2])
+
+
+def test_exit_latency_times_every_exit_as_deployed():
+    from mexlib.config import make_config
+    from mexlib.train import build_model
+    model = build_model(make_config("smoke")).train()
+    frame = ev.exit_latency(model, (1, 28, 28), batches=(1, 3), threads=(1,), warmup=0, repeats=2)
+    assert len(frame) == 2 * model.num_exits and (frame["ms"] > 0).all()
+    np.testing.assert_allclose(frame["ms_per_image"], frame["ms"] / frame["batch"])
+    costs = ev.exit_costs(model, (1, 28, 28)).flops_per_exit
+    assert frame[frame["batch"] == 1]["flops_per_image"].tolist() == costs
+    final = frame[frame["exit"] == model.num_exits - 1]
+    assert (final["time_relative"] == 1).all() and (final["flops_relative"] == 1).all()
+    assert model.training, "the model's mode is restored"
+    with pytest.raises(ValueError, match="positive"):
+        ev.exit_latency(model, (1, 28, 28), batches=(0,))
