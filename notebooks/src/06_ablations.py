@@ -261,4 +261,4 @@ plots.save_text(text, "ablation_findings", profile)
 display(Markdown(text))
 
 # %% [markdown]
-# This is the last chapter for now; back to the start: [00 · A guided tour](00_tour.ipynb).
+# Next: [07 · Architectures: does the best regime depend on the network?](07_architectures.ipynb)
