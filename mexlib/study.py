@@ -159,19 +159,41 @@ class Study:
     def budget_table(self, by=None, reference: bool = True) -> pd.DataFrame:
         """Accuracy at 25/50/75/100 % of the backbone's cost, mean and std over seeds, a row
         per group; with ``reference``, the plain backbone as a last row (it costs exactly
-        100 %)."""
+        100 %). Where the first of several ``by`` fields changes phase 1 (an architecture,
+        a dataset), each of its values gets its own backbone row after its groups, as in the
+        paper's Table 1."""
         by = self._by(by)
         groups = self.groups(by)
         table = evaluate.budget_table({i: [r.curve for r in runs] for i, runs in enumerate(groups.values())})
         table.index = self._index(list(groups), by)
-        accuracy = self.backbone_accuracy()
-        if reference and accuracy:
-            rows = [pd.DataFrame({"cost": [1.0], "accuracy": [a]}) for a in accuracy]
-            extra = evaluate.budget_table({0: rows})
+        if not reference:
+            return table
+        blocks = {}  # by[0]'s value -> the part of the study with it, where phase 1 differs between values
+        if len(by) > 1:
+            blocks = {v: self.select(**{by[0]: v}) for v in self.values(by[0])}
+            backbones = {frozenset(r.backbone.path for r in part.runs if r.backbone is not None)
+                         for part in blocks.values()}
+            if len(backbones) < len(blocks):  # the values share their backbones: one row for all
+                blocks = {}
+        if not blocks:
+            accuracy = self.backbone_accuracy()
+            if not accuracy:
+                return table
             label = BACKBONE_ROW if len(by) == 1 else (BACKBONE_ROW,) + ("",) * (len(by) - 1)
-            extra.index = self._index([label], by)
-            table = pd.concat([table, extra])
-        return table
+            return pd.concat([table, self._backbone_row(accuracy, label, by)])
+        parts = []
+        for value, part in blocks.items():
+            parts.append(table[[key[0] == value for key in table.index]])
+            accuracy = part.backbone_accuracy()
+            if accuracy:
+                parts.append(self._backbone_row(accuracy, (value, BACKBONE_ROW) + ("",) * (len(by) - 2), by))
+        return pd.concat(parts)
+
+    def _backbone_row(self, accuracy: list[float], label, by: list[str]) -> pd.DataFrame:
+        rows = [pd.DataFrame({"cost": [1.0], "accuracy": [a]}) for a in accuracy]
+        extra = evaluate.budget_table({0: rows})
+        extra.index = self._index([label], by)
+        return extra
 
     def validation_budget_table(self, by=None) -> pd.DataFrame:
         """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split

@@ -279,3 +279,21 @@ def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comp
     middle = split.run(0, backbone_epochs=1)
     assert middle.config.regime == "mixed" and middle.config.backbone_phase.epochs == 1
     assert middle.config.joint_phase.epochs == 1 and middle.backbone.path != comparison.run(0, regime="mixed").backbone.path
+
+
+def test_a_grid_over_architectures_has_a_backbone_row_per_architecture(store, comparison, grid):
+    archs = study.run_study("smoke", {"arch": ["resnet-smoke", "msdnet-smoke"], "regime": ["disjoint", "mixed"]},
+                            seeds=[0], store=store)
+    table = archs.budget_table(["arch", "regime"])
+    assert list(table.index) == [("resnet-smoke", "disjoint"), ("resnet-smoke", "mixed"),
+                                 ("resnet-smoke", study.BACKBONE_ROW), ("msdnet-smoke", "disjoint"),
+                                 ("msdnet-smoke", "mixed"), ("msdnet-smoke", study.BACKBONE_ROW)]
+    for arch in ("resnet-smoke", "msdnet-smoke"):
+        (expected,) = archs.select(arch=arch).backbone_accuracy()
+        assert table.loc[(arch, study.BACKBONE_ROW), (1.0, "mean")] == pytest.approx(expected)
+        # the disjoint regime's final exit is its architecture's own backbone
+        disjoint = archs.run(0, arch=arch, regime="disjoint")
+        assert float(evaluate.per_exit_accuracy(*disjoint.logits("test"))[-1]) == pytest.approx(expected)
+    # methods share phase 1: one backbone row for all of them
+    rows = grid.budget_table(["method", "regime"]).index
+    assert sum(study.BACKBONE_ROW in key for key in rows) == 1
