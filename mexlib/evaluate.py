@@ -186,10 +186,10 @@ def expected_time(curve: pd.DataFrame, ms_per_exit: Sequence[float]) -> pd.Serie
     """The mean time per sample of each operating point of a trade-off curve
     (:func:`tradeoff_curve`), given the time of leaving at each exit: the exits' shares of the
     samples (``frac_exit_k``) weighted by their times."""
-    shares = curve[[f"frac_exit_{k}" for k in range(len(ms_per_exit))]].to_numpy()
-    if shares.shape[1] != sum(c.startswith("frac_exit_") for c in curve.columns):
-        raise ValueError(f"{len(ms_per_exit)} exit times given for a curve of "
-                         f"{sum(c.startswith('frac_exit_') for c in curve.columns)} exits")
+    num_exits = sum(c.startswith("frac_exit_") for c in curve.columns)
+    if len(ms_per_exit) != num_exits:
+        raise ValueError(f"{len(ms_per_exit)} exit times given for a curve of {num_exits} exits")
+    shares = curve[[f"frac_exit_{k}" for k in range(num_exits)]].to_numpy()
     return pd.Series(shares @ np.asarray(ms_per_exit, dtype=np.float64), index=curve.index, name="ms")
 
 

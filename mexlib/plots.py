@@ -109,6 +109,12 @@ def _cell(value, pct: bool, std=None) -> str:
     return format_mean_std(value, std, percent=pct)
 
 
+def findings_text(findings: Iterable[tuple[str, Iterable[str]]]) -> str:
+    """A notebook's findings, ``(title, lines)`` per section, as Markdown: a heading per
+    section, a bullet per line."""
+    return "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+
+
 def save_text(text: str, name: str, profile: str) -> Path:
     """Save generated prose (e.g. a notebook's findings) as ``<name>.md``."""
     path = _output_folder(profile) / f"{name}.md"

@@ -96,11 +96,17 @@ class DeviceData:
                            seed=self.seed * 100 + _PHASE_SEED[phase],
                            memory_format=self.memory_format)
 
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        """The images (uint8, as stored) and labels of the ``"train"``, ``"val"`` or ``"test"`` split."""
+        splits = {"train": (self.train_images, self.train_labels), "val": (self.val_images, self.val_labels),
+                  "test": (self.test_images, self.test_labels)}
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(splits)}")
+        return splits[name]
+
     def eval_loader(self, split: str) -> BatchLoader:
         """The ``"train"``, ``"val"`` or ``"test"`` split in order, without augmentation."""
-        images, labels = {"train": (self.train_images, self.train_labels),
-                          "val": (self.val_images, self.val_labels),
-                          "test": (self.test_images, self.test_labels)}[split]
+        images, labels = self.split(split)
         return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
                            memory_format=self.memory_format)
 

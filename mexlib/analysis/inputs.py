@@ -24,19 +24,13 @@ from ..config import RunConfig
 from ..store import RunStore, code_without_comments
 from ..train import DeviceData, build_model
 
-SPLITS = ("train", "val", "test")
-
-
 def fixed_sample(data: DeviceData, split: str, size: int, seed: int = 0,
                  batch_size: int = 256) -> list[tuple[Tensor, Tensor]]:
     """``size`` images of ``split`` (all if fewer), drawn with ``seed``, as normalised
     ``(images, labels)`` batches of at most ``batch_size``, in the model's memory format."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be positive, got {size} and {batch_size}")
-    images, labels = {"train": (data.train_images, data.train_labels), "val": (data.val_images, data.val_labels),
-                      "test": (data.test_images, data.test_labels)}[split]
+    images, labels = data.split(split)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:size]
     order = order.to(labels.device)
     batches = []
@@ -90,4 +84,4 @@ def cached(store: RunStore, name: str, inputs: dict[str, Any], compute: Callable
     return result
 
 
-__all__ = ["SPLITS", "cached", "fixed_sample", "joined", "model_at", "run_data"]
+__all__ = ["cached", "fixed_sample", "joined", "model_at", "run_data"]

@@ -239,7 +239,7 @@ print(f"planes and paths in {time.perf_counter() - started:.0f} s (read back fro
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+text = plots.findings_text(findings)
 plots.save_text(text, "landscape_findings", profile)
 display(Markdown(text))
 

@@ -277,7 +277,7 @@ print(f"measured in {time.perf_counter() - started:.0f} s (read back from the st
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+text = plots.findings_text(findings)
 plots.save_text(text, "representations_findings", profile)
 display(Markdown(text))
 

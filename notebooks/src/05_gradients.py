@@ -199,7 +199,7 @@ print(f"read and summarised in {time.perf_counter() - started:.0f} s")
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+text = plots.findings_text(findings)
 plots.save_text(text, "gradients_findings", profile)
 display(Markdown(text))
 

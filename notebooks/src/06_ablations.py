@@ -256,7 +256,7 @@ print(f"In all: {minutes.sum():.1f} minutes of training for {len(wall)} runs and
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+text = plots.findings_text(findings)
 plots.save_text(text, "ablation_findings", profile)
 display(Markdown(text))
 

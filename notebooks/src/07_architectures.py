@@ -208,7 +208,7 @@ print("(as stored: runs trained as parallel jobs overlap in wall-clock time)")
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = "\n".join(f"### {title}\n" + "\n".join(f"- {line}" for line in lines) + "\n" for title, lines in findings)
+text = plots.findings_text(findings)
 plots.save_text(text, "architectures_findings", profile)
 display(Markdown(text))
 
