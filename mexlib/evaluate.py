@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
@@ -124,7 +125,10 @@ def exit_costs(model: torch.nn.Module, sample_shape: Sequence[int]) -> ExitCosts
 
 
 def _count_flops(run: Callable[[], object]) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # torch's counter has formulas for the CUDA attention kernels only: the CPU's fused
+    # attention op counts 0 FLOPs. The math backend runs attention as matmuls, which it counts
+    # (2 * 2 N^2 d per head-sequence), on every device alike.
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]), FlopCounterMode(display=False) as counter:
         run()
     return int(counter.get_total_flops())
 

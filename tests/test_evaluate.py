@@ -363,6 +363,35 @@ def test_exit_costs_match_hand_count():
     assert not model.blocks.training and not model.blocks[0][0].training
 
 
+class TinyAttention(nn.Module):
+    """One exit: 4 heads of self-attention over the 16 patches of a 4x4 image, then a linear
+    classifier on the mean token."""
+
+    num_exits = 1
+
+    def __init__(self, dim=8, heads=4):
+        super().__init__()
+        self.heads, self.qkv, self.classifier = heads, nn.Linear(dim, 3 * dim, bias=False), nn.Linear(dim, 10, bias=False)
+
+    def backbone_only(self, x):
+        tokens = x.flatten(2).transpose(1, 2)  # [1, dim, 4, 4] -> [1, 16, dim]
+        q, k, v = self.qkv(tokens).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.classifier(attended.mean(2).flatten(1))
+
+    def forward_until(self, x, k):
+        return [self.backbone_only(x)]
+
+
+def test_exit_costs_count_the_attention_on_the_cpu():
+    """torch's counter has no formula for the CPU's fused attention kernel; counted through
+    the math backend, Q K^T and the weighted sum of V are 2 x 2 N^2 d FLOPs."""
+    dim, tokens = 8, 16
+    costs = ev.exit_costs(TinyAttention(dim), (dim, 4, 4))
+    projections, attention, classifier = 2 * tokens * dim * 3 * dim, 2 * 2 * tokens ** 2 * dim, 2 * dim * 10
+    assert costs.backbone_flops == projections + attention + classifier
+
+
 def test_exit_costs_table_names_units():
     table = ev.exit_costs(TinyMultiExit(), (1, 6, 6)).table()
     assert len(table) == 4  # three exits and the plain backbone
