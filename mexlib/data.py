@@ -12,6 +12,7 @@ Where the data come from (see :func:`load_dataset`):
 * CIFAR-10 / CIFAR-100: torchvision's loader and download into ``<data>``.
 * Image folders (Imagenette, Tiny ImageNet layouts) under ``<data>/<name>``, decoded once,
   resized and cached as a tensor file next to the images.
+* ImageNet-1k is too large for memory: :mod:`mexlib.streaming` reads it from disk.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class DatasetSpec:
     crop_padding: int  # random-crop padding used for training augmentation (0: no crop)
     flip: bool  # random horizontal flips during training
     folder: str  # subfolder of the data folder
+    streamed: bool = False  # too large for memory: read from disk batch by batch (mexlib.streaming)
 
 
 @dataclass
@@ -83,6 +85,9 @@ DATASETS: dict[str, DatasetSpec] = {
                     "imagenette"),
         DatasetSpec("tiny-imagenet", 200, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, 8, True,
                     "tiny-imagenet-200"),
+        # crop_padding 0: streamed data are cropped by RandomResizedCrop (mexlib.streaming)
+        DatasetSpec("imagenet", 1000, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD, 0, True, "imagenet",
+                    streamed=True),
     ]
 }
 
@@ -104,6 +109,10 @@ def dataset_spec(name: str) -> DatasetSpec:
 def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) -> ImageData:
     """Load a dataset into memory, fetching it first if needed (see the module docstring)."""
     spec = dataset_spec(name)
+    if spec.streamed:
+        raise ValueError(f"{name} is streamed from disk, not loaded into memory: open it with "
+                         f"mexlib.streaming.StreamingData (the run store does); datasets held in memory: "
+                         f"{', '.join(sorted(n for n, s in DATASETS.items() if not s.streamed))}")
     root = Path(root) if root is not None else paths.data_dir()
     root.mkdir(parents=True, exist_ok=True)
     loader = _LOADERS[name]
@@ -296,9 +305,16 @@ def make_splits(data: ImageData, val_fraction: float = 0.1, seed: int = 0,
     validation images (the smoke profile validates on a subset); the training images are the
     same whatever it is.
     """
-    train, val = stratified_split(data.train_labels, val_fraction, seed)
-    return Splits(train=_stratified_subset(data.train_labels, train, train_size, seed + 1, "train_size"),
-                  val=_stratified_subset(data.train_labels, val, val_size, seed + 2, "val_size"))
+    return split_indices(data.train_labels, val_fraction, seed, train_size, val_size)
+
+
+def split_indices(labels: Tensor, val_fraction: float = 0.1, seed: int = 0,
+                  train_size: int | None = None, val_size: int | None = None) -> Splits:
+    """:func:`make_splits` from the training labels alone (a streamed dataset's, whose images
+    are not in memory)."""
+    train, val = stratified_split(labels, val_fraction, seed)
+    return Splits(train=_stratified_subset(labels, train, train_size, seed + 1, "train_size"),
+                  val=_stratified_subset(labels, val, val_size, seed + 2, "val_size"))
 
 
 def _stratified_subset(labels: Tensor, indices: Tensor, size: int | None, seed: int,

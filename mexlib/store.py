@@ -39,9 +39,10 @@ from torch import Tensor
 
 from . import __version__, hardware, paths
 from .config import RunConfig, stable_hash
-from .data import ImageData, load_dataset
+from .data import ImageData, dataset_spec, load_dataset
 from .methods import training_method
 from .models import MultiExitModel, exit_logits
+from .streaming import StreamingData
 from .train import DeviceData, build_model, resolve_device, train_backbone, train_regime
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
@@ -269,7 +270,10 @@ class RunStore:
     def _device_data(self, config: RunConfig) -> DeviceData:
         key = DeviceData.key(config)
         if key not in self._data:  # the tensors go to the device once, shared by every seed
-            self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
+            if dataset_spec(config.dataset).streamed:  # too large for memory: decoded batch by batch
+                self._data[key] = StreamingData.from_config(config, self.device)
+            else:
+                self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
         return replace(self._data[key], seed=config.seed)
 
     # --- writing -------------------------------------------------------------------------

@@ -14,9 +14,6 @@ from mexlib.methods import get_method
 from mexlib.settings import SETTINGS, get_setting, paper_numbers, setting_config
 from mexlib.train import build_model, step_rule
 
-RUNNABLE = [name for name, s in SETTINGS.items() if not s.needs]
-
-
 def test_every_table_1_row_is_a_setting_with_the_papers_numbers():
     assert len(SETTINGS) == 6 and {"resnet34-cifar100", "resnet50-tiny-imagenet", "vit-s-imagenet"} <= set(SETTINGS)
     for setting in SETTINGS.values():
@@ -24,11 +21,10 @@ def test_every_table_1_row_is_a_setting_with_the_papers_numbers():
         assert all(50 < v < 100 for v in setting.paper.values())
     with pytest.raises(ValueError, match="valid settings: resnet34-cifar100"):
         get_setting("resnet18-mnist")
-    with pytest.raises(NotImplementedError, match="needs an ImageNet-1k loader"):
-        setting_config("vit-s-imagenet")
+    assert setting_config("vit-s-imagenet").dataset == "imagenet"
 
 
-@pytest.mark.parametrize("name", RUNNABLE)
+@pytest.mark.parametrize("name", list(SETTINGS))
 def test_a_setting_builds_counts_its_exits_and_trains_each_phase(name):
     config = setting_config(name, seed=0)
     spec = dataset_spec(config.dataset)
@@ -59,6 +55,7 @@ def test_a_setting_builds_counts_its_exits_and_trains_each_phase(name):
 
 def test_paper_numbers_are_found_for_a_settings_configuration_only_in_the_paper_profile():
     assert paper_numbers(setting_config("vit-t-cifar100")).name == "vit-t-cifar100"
+    assert paper_numbers(setting_config("vit-s-imagenet")).name == "vit-s-imagenet"
     assert paper_numbers(make_config("paper")).name == "resnet34-cifar100"  # the profile's default
     assert paper_numbers(make_config("cpu")) is None
     assert paper_numbers(make_config("paper", arch="resnet18")) is None
