@@ -30,8 +30,10 @@ Everything a sweep knows about its state comes from the store alone (:func:`swee
 - ``debug``: submitit's debug executor, in this process (the submission path without
   processes, for debugging).
 
-Backbones are trained before the runs that start from them: ``local`` finishes every backbone
-task before it starts a run; ``slurm`` makes the runs' array depend on the backbones' array.
+Backbones are trained before the runs that start from them: ``local`` starts a disjoint or
+mixed run once its own backbone has ended and fills free slots meanwhile with the tasks that need
+none (the other backbones, the joint runs); ``slurm`` makes the runs' array depend on the
+backbones' array.
 Two jobs that need the same missing backbone anyway never both train it: the store's lock makes
 the second wait and then read the first's result.
 
@@ -88,6 +90,11 @@ class Task:
     @property
     def folder(self) -> str:
         return f"{self.kind}-{self.key}"
+
+    @property
+    def needs(self) -> str | None:
+        """The key of the phase-1 backbone a run starts from (None: a backbone, or a joint run)."""
+        return backbone_key(self.config) if self.kind == "run" and "backbone" in self.config.phases else None
 
     @property
     def label(self) -> str:
@@ -341,21 +348,29 @@ def _resolver(store: RunStore, device: str):
 
 
 def _run_local(runner, bodies, workers: int, poll_s: float, log) -> list:
-    """Backbones first, then runs, at most ``workers`` jobs at a time."""
-    submitted = []
-    for stage in ("backbone", "run"):
-        queue = [(t, b) for t, b in bodies if t.kind == stage]
-        active = []
-        while queue or active:
-            active = [(t, j) for t, j in active if not j.done()]
-            while queue and len(active) < workers:
-                task, body = queue.pop(0)
-                job = runner.submit(body)
-                log(f"[sweep] started {task.label} (job {job.job_id})")
-                active.append((task, job))
-                submitted.append((task, job))
-            if active:
-                time.sleep(poll_s)
+    """At most ``workers`` jobs at a time, each started as soon as a slot is free and what it
+    needs is trained: the first task in plan order (backbones, then runs) that needs no backbone
+    of this sweep still in training. So a joint run, which needs none, fills a slot while the
+    last backbones train, and a disjoint or mixed run waits only for its own backbone (if that
+    job failed, the run trains the backbone itself, as a run does without a sweep)."""
+    queue, active, submitted = list(bodies), [], []
+    pending = {t.key for t, _ in bodies if t.kind == "backbone"}  # backbones not yet ended
+    while queue or active:
+        for task, job in active:
+            if job.done():
+                pending.discard(task.key)
+        active = [(t, j) for t, j in active if not j.done()]
+        while len(active) < workers:
+            ready = next((i for i, (t, _) in enumerate(queue) if t.needs not in pending), None)
+            if ready is None:
+                break
+            task, body = queue.pop(ready)
+            job = runner.submit(body)
+            log(f"[sweep] started {task.label} (job {job.job_id})")
+            active.append((task, job))
+            submitted.append((task, job))
+        if active:
+            time.sleep(poll_s)
     return submitted
 
 
