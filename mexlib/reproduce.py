@@ -46,6 +46,8 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
         declared = papermill.inspect_notebook(str(notebook))
         if executor != "inline" and "executor" in declared:  # the notebooks that train runs
             parameters.update(executor=executor, workers=workers)
+        if "live" in declared:  # no live widgets unattended (00_tour says why)
+            parameters["live"] = False
         papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
                                    parameters=parameters, kernel_name=kernel,
                                    cwd=str(paths.notebooks_dir()), progress_bar=False)

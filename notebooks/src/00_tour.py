@@ -15,9 +15,10 @@
 
 # %% [parameters]
 profile = "cpu"
-train = {"epochs": 3, "train_size": 12_000}  # a short training run for the tour
+train = None  # the tour's training run; None: 3 epochs on 12,000 images (smoke: the smoke profile's own)
 threshold = 0.9  # the confidence an exit needs before a sample may leave there
 images_shown = 8
+live = True  # the live slider below; unattended runs (make reproduce, the tests) set False
 seeds = None  # seeds of the regimes picture (from the regimes notebook's runs in the store)
 device = "auto"
 executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
@@ -40,6 +41,8 @@ from mexlib.train import build_model
 
 check_parameters()
 plots.use_style()
+if train is None:
+    train = {} if profile == "smoke" else {"epochs": 3, "train_size": 12_000}
 config = make_config(profile, regime="joint", **{**train, **overrides})
 spec = dataset_spec(config.dataset)
 data = load_dataset(config.dataset)
@@ -153,18 +156,24 @@ plots.save_figure(fig, "tour_threshold", profile)
 plt.show()
 
 # %% [markdown]
-# In JupyterLab the slider below redraws the same view as you move the threshold (executed
-# headless, as by `make reproduce`, the static figure above shows the parameter's threshold).
+# In JupyterLab the slider below redraws the same view as you move the threshold. Executed
+# headless, as by `make reproduce`, the notebook leaves the slider out (`live = False`): nobody
+# can move it there, and papermill's client at times waited forever on the messages of its
+# output widget. The static figure above shows the parameter's threshold.
 
 # %%
 try:
     import ipywidgets
-
+except ImportError:  # the static figure above still shows the view
+    ipywidgets = None
+if not live:
+    print("live = False (an unattended run): no slider; the static figure above shows the threshold's view")
+elif ipywidgets is None:
+    print("ipywidgets is not installed: the static figure above shows the threshold's view")
+else:
     slider = ipywidgets.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01, description="threshold τ",
                                     continuous_update=False)
     display(ipywidgets.interactive(lambda threshold: plt.show(threshold_view(threshold)), threshold=slider))
-except ImportError:  # the static figure above still shows the view
-    print("ipywidgets is not installed: the static figure above shows the threshold's view")
 
 # %% [markdown]
 # **Exercise 1.** Set `threshold` in the parameters cell to 0.5, then to 0.99, and rerun. How do

@@ -33,13 +33,13 @@ profile = "cpu"
 regimes = ["disjoint", "joint", "mixed"]
 seed = 0  # the runs whose landscapes are drawn
 reference_seed = 1  # a second seed of every regime, for the seed-to-seed reference paths
-steps = 25  # points per direction of the plane (steps × steps in all)
+steps = None  # points per direction of the plane (steps × steps in all); None: 25 (smoke: 5)
 span = 1.0  # the plane covers [-span, span]² in units of the filter-normalised directions
 scope = "all"  # which weights the plane moves: "all", only the "backbone" or only the "heads"
 direction_seed = 0  # seeds the random directions
-eval_size = 256  # test images in the fixed evaluation batch
-bn_size = 256  # training images on which BatchNorm statistics are recomputed (one batch)
-path_steps = 21  # points on each interpolation path, its ends included
+eval_size = None  # test images in the fixed evaluation batch; None: 256 (smoke: 64)
+bn_size = None  # training images on which BatchNorm statistics are recomputed (one batch); None: 256 (smoke: 64)
+path_steps = None  # points on each interpolation path, its ends included; None: 21 (smoke: 5)
 device = "auto"
 executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
 workers = 2  # jobs at a time with the local executor
@@ -61,6 +61,11 @@ from mexlib.store import RunStore
 
 check_parameters()
 plots.use_style()
+SIZES = {"smoke": dict(steps=5, eval_size=64, bn_size=64, path_steps=5)}  # toy scale: seconds, not minutes
+sizes = {**dict(steps=25, eval_size=256, bn_size=256, path_steps=21), **SIZES.get(profile, {})}
+steps, eval_size, bn_size, path_steps = (value if value is not None else sizes[name] for name, value in
+                                         dict(steps=steps, eval_size=eval_size, bn_size=bn_size,
+                                              path_steps=path_steps).items())
 if scope not in SCOPES:
     raise ValueError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
 store = RunStore(device=device, progress=profile != "smoke")
