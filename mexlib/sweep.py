@@ -356,10 +356,13 @@ def _run_local(runner, bodies, workers: int, poll_s: float, log) -> list:
     queue, active, submitted = list(bodies), [], []
     pending = {t.key for t, _ in bodies if t.kind == "backbone"}  # backbones not yet ended
     while queue or active:
-        for task, job in active:
+        running = []
+        for task, job in active:  # one look at each job: one that ends meanwhile is seen next time
             if job.done():
                 pending.discard(task.key)
-        active = [(t, j) for t, j in active if not j.done()]
+            else:
+                running.append((task, job))
+        active = running
         while len(active) < workers:
             ready = next((i for i, (t, _) in enumerate(queue) if t.needs not in pending), None)
             if ready is None:

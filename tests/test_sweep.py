@@ -250,3 +250,24 @@ def test_local_jobs_start_when_their_backbone_is_trained_and_joint_runs_fill_the
     # work shared by two, plus the longest job
     work = sum(j.length for _, j in clock.jobs)
     assert max(ended.values()) <= work / 2 + max(j.length for _, j in clock.jobs)
+
+
+def test_a_backbone_that_ends_between_two_looks_still_releases_its_runs(tmp_path, monkeypatch):
+    """Each job's done() is asked once per poll: a backbone that ends between two questions
+    must not leave its runs waiting forever."""
+    configs = grid_configs("smoke", {"regime": ["mixed"]}, [0])
+    tasks = plan(configs, _store(tmp_path / "runs"))
+
+    class Job:
+        job_id, answers = 0, iter([False, True])
+
+        def done(self):  # not done when first asked, done ever after
+            return next(self.answers, True)
+
+    class Runner:
+        def submit(self, task):
+            return Job()
+
+    monkeypatch.setattr("mexlib.sweep.time.sleep", lambda _: None)
+    submitted = _run_local(Runner(), [(t, t) for t in tasks], workers=2, poll_s=0, log=lambda *a: None)
+    assert [t.kind for t, _ in submitted] == ["backbone", "run"]
