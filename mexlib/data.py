@@ -390,6 +390,16 @@ class Normalize:
         return images.to(self.dtype) * self.scale + self.shift
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of an epoch's order and augmentation: it depends only on ``(seed, epoch)``,
+    so a run resumed at ``epoch`` sees the batches an uninterrupted one would have seen."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
 class BatchLoader:
     """Batches of (normalised images, labels) from tensors already on the training device.
 
@@ -415,11 +425,10 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return batch_count(len(self.labels), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_generator(self.seed, self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=generator).to(self.labels.device) if self.shuffle else None
         for i in range(len(self)):

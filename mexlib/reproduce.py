@@ -23,6 +23,21 @@ def notebooks() -> list:
     return sorted(paths.notebooks_dir().glob("[0-9]*.ipynb"))
 
 
+def unattended_parameters(notebook, profile: str, executor: str = "inline", workers: int = 2) -> dict:
+    """The parameters of ``notebook`` executed without a person at it (``make reproduce``, the
+    notebook tests): the profile, the executor for the notebooks that train runs, and no live
+    widgets (``live = False``: 00_tour says why)."""
+    import papermill
+
+    parameters = {"profile": profile}
+    declared = papermill.inspect_notebook(str(notebook))
+    if executor != "inline" and "executor" in declared:  # the notebooks that train runs
+        parameters.update(executor=executor, workers=workers)
+    if "live" in declared:
+        parameters["live"] = False
+    return parameters
+
+
 def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",
             executor: str = "inline", workers: int = 2) -> list[tuple[str, float]]:
     import papermill
@@ -42,12 +57,7 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
     for notebook in selected:
         started = time.perf_counter()
         print(f"[reproduce] {notebook.name} (profile {profile})", flush=True)
-        parameters = {"profile": profile}
-        declared = papermill.inspect_notebook(str(notebook))
-        if executor != "inline" and "executor" in declared:  # the notebooks that train runs
-            parameters.update(executor=executor, workers=workers)
-        if "live" in declared:  # no live widgets unattended (00_tour says why)
-            parameters["live"] = False
+        parameters = unattended_parameters(notebook, profile, executor, workers)
         papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
                                    parameters=parameters, kernel_name=kernel,
                                    cwd=str(paths.notebooks_dir()), progress_bar=False)

@@ -267,7 +267,7 @@ class RunStore:
                                model, data, [result.to_dict()], time.perf_counter() - started,
                                workdir, final_exit_only=True)
 
-    def _device_data(self, config: RunConfig) -> DeviceData:
+    def _device_data(self, config: RunConfig) -> DeviceData | StreamingData:
         key = DeviceData.key(config)
         if key not in self._data:  # the tensors go to the device once, shared by every seed
             if dataset_spec(config.dataset).streamed:  # too large for memory: decoded batch by batch

@@ -45,7 +45,8 @@ from torchvision.transforms import v2
 
 from . import paths
 from .config import RunConfig
-from .data import DatasetNotFoundError, DatasetSpec, Normalize, dataset_spec, split_indices, stratified_split
+from .data import (DatasetNotFoundError, DatasetSpec, Normalize, batch_count, dataset_spec, epoch_generator,
+                   split_indices, stratified_split)
 from .train import _PHASE_SEED, EVAL_BATCH_SIZE, DeviceData, memory_format_for
 
 #: The archives torchvision's ImageNet reads (it unpacks them on first use).
@@ -110,11 +111,10 @@ class _EpochBatches:
         self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
 
     def __len__(self) -> int:
-        n = len(self.indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(len(self.indices), self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = epoch_generator(self.seed, self.epoch)
         n = len(self.indices)
         order = self.indices[torch.randperm(n, generator=generator)] if self.shuffle else self.indices
         seeds = torch.randint(2**62, (n,), generator=generator)
@@ -176,6 +176,10 @@ def open_imagenet(root: str | Path | None = None) -> tuple[torchvision.datasets.
             f"val/<wnid>/*.JPEG.") from error
 
 
+#: How each streamed dataset (``DatasetSpec.streamed``) opens its train and test image folders.
+OPENERS = {"imagenet": open_imagenet}
+
+
 @dataclass
 class StreamingData:
     """A streamed dataset's splits for one run: :class:`mexlib.train.DeviceData`'s interface
@@ -201,9 +205,10 @@ class StreamingData:
     def from_config(cls, config: RunConfig, device: torch.device, root: str | Path | None = None,
                     workers: int | None = None) -> "StreamingData":
         spec = dataset_spec(config.dataset)
-        if spec.name != "imagenet":
-            raise ValueError(f"{spec.name} is held in memory (mexlib.train.DeviceData); streamed datasets: imagenet")
-        train, test = open_imagenet(root)
+        if not spec.streamed:
+            raise ValueError(f"{spec.name} is held in memory (mexlib.train.DeviceData); streamed datasets: "
+                             f"{', '.join(OPENERS)}")
+        train, test = OPENERS[spec.name](root)
         train_labels = torch.tensor(train.targets, dtype=torch.long)
         test_labels = torch.tensor(test.targets, dtype=torch.long)
         splits = split_indices(train_labels, config.val_fraction, seed=0, train_size=config.train_size,
@@ -245,5 +250,5 @@ class StreamingData:
                          f"tensor; the analyses that need it (mexlib.analysis) run on in-memory datasets")
 
 
-__all__ = ["EVAL_CROP_RATIO", "IMAGENET_ARCHIVES", "SeededSamples", "StreamLoader", "StreamingData",
+__all__ = ["EVAL_CROP_RATIO", "IMAGENET_ARCHIVES", "OPENERS", "SeededSamples", "StreamLoader", "StreamingData",
            "default_workers", "eval_transform", "open_imagenet", "train_transform"]

@@ -12,7 +12,7 @@ import nbformat
 import papermill
 import pytest
 
-from mexlib import paths
+from mexlib import paths, reproduce
 from mexlib.notebook import unknown_parameters
 
 ROOT = paths.ROOT
@@ -28,8 +28,7 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
                          "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
                          "04_representations": {"sample_size": 256, "training_size": 128},
-                         "06_ablations": {"seeds": [0]},
-                         "00_tour": {"live": False}}
+                         "06_ablations": {"seeds": [0]}}
 
 
 def test_there_are_notebooks():
@@ -110,7 +109,8 @@ def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_re
     store, as in ``make reproduce PROFILE=smoke``: a run one notebook trained, the next reads."""
     monkeypatch.setenv("MEXLIB_RUNS", str(smoke_reproduction / "runs"))
     executed = tmp_path / notebook.name
-    _execute(notebook, executed, profile="smoke", **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
+    _execute(notebook, executed, **reproduce.unattended_parameters(notebook, "smoke"),
+             **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
     figures = paths.figures_dir("smoke")
     saved = sorted(p.name for p in figures.glob("*.png"))
     assert saved, "the notebook saved no figure"

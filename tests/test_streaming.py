@@ -12,7 +12,7 @@ from mexlib import data as data_module
 from mexlib.config import make_config
 from mexlib.data import DatasetNotFoundError, dataset_spec
 from mexlib.store import RunStore
-from mexlib.streaming import IMAGENET_ARCHIVES, StreamingData, default_workers
+from mexlib.streaming import IMAGENET_ARCHIVES, OPENERS, StreamingData, default_workers
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 3
@@ -128,6 +128,7 @@ def test_missing_imagenet_says_what_to_put_where(tmp_path):
 
 
 def test_imagenet_is_not_loaded_into_memory_and_workers_are_checked(monkeypatch):
+    assert set(OPENERS) == {name for name, spec in data_module.DATASETS.items() if spec.streamed}
     with pytest.raises(ValueError, match="streamed from disk.*held in memory: cifar10, cifar100, fashion-mnist"):
         data_module.load_dataset("imagenet")
     with pytest.raises(ValueError, match="held in memory"):

@@ -61,11 +61,12 @@ from mexlib.store import RunStore
 
 check_parameters()
 plots.use_style()
-SIZES = {"smoke": dict(steps=5, eval_size=64, bn_size=64, path_steps=5)}  # toy scale: seconds, not minutes
-sizes = {**dict(steps=25, eval_size=256, bn_size=256, path_steps=21), **SIZES.get(profile, {})}
-steps, eval_size, bn_size, path_steps = (value if value is not None else sizes[name] for name, value in
-                                         dict(steps=steps, eval_size=eval_size, bn_size=bn_size,
-                                              path_steps=path_steps).items())
+# the sizes left at None: the smoke profile's toy scale (seconds, not minutes) or the study's
+smoke = profile == "smoke"
+steps = steps or (5 if smoke else 25)
+eval_size = eval_size or (64 if smoke else 256)
+bn_size = bn_size or (64 if smoke else 256)
+path_steps = path_steps or (5 if smoke else 21)
 if scope not in SCOPES:
     raise ValueError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
 store = RunStore(device=device, progress=profile != "smoke")
