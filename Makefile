@@ -30,8 +30,10 @@ reproduce: $(STAMP)
 report: $(STAMP)
 	$(PY) -m mexlib.report --profile $(PROFILE)
 
+# The suite on two workers (pytest-xdist; tests/conftest.py says how the tests are shared out).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 # JupyterLab refuses to run as root without --allow-root (containers, CI machines).
 lab: $(STAMP)

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms import v2
 
 from . import paths
 
@@ -122,6 +120,8 @@ def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) ->
 # --- loaders -------------------------------------------------------------------------------
 
 def _load_fashion_mnist(spec: DatasetSpec, root: Path) -> ImageData:
+    import torchvision  # here, not at the top: it takes a second, and stored runs need none of it
+
     cls = torchvision.datasets.FashionMNIST
     raw = root / spec.folder / "raw"
     archives = [Path(url).name for url, _ in cls.resources]
@@ -169,6 +169,8 @@ def _torchvision_has_files(cls, root: Path) -> bool:
 
 
 def _load_cifar(spec: DatasetSpec, root: Path) -> ImageData:
+    import torchvision
+
     cls = torchvision.datasets.CIFAR10 if spec.name == "cifar10" else torchvision.datasets.CIFAR100
     try:
         train = cls(root, train=True, download=True)
@@ -209,6 +211,8 @@ def _load_image_folder(spec: DatasetSpec, root: Path) -> ImageData:
             f"{folder / 'val'}. Download and unpack the dataset there (Imagenette: "
             f"https://github.com/fastai/imagenette; Tiny ImageNet: "
             f"http://cs231n.stanford.edu/tiny-imagenet-200.zip), keeping its folder layout.")
+    import torchvision
+
     train = torchvision.datasets.ImageFolder(folder / "train")
     annotations = folder / "val" / "val_annotations.txt"
     if annotations.is_file():
@@ -234,6 +238,8 @@ def _load_image_folder(spec: DatasetSpec, root: Path) -> ImageData:
 
 
 def _decode_resized(samples, size: int) -> tuple[Tensor, Tensor]:
+    from torchvision.transforms import v2
+
     images = torch.empty(len(samples), 3, size, size, dtype=torch.uint8)
     for i, (path, _) in enumerate(samples):
         with Image.open(path) as pil:
@@ -342,6 +348,8 @@ class BatchAugment:
                  policy_group: int = 8):
         self.crop_padding = crop_padding
         self.flip = flip
+        if trivial_augment:
+            from torchvision.transforms import v2
         self.trivial_augment = v2.TrivialAugmentWide() if trivial_augment else None
         self.policy_group = policy_group
 

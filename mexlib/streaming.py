@@ -35,19 +35,22 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from . import paths
 from .config import RunConfig
 from .data import (DatasetNotFoundError, DatasetSpec, Normalize, batch_count, dataset_spec, epoch_generator,
                    split_indices, stratified_split)
 from .train import _PHASE_SEED, EVAL_BATCH_SIZE, DeviceData, memory_format_for
+
+if TYPE_CHECKING:  # imported where used: importing torchvision takes a second
+    import torchvision
+    from torchvision.transforms import v2
 
 #: The archives torchvision's ImageNet reads (it unpacks them on first use).
 IMAGENET_ARCHIVES = ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
@@ -68,6 +71,8 @@ def default_workers() -> int:
 
 
 def train_transform(spec: DatasetSpec, trivial_augment: bool = False) -> v2.Compose:
+    from torchvision.transforms import v2
+
     steps = [v2.RandomResizedCrop(spec.image_size, antialias=True)]
     if spec.flip:
         steps.append(v2.RandomHorizontalFlip())
@@ -77,6 +82,8 @@ def train_transform(spec: DatasetSpec, trivial_augment: bool = False) -> v2.Comp
 
 
 def eval_transform(spec: DatasetSpec) -> v2.Compose:
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.Resize(round(spec.image_size / EVAL_CROP_RATIO), antialias=True),
                        v2.CenterCrop(spec.image_size), v2.PILToTensor()])
 
@@ -165,6 +172,8 @@ def open_imagenet(root: str | Path | None = None) -> tuple[torchvision.datasets.
         if not (folder / "meta.bin").is_file():
             if importlib.util.find_spec("scipy") is None:  # torchvision reads the devkit's .mat file with it
                 raise RuntimeError("unpacking the devkit archive needs scipy: pip install scipy")
+        import torchvision
+
         return (torchvision.datasets.ImageNet(folder, split="train"),
                 torchvision.datasets.ImageNet(folder, split="val"))
     except (RuntimeError, FileNotFoundError) as error:

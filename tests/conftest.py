@@ -3,10 +3,40 @@ Every test has a time limit (pyproject.toml); ``hang_watchdog`` ends a run whose
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 pytest_plugins = ["hang_watchdog"]
+
+#: ``make test`` runs the suite on two workers (pytest-xdist, ``-n 2 --dist loadfile``), a test
+#: file at a time. The notebook tests share one smoke-profile run store and leave the executed
+#: notebooks that the report test builds its site from, so those two files form one unit of
+#: work; it is the longest, so it is collected first and starts at once.
+SHARED_UNITS = {"tests/test_report.py": "tests/test_notebooks.py"}
+FIRST_UNIT = "tests/test_notebooks.py"
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return SHARED_UNITS.get(path, path)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: _unit(item.nodeid) != FIRST_UNIT)  # stable: the rest keep their order
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedUnitScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection's order: the longest unit first
+    return SharedUnitScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -17,9 +47,20 @@ def _isolated_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MEXLIB_FIGURES", str(figures))
 
 
+def threads_per_worker() -> int:
+    """Threads for each test process: two, or the worker's share of the CPUs when the suite runs
+    on several workers (two workers on two cores: one thread each; OpenMP threads that outnumber
+    the cores make every process wait at each barrier, and the suite ran slower in parallel)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, min(2, len(os.sched_getaffinity(0)) // workers))
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _two_threads():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def _threads():
+    threads = threads_per_worker()
+    torch.set_num_threads(min(threads, torch.get_num_threads()))
+    if "PYTEST_XDIST_WORKER" in os.environ:  # and for what the tests start: kernels, jobs, checks
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ test stuck inside a native kernel (a oneDNN convolution that never returns, say)
 This plugin starts a timer thread for every test; when a test is still running
 ``WATCHDOG_GRACE_SECONDS`` (``MEXLIB_WATCHDOG_GRACE``, default 30) after its limit, it prints
 the test's name and every thread's stack and exits the process with status 3, so the run ends
-as a failure that names the test instead of stalling. ``tests/conftest.py`` loads it (``-p hang_watchdog``).
+as a failure that names the test instead of stalling. On pytest-xdist's workers (``make test``)
+the worker ends, xdist reports the test it was running as failed ("worker crashed while running
+...") and the run goes on with a fresh worker. ``tests/conftest.py`` loads it (``-p hang_watchdog``).
 """
 
 from __future__ import annotations

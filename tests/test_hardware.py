@@ -188,7 +188,8 @@ def test_every_architecture_under_onednn_avx2_kernels():
     AVX2-only CPU runs, for every architecture with its default head. A hang ends as a failure
     naming the model being checked."""
     args = [f"--arch={a}" for a in ARCHITECTURES] + ["--head=pool", "--head=token", "--head=msd", "--batch=4"]
-    output, status = _run_check(args, timeout=240)
+    # the test process's threads: two, or one on each of two workers sharing two cores
+    output, status = _run_check(args, timeout=240, threads=torch.get_num_threads())
     assert status is not None, f"hung while checking {_last_started(output)}:\n{output[-3000:]}"
     assert status == 0, f"failed while checking {_last_started(output)}:\n{output[-3000:]}"
     assert "'onednn_isa_cap': 'AVX2'" in output and "'native_bf16': False" in output

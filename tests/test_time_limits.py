@@ -59,6 +59,19 @@ def test_a_slow_test_fails_by_name_and_a_stuck_one_stops_the_run_by_name(tmp_pat
     assert "test_never_reached" not in output
 
 
+def test_on_parallel_workers_a_stuck_test_fails_by_name_and_the_run_goes_on(tmp_path):
+    """``make test`` runs the suite on pytest-xdist workers: the watchdog ends the worker, xdist
+    reports the test it was running as failed and goes on with a fresh worker."""
+    (tmp_path / "test_limits.py").write_text(SLOW_AND_STUCK)
+    done = _pytest(tmp_path, "-n", "2", "-rf", "test_limits.py")
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "HUNG TEST: test_limits.py::test_stuck_in_native_code" in output
+    assert "FAILED test_limits.py::test_stuck_in_native_code - worker" in output
+    assert "FAILED test_limits.py::test_slow_in_python - Failed: Timeout" in output
+    assert "2 failed, 2 passed" in output  # test_never_reached ran after all
+
+
 def test_the_suite_sets_a_limit_on_every_test(request):
     assert request.config.getini("timeout") and float(request.config.getini("timeout")) > 0
     assert request.config.getini("timeout_method") == "signal"
