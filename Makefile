@@ -4,6 +4,7 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= cpu
 EXECUTOR ?= inline
+JOBS    ?=
 STAMP   := $(VENV)/.installed
 SHELL   := /bin/bash
 .SHELLFLAGS := -o pipefail -c
@@ -24,7 +25,7 @@ data: $(STAMP)
 	$(PY) -c "from mexlib.data import load_dataset; print(load_dataset('fashion-mnist'))"
 
 reproduce: $(STAMP)
-	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR)
+	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(JOBS),--jobs $(JOBS),)
 
 # The executed notebooks of the last `make reproduce` as a static site: build/report/<profile>/.
 report: $(STAMP)

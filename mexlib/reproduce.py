@@ -11,6 +11,8 @@ train the missing ones as parallel jobs, ``--executor slurm`` on a SLURM cluster
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import os
 import sys
 import time
 
@@ -38,32 +40,75 @@ def unattended_parameters(notebook, profile: str, executor: str = "inline", work
     return parameters
 
 
-def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",
-            executor: str = "inline", workers: int = 2) -> list[tuple[str, float]]:
-    import papermill
+def default_jobs(profile: str) -> int:
+    """Notebooks executed at a time by default: two for the smoke profile, whose notebooks spend
+    most of their time starting kernels, importing and drawing, which one thread does; one
+    otherwise, where each notebook's training needs every core (``--executor local`` runs the
+    training itself in parallel)."""
+    return min(2, len(os.sched_getaffinity(0))) if profile == "smoke" else 1
 
+
+def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",
+            executor: str = "inline", workers: int = 2, jobs: int | None = None) -> list[tuple[str, float]]:
+    """Execute the notebooks (``only``: these) with ``profile``; ``jobs`` of them at a time
+    (None: :func:`default_jobs`), each kernel then with ``cores / jobs`` torch threads. Notebooks
+    that need the same run share it through the run store (one trains it, the other waits for
+    it). A notebook that fails stops the ones not yet started; those running finish; the first
+    failure is raised. Returns (notebook, seconds) in notebook order."""
     from .sweep import EXECUTORS
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
 
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    jobs = default_jobs(profile) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     selected = [nb for nb in notebooks() if not only or nb.stem in only or nb.name in only]
     if only and len(selected) != len(only):
         raise ValueError(f"unknown notebooks in {only}; valid: {', '.join(nb.stem for nb in notebooks())}")
     out_dir = paths.build_dir() / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings = []
-    for notebook in selected:
+
+    def run(notebook) -> tuple[str, float]:
+        import papermill
+
         started = time.perf_counter()
         print(f"[reproduce] {notebook.name} (profile {profile})", flush=True)
         parameters = unattended_parameters(notebook, profile, executor, workers)
         papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
                                    parameters=parameters, kernel_name=kernel,
                                    cwd=str(paths.notebooks_dir()), progress_bar=False)
-        timings.append((notebook.name, time.perf_counter() - started))
-        print(f"[reproduce] {notebook.name} done in {timings[-1][1]:.0f} s", flush=True)
-    return timings
+        seconds = time.perf_counter() - started
+        print(f"[reproduce] {notebook.name} done in {seconds:.0f} s", flush=True)
+        return notebook.name, seconds
+
+    if jobs == 1 or len(selected) == 1:
+        return [run(notebook) for notebook in selected]
+    threads = str(max(1, len(os.sched_getaffinity(0)) // jobs))  # the cores this process may use
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = threads  # what each kernel started from here inherits
+    pending, running, finished, failure = list(selected), set(), {}, None
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            while running or (pending and failure is None):
+                while pending and failure is None and len(running) < jobs:
+                    running.add(pool.submit(run, pending.pop(0)))
+                done, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+                for future in done:
+                    if future.exception() is not None:
+                        failure = failure or future.exception()
+                    else:
+                        name, seconds = future.result()
+                        finished[name] = seconds
+        if failure is not None:
+            raise failure
+        return [(notebook.name, finished[notebook.name]) for notebook in selected]
+    finally:
+        if previous is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor", default="inline", help="how missing runs train: inline (default), "
                         "local (parallel jobs here), slurm (a cluster); see mexlib.sweep")
     parser.add_argument("--workers", type=int, default=2, help="jobs at a time with --executor local")
+    parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at a time (default: 2 "
+                        "for the smoke profile, else 1)")
     args = parser.parse_args(argv)
     # fail early, with instructions, when the profile's dataset is missing
     load_dataset(make_config(args.profile).dataset)
     started = time.perf_counter()
-    timings = execute(args.profile, args.notebook, executor=args.executor, workers=args.workers)
+    timings = execute(args.profile, args.notebook, executor=args.executor, workers=args.workers,
+                      jobs=args.jobs)
     print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "
           f"figures and tables in {paths.figures_dir(args.profile)}")
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import textwrap
 import tomllib
 
 import pytest
@@ -83,3 +85,61 @@ def test_every_notebook_that_trains_takes_the_executor_parameters():
         declared = papermill.inspect_notebook(str(notebook))
         assert {"executor", "workers"} <= set(declared), notebook.name
         assert "executor=executor" in notebook.read_text(), notebook.name
+
+
+def _tiny_notebook(path, source: str) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("profile = 'cpu'")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_smoke_notebooks_run_two_at_a_time_with_a_thread_each(tmp_path, monkeypatch):
+    """Each notebook waits until the other has started, so the run ends only if both run at
+    once; each kernel gets its share of the cores as threads."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name, other in (("01_a", "02_b"), ("02_b", "01_a")):
+        _tiny_notebook(folder / f"{name}.ipynb", textwrap.dedent(f"""
+            import os, pathlib, time
+            here = pathlib.Path(os.getcwd())
+            (here / "{name}.started").write_text(os.environ.get("OMP_NUM_THREADS", "unset"))
+            deadline = time.monotonic() + 60
+            while not (here / "{other}.started").exists():
+                assert time.monotonic() < deadline, "the other notebook never started"
+                time.sleep(0.05)
+            """))
+    monkeypatch.setattr(paths, "notebooks_dir", lambda: folder)
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "build"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert reproduce.default_jobs("smoke") == min(2, len(os.sched_getaffinity(0))) and reproduce.default_jobs("cpu") == 1
+    timings = reproduce.execute("smoke", jobs=2)
+    assert [name for name, _ in timings] == ["01_a.ipynb", "02_b.ipynb"]
+    share = str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert {(folder / f"{n}.started").read_text() for n in ("01_a", "02_b")} == {share}
+    assert "OMP_NUM_THREADS" not in os.environ  # the parent's environment as it was
+    assert sorted(p.name for p in (tmp_path / "build" / "notebooks" / "smoke").iterdir()) == \
+        ["01_a.ipynb", "02_b.ipynb"]
+
+
+def test_a_failing_notebook_stops_the_queue_and_is_raised(tmp_path, monkeypatch):
+    import papermill
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _tiny_notebook(folder / "01_fails.ipynb", "raise RuntimeError('broken on purpose')")
+    _tiny_notebook(folder / "02_runs.ipynb", "import time; time.sleep(5)")
+    _tiny_notebook(folder / "03_waits.ipynb", "open('03.ran', 'w').close()")
+    monkeypatch.setattr(paths, "notebooks_dir", lambda: folder)
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "build"))
+    with pytest.raises(papermill.PapermillExecutionError, match="broken on purpose"):
+        reproduce.execute("smoke", jobs=2)
+    executed = tmp_path / "build" / "notebooks" / "smoke"
+    assert (executed / "02_runs.ipynb").is_file()  # the one running at the time finished
+    assert not (folder / "03.ran").exists() and not (executed / "03_waits.ipynb").exists()
+    with pytest.raises(ValueError, match="at least 1"):
+        reproduce.execute("smoke", jobs=0)
