@@ -1,5 +1,6 @@
 """Every test has a time limit: past it a test fails with its name and the run goes on; a test
-stuck in native code, out of reach of pytest-timeout's signal, ends the run with its name."""
+stuck in native code, out of reach of pytest-timeout's signal, ends the run with its name (on
+xdist workers: fails with its name, and the run goes on)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from mexlib import paths
 from hang_watchdog import HUNG_EXIT_STATUS, time_limit
 
@@ -17,7 +16,6 @@ TESTS = Path(__file__).resolve().parent
 
 SLOW_AND_STUCK = '''
 import signal, time
-import pytest
 
 @pytest.mark.timeout(1)
 def test_slow_in_python():
