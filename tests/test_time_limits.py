@@ -16,6 +16,7 @@ TESTS = Path(__file__).resolve().parent
 
 SLOW_AND_STUCK = '''
 import signal, time
+import pytest
 
 @pytest.mark.timeout(1)
 def test_slow_in_python():
