@@ -348,9 +348,10 @@ class BatchAugment:
                  policy_group: int = 8):
         self.crop_padding = crop_padding
         self.flip = flip
+        self.trivial_augment = None
         if trivial_augment:
             from torchvision.transforms import v2
-        self.trivial_augment = v2.TrivialAugmentWide() if trivial_augment else None
+            self.trivial_augment = v2.TrivialAugmentWide()
         self.policy_group = policy_group
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:

@@ -46,6 +46,12 @@ class PrecisionFallbackWarning(UserWarning):
     """bf16 was asked for on a device without native bf16; the run trains in fp32."""
 
 
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` processes sharing the cores this process may use: more
+    OpenMP threads than cores make every process wait at each barrier."""
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
 def memory_format(prefers_channels_last: bool, device: str | torch.device) -> torch.memory_format:
     """The layout of a model's weights and input batches on ``device`` (see the module text)."""
     if prefers_channels_last and torch.device(device).type == "cuda":

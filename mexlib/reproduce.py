@@ -15,10 +15,12 @@ import concurrent.futures
 import os
 import sys
 import time
+from unittest import mock
 
 from . import paths
 from .config import PROFILES, make_config
 from .data import load_dataset
+from .hardware import threads_per_job
 
 
 def notebooks() -> list:
@@ -85,30 +87,30 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
 
     if jobs == 1 or len(selected) == 1:
         return [run(notebook) for notebook in selected]
-    threads = str(max(1, len(os.sched_getaffinity(0)) // jobs))  # the cores this process may use
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = threads  # what each kernel started from here inherits
-    pending, running, finished, failure = list(selected), set(), {}, None
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            while running or (pending and failure is None):
-                while pending and failure is None and len(running) < jobs:
-                    running.add(pool.submit(run, pending.pop(0)))
-                done, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
-                for future in done:
-                    if future.exception() is not None:
-                        failure = failure or future.exception()
-                    else:
-                        name, seconds = future.result()
-                        finished[name] = seconds
-        if failure is not None:
-            raise failure
-        return [(notebook.name, finished[notebook.name]) for notebook in selected]
-    finally:
-        if previous is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
+    # each kernel started from here inherits its share of the cores
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": str(threads_per_job(jobs))}):
+        finished = _in_parallel(run, selected, jobs)
+    return [(notebook.name, finished[notebook.name]) for notebook in selected]
+
+
+def _in_parallel(run, items: list, jobs: int) -> dict:
+    """``run`` on each of ``items``, ``jobs`` at a time, in order; after a failure none starts, those
+    running finish, and the first failure is raised. Returns {name: seconds}."""
+    pending, running, finished, failure = list(items), set(), {}, None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        while running or (pending and failure is None):
+            while pending and failure is None and len(running) < jobs:
+                running.add(pool.submit(run, pending.pop(0)))
+            done, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+            for future in done:
+                if future.exception() is not None:
+                    failure = failure or future.exception()
+                else:
+                    name, seconds = future.result()
+                    finished[name] = seconds
+    if failure is not None:
+        raise failure
+    return finished
 
 
 def main(argv: list[str] | None = None) -> int:

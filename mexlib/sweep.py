@@ -48,7 +48,6 @@ import ast
 import fcntl
 import itertools
 import json
-import os
 import sys
 import time
 import traceback
@@ -61,7 +60,7 @@ import torch
 
 from . import paths
 from .config import RunConfig, make_config
-from .hardware import training_precision
+from .hardware import threads_per_job, training_precision
 from .methods import training_method
 from .store import RunStore, backbone_key, run_key
 
@@ -290,7 +289,7 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
     log(f"[sweep] {len(tasks)} tasks to train through {executor} "
         f"({sum(t.kind == 'backbone' for t in tasks)} backbones, {sum(t.kind == 'run' for t in tasks)} runs)")
     if executor == "local" and threads is None:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)  # the cores this process may use
+        threads = threads_per_job(workers)
     bodies = [(t, TrainTask(t.kind, t.config.to_dict(), str(store.root), threads, device)) for t in tasks]
     submitted = {t.key for t in tasks}
     if executor == "inline":

@@ -8,10 +8,12 @@ import os
 import pytest
 import torch
 
+from mexlib.hardware import threads_per_job
+
 pytest_plugins = ["hang_watchdog"]
 
-#: ``make test`` runs the suite on two workers (pytest-xdist, ``-n 2 --dist loadfile``), a test
-#: file at a time. The notebook tests share one smoke-profile run store and leave the executed
+#: ``make test`` runs the suite on two workers (pytest-xdist, ``-n 2``); the scheduler below
+#: hands them a test file at a time. The notebook tests share one smoke-profile run store and leave the executed
 #: notebooks that the report test builds its site from, so those two files form one unit of
 #: work; it is the longest, so it is collected first and starts at once.
 SHARED_UNITS = {"tests/test_report.py": "tests/test_notebooks.py"}
@@ -51,8 +53,7 @@ def threads_per_worker() -> int:
     """Threads for each test process: two, or the worker's share of the CPUs when the suite runs
     on several workers (two workers on two cores: one thread each; OpenMP threads that outnumber
     the cores make every process wait at each barrier, and the suite ran slower in parallel)."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, min(2, len(os.sched_getaffinity(0)) // workers))
+    return min(2, threads_per_job(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture(autouse=True, scope="session")
