@@ -11,6 +11,7 @@ numbers, never assumed. Notebooks call these and plot; they hold no logic.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -398,6 +399,58 @@ class Study:
             if counts.get("one seed", 0):
                 headline += f" (one seed and no spread to judge by at {counts['one seed']})"
             lines.append(f"{name}: {headline}: " + "; ".join(parts) + ".")
+        return lines
+
+    def against(self, reference: Mapping[str, Any], budgets: Sequence[float] = evaluate.BUDGETS,
+                single_seed_spread: float | None = None) -> pd.DataFrame:
+        """Every group of the fields of ``reference`` (e.g. ``{"method": "sdn", "regime":
+        "mixed"}``) against that one group, per budget where both have an operating point:
+        both means, the gap (group − reference; fractions), the larger of their two stds over
+        seeds and a verdict: ``ahead`` (by more than that spread), ``tied`` (within it) or
+        ``behind``. One-seed groups have no std: ``single_seed_spread`` stands in, as in
+        :meth:`advantage`; without it their verdict is ``one seed``."""
+        by = self._by(list(reference))
+        key = tuple(reference[f] for f in by)
+        groups = list(self.groups(by))
+        keys = [k if len(by) > 1 else (k,) for k in groups]
+        if key not in keys:
+            raise ValueError(f"no runs with {dict(reference)}; this study's groups of {by}: "
+                             + ", ".join(map(_label, keys)))
+        table = self.budget_table(by, reference=False)
+        rows = []
+        for values in keys:
+            if values == key:
+                continue
+            for budget in budgets:
+                mine, ref = (_cell(table, (), v if len(by) > 1 else v[0], budget, "mean", [])
+                             for v in (values, key))
+                if np.isnan(mine) or np.isnan(ref):
+                    continue
+                stds = [_cell(table, (), v if len(by) > 1 else v[0], budget, "std", []) for v in (values, key)]
+                spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
+                spread = np.nan if spread is None else float(spread)
+                gap = mine - ref
+                verdict = ("one seed" if np.isnan(spread) else "ahead" if gap > spread
+                           else "behind" if gap < -spread else "tied")
+                rows.append({**dict(zip(by, values)), "budget": budget, "accuracy": mine,
+                             "reference accuracy": ref, "gap": gap, "spread": spread, "verdict": verdict})
+        return pd.DataFrame(rows, columns=by + ["budget", "accuracy", "reference accuracy", "gap", "spread",
+                                                "verdict"])
+
+    def against_findings(self, reference: Mapping[str, Any], budgets: Sequence[float] = evaluate.BUDGETS,
+                         single_seed_spread: float | None = None) -> list[str]:
+        """:meth:`against` in words: a line per group, its verdict and gap at each budget."""
+        by = list(reference)
+        frame = self.against(reference, budgets, single_seed_spread)
+        name = _label(tuple(reference[f] for f in by))
+        lines = []
+        rows = (row for _, row in frame.iterrows())
+        for values, part in itertools.groupby(rows, key=lambda row: tuple(row[f] for f in by)):
+            parts = []
+            for row in part:
+                spread = "no spread" if np.isnan(row["spread"]) else f"spread {100 * row['spread']:.2f}"
+                parts.append(f"{row['verdict']} at {row['budget']:.0%} ({100 * row['gap']:+.2f} points, {spread})")
+            lines.append(f"{_label(values)} against {name}: " + ", ".join(parts) + ".")
         return lines
 
     def findings(self) -> list[str]:

@@ -24,7 +24,7 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: grid of tests/test_study.py.
 #: 03_landscape and 04_representations: small planes, paths and samples (the estimators have
 #: their own tests in tests/test_analysis.py).
-#: 06_ablations: one seed for the criterion section too (the ablations' own sections train one).
+#: 06_ablations: one seed in every section (the profile's two otherwise).
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
                          "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
                          "04_representations": {"sample_size": 256, "training_size": 128},

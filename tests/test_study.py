@@ -194,6 +194,30 @@ def test_advantage_verdicts_follow_the_table(grid):
         assert f"best at {(part['verdict'] == 'best').sum()}," in line
 
 
+def test_against_a_reference_group_follows_the_table(grid):
+    reference = {"method": "sdn", "regime": "mixed"}
+    frame = grid.against(reference)
+    table = grid.budget_table(["method", "regime"], reference=False)
+    assert set(zip(frame["method"], frame["regime"])) <= set(table.index) - {("sdn", "mixed")}
+    assert len(set(zip(frame["method"], frame["regime"]))) == 8
+    for _, row in frame.iterrows():
+        mine, ref = (table.loc[key, (row["budget"], "mean")] for key in [(row["method"], row["regime"]), ("sdn", "mixed")])
+        assert row["gap"] == pytest.approx(mine - ref)
+        stds = [table.loc[key, (row["budget"], "std")] for key in [(row["method"], row["regime"]), ("sdn", "mixed")]]
+        assert row["spread"] == pytest.approx(np.nanmax(stds))
+        assert row["verdict"] == ("ahead" if mine - ref > row["spread"] else
+                                  "behind" if mine - ref < -row["spread"] else "tied")
+    lines = grid.against_findings(reference, budgets=[1.0])
+    assert len(lines) == 8 and all(" against sdn, mixed: " in line for line in lines)
+    assert lines[0].startswith("sdn, disjoint against")
+    one_field = grid.select(method="sdn").against({"regime": "joint"}, single_seed_spread=0.5)
+    assert set(one_field["regime"]) <= {"disjoint", "mixed"}
+    with pytest.raises(ValueError, match="no runs with"):
+        grid.against({"method": "l2w", "regime": "mixed"})
+    with pytest.raises(ValueError, match="unknown grid fields"):
+        grid.against({"arch": "resnet-smoke"})
+
+
 def test_grid_panels_figure(grid):
     fig = plots.plot_tradeoff_panels(grid, panel="method", hue="regime")
     assert sum(ax.get_visible() for ax in fig.axes) == 3

@@ -24,8 +24,8 @@
 
 # %% [parameters]
 profile = "cpu"
-seeds = None  # seeds of the exit-criterion section (no training); None: the profile's seeds
-ablation_seeds = [0]  # seeds of the sections that train new runs (see "Seeds" below)
+seeds = None  # seeds of every section; None: the profile's seeds (3 in the cpu profile)
+ablation_seeds = None  # seeds of the sections that train new runs; None: the same as seeds
 regimes = ["disjoint", "joint", "mixed"]
 total_epochs = None  # N of the pretraining split; None: the profile's epoch cap per phase
 criteria = ["confidence", "entropy", "patience"]
@@ -52,6 +52,9 @@ from mexlib.models import arch_spec
 from mexlib.notebook import check_parameters
 
 check_parameters()
+if ablation_seeds is None:
+    ablation_seeds = seeds
+trained_seeds = study.DEFAULT_SEEDS[profile] if ablation_seeds is None else ablation_seeds
 plots.use_style()
 pd.set_option("display.precision", 4)
 how = dict(device=device, progress=profile != "smoke", executor=executor, workers=workers)  # where runs train
@@ -89,12 +92,14 @@ def report(lines, title):
 
 # %% [markdown]
 # ## Seeds
-# The exit-criterion section trains nothing and uses every seed of the regimes notebook. The
-# other sections train new runs; to stay within the notebook's training budget they use
-# `ablation_seeds` (one seed in the `cpu` profile, where a run takes 1 to 4 minutes). A
-# one-seed difference counts only when it exceeds the spread that three seeds of the default
-# configuration show (the largest standard deviation over seeds of any regime at any budget,
-# measured in the next section); smaller ones are reported as ties.
+# Every section uses the regimes notebook's seeds (three in the `cpu` profile): many of the
+# differences below are within a point, and a difference counts only when it exceeds the
+# seeds' spread (the larger standard deviation over seeds of the groups compared).
+# `ablation_seeds` can cut the sections that train new runs to fewer seeds (a `cpu`-profile
+# run takes 2 to 7 minutes of one core). A one-seed difference is then judged against the
+# spread that three seeds of the default configuration show (the largest standard deviation
+# over seeds of any regime at any budget, measured in the next section); smaller ones are
+# reported as ties.
 
 # %% [markdown]
 # ## 2 · Exit criterion (all seeds, no training)
@@ -129,8 +134,8 @@ lines.append("The order of the regimes at 25 % and 50 % of the cost is "
              + ("the same under every criterion" if same else "not the same under every criterion")
              + ": " + "; ".join(f"{p}: {o[0.25]} (25 %), {o[0.5]} (50 %)" for p, o in orders.items()) + ".")
 if single_seed_spread is not None:
-    lines.append(f"The seeds' spread of the default configuration, used below to judge one-seed "
-                 f"differences: {100 * single_seed_spread:.2f} points.")
+    lines.append(f"The seeds' spread of the default configuration: {100 * single_seed_spread:.2f} points"
+                 + (" (used below to judge the one-seed differences)." if len(trained_seeds) == 1 else "."))
 report(lines, "Exit criterion")
 
 # %% [markdown]
@@ -156,7 +161,10 @@ best = {}
 for b in (0.25, 0.5, 1.0):
     column = table[(b, "mean")].dropna().sort_values(ascending=False)
     if len(column) > 1:
-        clear = single_seed_spread is not None and column.iloc[0] - column.iloc[1] > single_seed_spread
+        spread = table.loc[column.index[:2], (b, "std")].max()  # NaN with one seed
+        if math.isnan(spread) and single_seed_spread is not None:
+            spread = single_seed_spread
+        clear = not math.isnan(spread) and column.iloc[0] - column.iloc[1] > spread
         best[b] = f"k = {column.index[0]}" + ("" if clear else " (not beyond the spread)")
 lines.append("Best split (backbone epochs k of N = "
              f"{total_epochs}): " + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
@@ -215,23 +223,9 @@ print(format_budget_table(table).to_markdown())
 
 # %%
 lines = weighting.ranking("method", within="regime", single_seed_spread=single_seed_spread)
-if "mixed" in weighting_regimes and weightings[0] in weightings:
-    reference = table.loc[(weightings[0], "mixed")]
-    for method in weightings:
-        for regime in weighting_regimes:
-            if (method, regime) == (weightings[0], "mixed"):
-                continue
-            row = table.loc[(method, regime)]
-            gaps = [(b, row[(b, "mean")] - reference[(b, "mean")]) for b in (0.25, 0.5, 1.0)]
-            gaps = [(b, g) for b, g in gaps if not math.isnan(g)]
-            if single_seed_spread is None:  # nothing to judge a one-seed gap by
-                verdicts = ["one seed"] * len(gaps)
-            else:
-                verdicts = ["ahead" if g > single_seed_spread else "behind" if g < -single_seed_spread else "tied"
-                            for _, g in gaps]
-            lines.append(f"{method} {regime} against {weightings[0]} mixed: "
-                         + ", ".join(f"{v} at {b:.0%} ({100 * g:+.2f} points)" for (b, g), v in zip(gaps, verdicts))
-                         + ".")
+if "mixed" in weighting_regimes:  # can a weighting reach the default loss's mixed training?
+    lines += weighting.against_findings({"method": weightings[0], "regime": "mixed"}, budgets=[0.25, 0.5, 1.0],
+                                        single_seed_spread=single_seed_spread)
 report(lines, "Loss weighting")
 
 # %% [markdown]
