@@ -13,6 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import gpu_check  # noqa: E402
+import method_cost  # noqa: E402
 import train_throughput  # noqa: E402
 from mexlib import hardware  # noqa: E402
 from mexlib.config import make_config  # noqa: E402
@@ -124,3 +125,27 @@ def test_recording_cost_times_the_recorders_against_plain_training():
     assert "× plain" in done.stdout
     bad = run_script("recording_cost.py", "--profile", "smoke", "--steps", "0")
     assert bad.returncode == 2 and "must be positive" in bad.stderr
+
+
+def test_method_cost_estimates_follow_the_measured_steps(capsys):
+    result = method_cost.measure("smoke", steps=2, warmup=1, rounds=1, ensemble_epochs=1)
+    step, val, ensemble = result["step"], result["validation"], result["ensemble"]
+    assert set(step) == {(m, p) for m in method_cost.METHODS for p in ("joint", "heads")}
+    assert all(s > 0 for s in step.values()) and val > 0 and ensemble["fixed"] > 0 and ensemble["per_epoch"] > 0
+    assert ensemble["total"] == pytest.approx(ensemble["fixed"] + 501 * ensemble["per_epoch"])
+    config = make_config("smoke")
+    for (method, regime), minutes in result["runs"].items():
+        phase = "heads" if regime == "disjoint" else "joint"
+        seconds = config.phase(phase).epochs * (result["steps_per_epoch"] * step[(method, phase)] + val)
+        seconds += ensemble["total"] if method == "ztw" else 0
+        assert minutes == pytest.approx(seconds / 60)
+    trained = [result["runs"][(m, r)] for m in ("gpf", "ztw", "l2w") for r in method_cost.REGIMES]
+    assert result["job_minutes"] == pytest.approx(3 * sum(trained))
+    assert result["floor_minutes"] == pytest.approx(9 * sum(result["runs"][("sdn", r)] for r in method_cost.REGIMES))
+    text = method_cost.report(result, budget=45)
+    ratio = step[("l2w", "joint")] / step[("sdn", "joint")]
+    assert f"{ratio:6.2f}" in text.splitlines()[5] and text.splitlines()[5].startswith("l2w")
+    assert f"{result['floor_minutes'] / 2:.0f} min as 2 jobs" in text
+    with pytest.raises(SystemExit):
+        method_cost.main(["--profile", "smoke", "--steps", "100"])
+    assert "use steps + warmup <=" in capsys.readouterr().err

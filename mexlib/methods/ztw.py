@@ -76,7 +76,8 @@ def heads_log_probs(logits: Sequence[Tensor]) -> Tensor:
 
 
 class EnsembleStage(Stage):
-    """Trains every head's ensemble on the frozen model's cached training-set log-probabilities."""
+    """Trains every head's ensemble on the frozen model's cached training-set log-probabilities;
+    its record also says how many of its seconds caching took (``cache_time``)."""
 
     name = "ensembles"
 
@@ -88,6 +89,7 @@ class EnsembleStage(Stage):
         ensembles = [head.ensemble for head in model.heads]
         log_probs, labels = _cached_log_probs(model, data.eval_loader("train"), device)
         val_log_probs, val_labels = _cached_log_probs(model, data.eval_loader("val"), device)
+        cached = time.perf_counter()
         trainable = {p: p.requires_grad for p in model.parameters()}
         for p in model.parameters():
             p.requires_grad_(False)
@@ -116,7 +118,9 @@ class EnsembleStage(Stage):
                 history.append(dict(epoch=epoch, train_loss=(total / seen).tolist(), val_acc=val_acc))
         for p, flag in trainable.items():  # as the phase left them
             p.requires_grad_(flag)
-        return dict(history=history, best_epoch=self.epochs - 1, wall_time=time.perf_counter() - started)
+        finished = time.perf_counter()
+        return dict(history=history, best_epoch=self.epochs - 1, wall_time=finished - started,
+                    cache_time=cached - started)
 
 
 def _cached_log_probs(model: nn.Module, batches, device: torch.device) -> tuple[Tensor, Tensor]:
