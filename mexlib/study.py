@@ -453,18 +453,28 @@ class Study:
             lines.append(f"{_label(values)} against {name}: " + ", ".join(parts) + ".")
         return lines
 
+    def paper_claim(self, within=(), single_seed_spread: float | None = None) -> str:
+        """The study's central claim (STUDY.md §6), checked here: mixed is best or near best (not
+        behind the best other regime by more than the seeds' spread, :meth:`advantage`) at every
+        budget where it and another regime have an operating point, in every group of ``within``."""
+        frame = self.advantage("mixed", "regime", within, single_seed_spread)
+        judged = frame[frame["verdict"] != "one seed"]
+        held = bool(len(judged)) and bool((judged["verdict"] != "behind").all())
+        where = ("budgets and groups where mixed and another regime have a point" if _names(within)
+                 else "budgets where every regime has a point")
+        unjudged = len(frame) - len(judged)
+        return ("Paper's claim 'mixed is best or near best (within the seeds' spread) at every budget': "
+                f"{'holds' if held else 'does not hold' if len(judged) else 'cannot be judged'} here "
+                f"({int((judged['verdict'] != 'behind').sum())} of {len(judged)} {where}"
+                + (f"; {unjudged} one-seed comparisons without a spread to judge by" if unjudged else "") + ").")
+
     def findings(self) -> list[str]:
         """The regime comparison's statements (one method): per budget the ranking, the
         paper's claim that mixed is best or near best, and the early-exit claim."""
         lines = self.ranking("regime")
         regimes = self.regimes
         if "mixed" in regimes and len(regimes) > 1:
-            frame = self.advantage("mixed", "regime")
-            held = bool(len(frame)) and bool((frame["verdict"] != "behind").all())
-            lines.append("Paper's claim 'mixed is best or near best (within the seeds' spread) at every "
-                         f"budget': {'holds' if held else 'does not hold'} here "
-                         f"({int((frame['verdict'] != 'behind').sum())} of {len(frame)} budgets where "
-                         f"every regime has a point).")
+            lines.append(self.paper_claim())
         if {"disjoint", "mixed", "joint"} <= set(regimes):
             lines.append(self._claim_early_exits())
         return lines

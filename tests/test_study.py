@@ -287,6 +287,11 @@ def test_a_field_with_tuple_values_groups_selects_and_judges(store, comparison):
         assert row["verdict"] == ("best" if mine - other > 0.01 else "behind" if mine - other < -0.01 else "tied")
     lines = placement.advantage_findings("mixed", "regime", within="exit_after_blocks")
     assert [line.split(":")[0] for line in lines] == ["(1, 2)", "(2,)"] and "one seed" in lines[0]
+    assert "cannot be judged" in placement.paper_claim("exit_after_blocks")
+    claim = placement.paper_claim("exit_after_blocks", single_seed_spread=0.01)
+    behind = (judged["verdict"] == "behind").any()
+    assert ("does not hold" if behind else "holds") in claim
+    assert f"({(judged['verdict'] != 'behind').sum()} of {len(judged)} budgets and groups" in claim
     unjudged = placement.ranking("regime", within="exit_after_blocks", budgets=[1.0])
     assert all("one seed and no spread to judge by" in line for line in unjudged if "ahead by" in line)
     judged = placement.ranking("regime", within="exit_after_blocks", budgets=[1.0], single_seed_spread=1.0)
