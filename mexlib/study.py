@@ -367,11 +367,8 @@ class Study:
                     continue
                 rival = max(other_means, key=other_means.get)
                 stds = [_cell(table, key, a, budget, "std", within) for a in [candidate] + others]
-                spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
-                spread = np.nan if spread is None else float(spread)
                 gap = mine - other_means[rival]
-                verdict = ("one seed" if np.isnan(spread) else "best" if gap > spread
-                           else "behind" if gap < -spread else "tied")
+                spread, verdict = _judge(gap, stds, single_seed_spread, ahead="best")
                 rows.append({**dict(zip(within, _as_tuple(within, key))), "budget": budget,
                              candidate: mine, "best other": rival, "best other accuracy": other_means[rival],
                              "gap": gap, "spread": spread, "verdict": verdict})
@@ -411,31 +408,47 @@ class Study:
         :meth:`advantage`; without it their verdict is ``one seed``."""
         by = self._by(list(reference))
         key = tuple(reference[f] for f in by)
-        groups = list(self.groups(by))
-        keys = [k if len(by) > 1 else (k,) for k in groups]
+        keys = [k if len(by) > 1 else (k,) for k in self.groups(by)]
         if key not in keys:
             raise ValueError(f"no runs with {dict(reference)}; this study's groups of {by}: "
                              + ", ".join(map(_label, keys)))
-        table = self.budget_table(by, reference=False)
+        table = self.budget_table(by, reference=False)  # a row per group, in the order of keys
+        ref = table.iloc[keys.index(key)]
         rows = []
-        for values in keys:
-            if values == key:
-                continue
-            for budget in budgets:
-                mine, ref = (_cell(table, (), v if len(by) > 1 else v[0], budget, "mean", [])
-                             for v in (values, key))
-                if np.isnan(mine) or np.isnan(ref):
+        for values, (_, row) in zip(keys, table.iterrows()):
+            for budget in budgets if values != key else ():
+                mine, theirs = row[(budget, "mean")], ref[(budget, "mean")]
+                if np.isnan(mine) or np.isnan(theirs):
                     continue
-                stds = [_cell(table, (), v if len(by) > 1 else v[0], budget, "std", []) for v in (values, key)]
-                spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
-                spread = np.nan if spread is None else float(spread)
-                gap = mine - ref
-                verdict = ("one seed" if np.isnan(spread) else "ahead" if gap > spread
-                           else "behind" if gap < -spread else "tied")
+                gap = mine - theirs
+                spread, verdict = _judge(gap, [row[(budget, "std")], ref[(budget, "std")]], single_seed_spread)
                 rows.append({**dict(zip(by, values)), "budget": budget, "accuracy": mine,
-                             "reference accuracy": ref, "gap": gap, "spread": spread, "verdict": verdict})
+                             "reference accuracy": theirs, "gap": gap, "spread": spread, "verdict": verdict})
         return pd.DataFrame(rows, columns=by + ["budget", "accuracy", "reference accuracy", "gap", "spread",
                                                 "verdict"])
+
+    def best_versus(self, among: str, candidates: Sequence, rivals: Sequence,
+                    budgets: Sequence[float] = evaluate.BUDGETS,
+                    single_seed_spread: float | None = None) -> pd.DataFrame:
+        """Per budget where both sides have an operating point: the best of ``candidates`` (values
+        of ``among``) against the best of ``rivals``, their means, the gap, the larger of their two
+        stds over seeds and a verdict as in :meth:`advantage` (``best``, ``tied``, ``behind`` or
+        ``one seed``). E.g. the pretraining splits between 0 and N epochs against the two ends."""
+        table = self.budget_table(among, reference=False)
+        rows = []
+        for budget in budgets:
+            sides = [table.loc[[v for v in values if v in table.index], (budget, "mean")].dropna()
+                     for values in (candidates, rivals)]
+            if not all(len(side) for side in sides):
+                continue
+            best, rival = (side.idxmax() for side in sides)
+            gap = sides[0][best] - sides[1][rival]
+            spread, verdict = _judge(gap, table.loc[[best, rival], (budget, "std")].tolist(), single_seed_spread,
+                                     ahead="best")
+            rows.append({"budget": budget, "best": best, "accuracy": sides[0][best], "best rival": rival,
+                         "rival accuracy": sides[1][rival], "gap": gap, "spread": spread, "verdict": verdict})
+        return pd.DataFrame(rows, columns=["budget", "best", "accuracy", "best rival", "rival accuracy", "gap",
+                                           "spread", "verdict"])
 
     def against_findings(self, reference: Mapping[str, Any], budgets: Sequence[float] = evaluate.BUDGETS,
                          single_seed_spread: float | None = None) -> list[str]:
@@ -491,6 +504,18 @@ class Study:
                 f"{'so here' if weakest_first == 'disjoint' else 'not so here, ' + weakest_first + ' is'}). "
                 f"Final exit: disjoint {100 * final['disjoint']:.2f} %, joint {100 * final['joint']:.2f} %, "
                 f"mixed {100 * final['mixed']:.2f} %.")
+
+
+def _judge(gap: float, stds: Sequence[float], single_seed_spread: float | None,
+           ahead: str = "ahead") -> tuple[float, str]:
+    """The spread a gap is judged by (the largest std over seeds among the groups compared; with
+    one seed each, ``single_seed_spread``, or NaN without it) and the verdict: ``ahead`` (the
+    word given) beyond it, ``behind`` below minus it, ``tied`` within, ``one seed`` unjudged."""
+    spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
+    spread = np.nan if spread is None else float(spread)
+    verdict = ("one seed" if np.isnan(spread) else ahead if gap > spread
+               else "behind" if gap < -spread else "tied")
+    return spread, verdict
 
 
 def _names(fields) -> list[str]:

@@ -308,6 +308,17 @@ def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comp
     middle = split.run(0, backbone_epochs=1)
     assert middle.config.regime == "mixed" and middle.config.backbone_phase.epochs == 1
     assert middle.config.joint_phase.epochs == 1 and middle.backbone.path != comparison.run(0, regime="mixed").backbone.path
+    table = split.budget_table("backbone_epochs", reference=False)
+    frame = split.best_versus("backbone_epochs", [1], [0, 2], single_seed_spread=0.01)
+    assert len(frame) and (frame["verdict"] != "one seed").all()
+    for _, row in frame.iterrows():
+        ends = {k: table.loc[k, (row["budget"], "mean")] for k in (0, 2)}
+        ends = {k: v for k, v in ends.items() if not math.isnan(v)}
+        assert row["best rival"] == max(ends, key=ends.get) and row["best"] == 1
+        gap = table.loc[1, (row["budget"], "mean")] - ends[row["best rival"]]
+        assert row["gap"] == pytest.approx(gap) and row["spread"] == 0.01
+        assert row["verdict"] == ("best" if gap > 0.01 else "behind" if gap < -0.01 else "tied")
+    assert (split.best_versus("backbone_epochs", [1], [0, 2])["verdict"] == "one seed").all()
 
 
 def test_a_grid_over_architectures_has_a_backbone_row_per_architecture(store, comparison, grid):
