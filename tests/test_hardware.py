@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from mexlib import hardware, kernel_check, paths
+from subprocesses import run_with_timeout
 from mexlib.config import make_config
 from mexlib.data import load_dataset
 from mexlib.models import ARCHITECTURES
@@ -162,16 +162,9 @@ def _run_check(args: list[str], timeout: float, threads: int = 2) -> tuple[str, 
     exit status (None when it ran past ``timeout``)."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
            "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(paths.ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "mexlib.kernel_check", "--threads",
-                                str(threads), *args], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = process.communicate(timeout=timeout)
-        return out, process.returncode
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-        return out, None
+    out, _, status = run_with_timeout([sys.executable, "-m", "mexlib.kernel_check", "--threads",
+                                       str(threads), *args], env, timeout, merge_stderr=True)
+    return out, status
 
 
 def _last_started(output: str) -> str:
