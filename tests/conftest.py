@@ -15,9 +15,19 @@ pytest_plugins = ["hang_watchdog"]
 #: ``make test`` runs the suite on two workers (pytest-xdist, ``-n 2``); the scheduler below
 #: hands them a test file at a time. The notebook tests share one smoke-profile run store and leave the executed
 #: notebooks that the report test builds its site from, so those two files form one unit of
-#: work; it is the longest, so it is collected first and starts at once.
+#: work. The longest units go first, so that the short ones fill the end and neither worker
+#: waits for the other's long file: seconds on the development machine, 2026-11-29.
 SHARED_UNITS = {"tests/test_report.py": "tests/test_notebooks.py"}
-FIRST_UNIT = "tests/test_notebooks.py"
+LONGEST_UNITS = ["tests/test_notebooks.py",  # 229 s with the report test
+                 "tests/test_sweep.py",  # 48
+                 "tests/test_hardware.py",  # 46
+                 "tests/test_emulated_cpu.py",  # 40
+                 "tests/test_benchmarks.py",  # 39
+                 "tests/test_study.py",  # 26
+                 "tests/test_time_limits.py",  # 24
+                 "tests/test_train.py",  # 23
+                 "tests/test_methods.py",  # 22
+                 "tests/test_store.py"]  # 21; the rest take under 10 s each
 
 
 def _unit(nodeid: str) -> str:
@@ -26,7 +36,10 @@ def _unit(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: _unit(item.nodeid) != FIRST_UNIT)  # stable: the rest keep their order
+    def rank(item) -> int:
+        unit = _unit(item.nodeid)
+        return LONGEST_UNITS.index(unit) if unit in LONGEST_UNITS else len(LONGEST_UNITS)
+    items.sort(key=rank)  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)

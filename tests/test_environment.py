@@ -143,3 +143,12 @@ def test_a_failing_notebook_stops_the_queue_and_is_raised(tmp_path, monkeypatch)
     assert not (folder / "03.ran").exists() and not (executed / "03_waits.ipynb").exists()
     with pytest.raises(ValueError, match="at least 1"):
         reproduce.execute("smoke", jobs=0)
+
+
+def test_the_longest_test_files_that_go_first_exist():
+    """tests/conftest.py hands the workers the longest files first; a renamed one would silently
+    go back to the end of the queue."""
+    from conftest import LONGEST_UNITS, SHARED_UNITS
+
+    assert LONGEST_UNITS and all((paths.ROOT / unit).is_file() for unit in LONGEST_UNITS)
+    assert set(SHARED_UNITS.values()) <= set(LONGEST_UNITS)
