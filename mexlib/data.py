@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,10 +158,17 @@ def _load_fashion_mnist(spec: DatasetSpec, root: Path) -> ImageData:
 
 
 def _gunzip(source: Path, target: Path) -> None:
-    tmp = target.with_suffix(".part")
-    with gzip.open(source, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
-    tmp.replace(target)
+    """Unpack ``source`` to ``target`` through a temporary file of this process's own, moved into
+    place at once: processes that unpack the same file together (two jobs on a fresh clone)
+    each write their own copy, and a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with gzip.open(source, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _torchvision_has_files(cls, root: Path) -> bool:

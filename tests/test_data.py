@@ -7,11 +7,13 @@ through torchvision's real loader and extraction code on tiny archives the tests
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import pickle
 import shutil
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,46 @@ def test_fashion_mnist_fresh_root_uses_debian_folder(fashion_default, tmp_path, 
     assert torch.equal(d.test_images, fashion_default.test_images)
     assert torch.equal(d.test_labels, fashion_default.test_labels)
     assert d.classes == fashion_default.classes
+
+
+def test_unpacking_one_file_twice_at_once_gives_one_whole_file(tmp_path, monkeypatch):
+    """Two jobs on a fresh clone unpack Debian's archives together. Each must write its own
+    temporary file: with one shared name, the first to finish moved the other's half-written
+    file away, and the other died (FileNotFoundError), as a simulated AVX2 CI run showed."""
+    payload = bytes(range(256)) * 4096
+    source = tmp_path / "images.gz"
+    with gzip.open(source, "wb") as f:
+        f.write(payload)
+    target = tmp_path / "raw" / "images"
+    target.parent.mkdir()
+    first_started, second_done = threading.Event(), threading.Event()
+    copy = shutil.copyfileobj
+
+    def first_pauses_halfway(fin, fout):
+        if threading.current_thread().name == "first":
+            fout.write(fin.read(1000))
+            first_started.set()
+            second_done.wait(10)
+        copy(fin, fout)
+
+    monkeypatch.setattr(data.shutil, "copyfileobj", first_pauses_halfway)
+    errors = []
+
+    def first():
+        try:
+            data._gunzip(source, target)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    thread = threading.Thread(target=first, name="first")
+    thread.start()
+    assert first_started.wait(10)
+    data._gunzip(source, target)  # the second, while the first is halfway
+    second_done.set()
+    thread.join(10)
+    assert not errors, errors
+    assert target.read_bytes() == payload
+    assert [p.name for p in target.parent.iterdir()] == ["images"]  # no temporary file left
 
 
 # --- missing datasets ---------------------------------------------------------------------------
