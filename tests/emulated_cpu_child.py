@@ -8,8 +8,8 @@ under emulation takes about ten seconds).
 
 ``facts``: :func:`mexlib.hardware.describe` and torch's own view of the CPU. ``check``: the
 gradient check of :mod:`mexlib.kernel_check` for each architecture's default head in ``LAYOUT``
-(``trainer`` or ``channels_last``), each result printed as soon as it is known, so that a crash
-or hang leaves the ones before it. ``train``: a smoke mixed run (pretrained backbone, then
+(``trainer`` or ``channels_last``): a ``checking ...`` line before each model, so that a crash
+or hang names it, then the results. ``train``: a smoke mixed run (pretrained backbone, then
 heads and backbone) asked for in bf16, trained into the store at ``STORE_ROOT``; it prints the
 precision warnings it gave and the stored run's folder.
 """
@@ -36,13 +36,18 @@ def facts() -> None:
 
 
 def check(archs: str, layout: str) -> None:
+    """kernel_check's own loop, which prints ``checking ...`` before each model (so a crash
+    names it), then each result as a JSON line."""
     from mexlib import kernel_check
 
-    for arch in archs.split(","):
-        emit("checking", arch=arch)
-        result = kernel_check.check_gradients(arch, "auto", "fp32", layout, batch=4)
-        emit("checked", arch=arch, head=result.head, layout=result.layout, ok=result.ok,
+    for result in kernel_check.check_all(archs.split(","), heads=DEFAULT_HEADS, precisions=["fp32"],
+                                         layout=layout, batch=4):
+        emit("checked", arch=result.arch, head=result.head, layout=result.layout, ok=result.ok,
              text=str(result))
+
+
+#: Each family's default head (the registry's "auto"), so each architecture is checked once.
+DEFAULT_HEADS = ["pool", "msd", "token"]
 
 
 def train(root: str) -> None:
