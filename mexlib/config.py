@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+from . import paths
 from .data import DATASETS, dataset_spec
 from .hardware import PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
+from .registry import check, lookup
 
 REGIMES = {
     "disjoint": "phase 1 (backbone) then phase 3 (heads only, backbone frozen)",
@@ -30,14 +35,8 @@ REGIMES = {
 }
 #: The phases each regime runs, in order.
 REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint")}
-PROFILES = ("smoke", "cpu", "paper")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
-
-
-def _choose(kind: str, value: Any, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(map(str, valid))}")
 
 
 def _canonical_numbers(obj, floats: tuple[str, ...], ints: tuple[str, ...]) -> None:
@@ -74,8 +73,8 @@ class PhaseConfig:
     def __post_init__(self):
         _canonical_numbers(self, floats=("lr", "weight_decay", "momentum"),
                            ints=("epochs", "batch_size", "warmup_epochs", "patience"))
-        _choose("optimizer", self.optimizer, OPTIMIZERS)
-        _choose("schedule", self.schedule, SCHEDULES)
+        check(self.optimizer, OPTIMIZERS, "optimizer")
+        check(self.schedule, SCHEDULES, "schedule")
         for name in ("epochs", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -113,12 +112,12 @@ class RunConfig:
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed"))
-        _choose("profile", self.profile, PROFILES)
+        check(self.profile, PROFILES, "profile")
         dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
-        _choose("regime", self.regime, tuple(REGIMES))
-        _choose("method", self.method, tuple(METHODS))
-        _choose("precision", self.precision, PRECISIONS)
+        check(self.regime, tuple(REGIMES), "regime")
+        check(self.method, tuple(METHODS), "method")
+        check(self.precision, PRECISIONS, "precision")
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
             object.__setattr__(self, "head", default_head_kind(arch.layout))
         check_head(self.head, arch.layout)
@@ -177,6 +176,74 @@ def stable_hash(values: dict, salt: str = "") -> str:
 
 # --- profiles ----------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Profile:
+    """Everything a profile decides besides a run's configuration: the one table that knows
+    what ``smoke``, ``cpu`` and ``paper`` mean (the runs' own settings: :func:`make_config`)."""
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]  # the seeds of every study chapter unless a notebook names its own
+    progress: bool  # progress bars while training
+    notebooks_at_once: int  # make reproduce's default number of notebooks executed together
+    figures_subfolder: str  # under figures/: "" for the committed profile's figures
+    archs: tuple[str, ...]  # the architectures chapter's default
+    tour_training: dict = field(default_factory=dict)  # the tour's overrides of make_config
+    # analysis sizes: loss planes (steps × steps points), paths, test and BatchNorm samples
+    plane_steps: int = 25
+    path_steps: int = 21
+    eval_size: int = 256
+    bn_size: int = 256
+    latency_repeats: int = 20  # timed repetitions of an exit not in figures/exit_latency.csv
+    beside_the_paper: bool = False  # tables print the paper's Table 1 numbers beside ours
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile("smoke", "the whole pipeline at toy scale in seconds (tests, CI)", seeds=(0, 1), progress=False,
+            notebooks_at_once=2, figures_subfolder="smoke", archs=("resnet-smoke", "msdnet-smoke", "vit-smoke"),
+            plane_steps=5, path_steps=5, eval_size=64, bn_size=64, latency_repeats=3),
+    Profile("cpu", "real results on a 2-core machine without a GPU (the committed figures)", seeds=(0, 1, 2),
+            progress=True, notebooks_at_once=1, figures_subfolder="", archs=("resnet-cpu", "msdnet-cpu", "vit-cpu"),
+            tour_training={"epochs": 3, "train_size": 12_000}),
+    Profile("paper", "the paper's models and data sets, for a GPU", seeds=(0, 1, 2), progress=True,
+            notebooks_at_once=1, figures_subfolder="paper", archs=("resnet34", "msdnet-cifar", "vit-t"),
+            tour_training={"epochs": 3, "train_size": 12_000}, beside_the_paper=True),
+]}
+
+
+def profile_settings(name: str) -> Profile:
+    """The :class:`Profile` called ``name``; an unknown one raises with the valid names."""
+    return lookup(PROFILES, name, "profile")
+
+
+def figures_dir(profile: str) -> Path:
+    """The profile's figures and tables: ``figures/`` itself for the cpu profile (committed, shown
+    in the README), ``figures/<profile>/`` for the others, so a smoke run never overwrites them."""
+    return paths.figures_root() / profile_settings(profile).figures_subfolder
+
+
+def profile_seeds(profile: str, seeds=None) -> tuple[int, ...]:
+    """``seeds`` as a tuple, or the profile's when None."""
+    return tuple(profile_settings(profile).seeds if seeds is None else seeds)
+
+
+def grid_points(profile: str, grid: Mapping[str, Sequence], seeds: Iterable[int],
+                overrides: Mapping[str, Any]) -> list[tuple[dict, int, RunConfig]]:
+    """Every point of ``grid`` × ``seeds``: ``(grid values, seed, configuration)``, seed by seed.
+    The evaluation-only field ``policy`` (the exit rule) is part of a point but not of its
+    configuration."""
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    return [(point, seed, make_config(profile, seed=seed, **overrides,
+                                      **{k: v for k, v in point.items() if k != "policy"}))
+            for seed in seeds for point in points]
+
+
+def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Iterable[int],
+                 **overrides) -> list[RunConfig]:
+    """The configurations of ``grid`` × ``seeds``, as :func:`mexlib.study.run_study` builds them."""
+    return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
+
+
 def _profile_defaults(profile: str, arch: str | None) -> dict:
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=0.05, batch_size=64)
@@ -184,17 +251,11 @@ def _profile_defaults(profile: str, arch: str | None) -> dict:
                     exit_after_blocks=(1, 2), backbone_phase=phase, joint_phase=phase,
                     heads_phase=phase)
     if profile == "cpu":
-        # Sized so that 3 seeds of the three regimes train in about 20 minutes on 2 cores:
-        # a 6-block ResNet of widths 8/16/32 with a head after each of its first 5 blocks, on
-        # a stratified 28,000-image subset of Fashion-MNIST's 54,000 training images, each
-        # phase capped at 10 epochs with early stopping (patience 3). lr 0.1 beat 0.05 for
-        # every exit in a 6-epoch trial of the joint regime (final exit 87.5 % against 83.2 %).
+        # A 6-block ResNet on 28,000 of Fashion-MNIST's training images, phases capped at 10
+        # epochs (patience 3); the trials behind each choice: benchmarks/README.md
         phase = PhaseConfig(epochs=10, lr=0.1, batch_size=128, patience=3)
         if arch is not None and arch_spec(arch).family == "vit":
-            # A ViT does not train well with the ResNet's SGD at lr 0.1 (exits 56-62 % after 3
-            # epochs of the joint regime); AdamW with a 1-epoch warm-up did (73-76 % at lr 1e-3,
-            # 71-79 % at 3e-3; 10 epochs at 3e-3: 76.8-84.9 % in 224 s, at 5e-3: 76.9-85.1 % in
-            # 258 s). Weight decay 0.05 as in the paper profile.
+            # AdamW with a warm-up: the ResNet's SGD recipe trains a ViT badly (benchmarks/README.md)
             phase = PhaseConfig(epochs=10, lr=3e-3, batch_size=128, patience=3, optimizer="adamw",
                                 weight_decay=0.05, warmup_epochs=1)
         return dict(dataset="fashion-mnist", train_size=28_000, arch="resnet-cpu",
@@ -236,7 +297,7 @@ def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
     (both together, no ``regime``) make the pretraining split :func:`with_pretraining_split`,
     so that a study's grid can sweep ``k``. Unknown names raise with the valid ones.
     """
-    _choose("profile", profile, PROFILES)
+    check(profile, PROFILES, "profile")
     split = {k: overrides.pop(k) for k in SPLIT_FIELDS if k in overrides}
     if split:
         if len(split) != 2 or "regime" in overrides:
@@ -287,5 +348,6 @@ def with_pretraining_split(config: RunConfig, total_epochs: int, backbone_epochs
                    joint_phase=replace(config.joint_phase, epochs=total_epochs - backbone_epochs))
 
 
-__all__ = ["DATASETS", "METHODS", "PROFILES", "PhaseConfig", "REGIMES", "RunConfig",
-           "make_config", "stable_hash", "with_pretraining_split"]
+__all__ = ["DATASETS", "METHODS", "PROFILES", "PhaseConfig", "Profile", "REGIMES", "RunConfig", "figures_dir",
+           "grid_configs", "grid_points", "make_config", "profile_seeds", "profile_settings", "stable_hash",
+           "with_pretraining_split"]

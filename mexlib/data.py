@@ -12,7 +12,7 @@ Where the data come from (see :func:`load_dataset`):
 * CIFAR-10 / CIFAR-100: torchvision's loader and download into ``<data>``.
 * Image folders (Imagenette, Tiny ImageNet layouts) under ``<data>/<name>``, decoded once,
   resized and cached as a tensor file next to the images.
-* ImageNet-1k is too large for memory: :mod:`mexlib.streaming` reads it from disk.
+* ImageNet-1k is too large for memory: :mod:`mexlib.device_data` reads it from disk.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import paths
+from .registry import lookup
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -50,7 +51,7 @@ class DatasetSpec:
     crop_padding: int  # random-crop padding used for training augmentation (0: no crop)
     flip: bool  # random horizontal flips during training
     folder: str  # subfolder of the data folder
-    streamed: bool = False  # too large for memory: read from disk batch by batch (mexlib.streaming)
+    streamed: bool = False  # too large for memory: read from disk batch by batch (mexlib.device_data)
 
 
 @dataclass
@@ -85,7 +86,7 @@ DATASETS: dict[str, DatasetSpec] = {
                     "imagenette"),
         DatasetSpec("tiny-imagenet", 200, 3, 64, _IMAGENET_MEAN, _IMAGENET_STD, 8, True,
                     "tiny-imagenet-200"),
-        # crop_padding 0: streamed data are cropped by RandomResizedCrop (mexlib.streaming)
+        # crop_padding 0: streamed data are cropped by RandomResizedCrop (mexlib.device_data)
         DatasetSpec("imagenet", 1000, 3, 224, _IMAGENET_MEAN, _IMAGENET_STD, 0, True, "imagenet",
                     streamed=True),
     ]
@@ -99,11 +100,7 @@ SYSTEM_FOLDERS: dict[str, list[Path]] = {
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The spec of a dataset by name; an unknown name raises with the valid ones."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: "
-                         f"{', '.join(sorted(DATASETS))}") from None
+    return lookup(DATASETS, name, "dataset")
 
 
 def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) -> ImageData:
@@ -111,7 +108,7 @@ def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) ->
     spec = dataset_spec(name)
     if spec.streamed:
         raise ValueError(f"{name} is streamed from disk, not loaded into memory: open it with "
-                         f"mexlib.streaming.StreamingData (the run store does); datasets held in memory: "
+                         f"mexlib.device_data.StreamingData (the run store does); datasets held in memory: "
                          f"{', '.join(sorted(n for n, s in DATASETS.items() if not s.streamed))}")
     root = Path(root) if root is not None else paths.data_dir()
     root.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+from .registry import lookup
 
 __all__ = [
     "BUDGETS", "POLICIES", "ExitCosts", "ExitDecision", "Overthinking",
@@ -336,9 +337,7 @@ POLICIES: tuple[str, ...] = tuple(_RULES)
 
 
 def _exit_rule(policy: str, logits: Tensor, thresholds: Thresholds) -> _ExitRule:
-    if policy not in _RULES:
-        raise ValueError(f"unknown exit policy {policy!r}; valid policies: {', '.join(POLICIES)}")
-    return _RULES[policy](logits, thresholds)
+    return lookup(_RULES, policy, "exit policy", "policies")(logits, thresholds)
 
 
 def confidence_policy(logits: Tensor, thresholds: Thresholds = None) -> ExitDecision:

@@ -34,6 +34,7 @@ import platform
 import warnings
 
 import torch
+from .registry import check
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -44,6 +45,13 @@ _ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX51
 
 class PrecisionFallbackWarning(UserWarning):
     """bf16 was asked for on a device without native bf16; the run trains in fp32."""
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): CUDA where there is one, else the CPU; any other name as it is."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -93,8 +101,7 @@ _warned: set[str] = set()
 def training_precision(precision: str, device: str | torch.device) -> str:
     """The precision a run that asks for ``precision`` trains in on ``device``: bf16 falls back
     to fp32 where the device lacks native bf16, with one warning per device type and process."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    check(precision, PRECISIONS, "precision")
     device = torch.device(device)
     if precision == "bf16" and not has_native_bf16(device):
         if device.type not in _warned:

@@ -20,11 +20,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-#: The profile whose figures are committed at the top of ``figures/``; others get a subfolder.
-COMMITTED_PROFILE = "cpu"
-
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
 
 def _folder(variable: str, default: Path) -> Path:
     value = os.environ.get(variable)
@@ -46,15 +43,9 @@ def build_dir() -> Path:
     return _folder("MEXLIB_BUILD", ROOT / "build")
 
 
-def figures_dir(profile: str = COMMITTED_PROFILE) -> Path:
-    """Figures and tables of one profile.
-
-    The ``cpu`` profile writes to ``figures/`` itself (committed and shown in the README); every
-    other profile writes to ``figures/<profile>/`` so a smoke or test run never overwrites the
-    committed figures.
-    """
-    base = _folder("MEXLIB_FIGURES", ROOT / "figures")
-    return base if profile == COMMITTED_PROFILE else base / profile
+def figures_root() -> Path:
+    """Figures and tables; each profile's folder under it: :func:`mexlib.config.figures_dir`."""
+    return _folder("MEXLIB_FIGURES", ROOT / "figures")
 
 
 def notebooks_dir() -> Path:

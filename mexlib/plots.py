@@ -1,7 +1,7 @@
 """One visual style, and the writers for every figure and table of the study.
 
 Figures are saved as PNG and PDF, tables as CSV and Markdown, into
-:func:`mexlib.paths.figures_dir` of the profile (``figures/`` for ``cpu``, ``figures/<profile>/``
+:func:`mexlib.config.figures_dir` of the profile (``figures/`` for ``cpu``, ``figures/<profile>/``
 otherwise). Notebooks call :func:`save_figure` and :func:`save_table`, never ``savefig``.
 """
 
@@ -17,7 +17,7 @@ import matplotlib.ticker
 import pandas as pd
 import seaborn as sns
 
-from . import paths
+from .config import figures_dir
 from .evaluate import format_mean_std
 
 #: One colour per regime, the same in every figure.
@@ -42,7 +42,7 @@ def use_style() -> None:
 
 
 def _output_folder(profile: str) -> Path:
-    folder = paths.figures_dir(profile)
+    folder = figures_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

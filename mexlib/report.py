@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths
-from .config import PROFILES
+from .config import PROFILES, profile_settings
+from .config import figures_dir as config_figures_dir
 
 #: The file that marks a folder as a report, which a rebuild may replace.
 MARKER = ".mexlib-report"
@@ -77,8 +78,7 @@ def _owner(name: str) -> str:
 
 def build_report(profile: str = "cpu", out: str | Path | None = None, code: bool = False) -> Path:
     """Build the site and return its index page."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    profile_settings(profile)  # an unknown profile raises with the valid ones
     executed = sorted((paths.build_dir() / "notebooks" / profile).glob("[0-9]*.ipynb"))
     if not executed:
         raise FileNotFoundError(f"no executed notebooks in {paths.build_dir() / 'notebooks' / profile}: "
@@ -93,7 +93,7 @@ def build_report(profile: str = "cpu", out: str | Path | None = None, code: bool
     (out / "tables").mkdir()
     for notebook in executed:
         (out / f"{notebook.stem}.html").write_text(_notebook_html(notebook, code))
-    figures_dir = paths.figures_dir(profile)
+    figures_dir = config_figures_dir(profile)
     figures = sorted(figures_dir.glob("*.png"))
     for figure in figures:
         shutil.copy2(figure, out / "figures" / figure.name)

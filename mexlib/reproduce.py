@@ -18,7 +18,7 @@ import time
 from unittest import mock
 
 from . import paths
-from .config import PROFILES, make_config
+from .config import PROFILES, figures_dir, make_config, profile_settings
 from .data import load_dataset
 from .hardware import threads_per_job
 
@@ -43,11 +43,11 @@ def unattended_parameters(notebook, profile: str, executor: str = "inline", work
 
 
 def default_jobs(profile: str) -> int:
-    """Notebooks executed at a time by default: two for the smoke profile, whose notebooks spend
-    most of their time starting kernels, importing and drawing, which one thread does; one
-    otherwise, where each notebook's training needs every core (``--executor local`` runs the
-    training itself in parallel)."""
-    return min(2, len(os.sched_getaffinity(0))) if profile == "smoke" else 1
+    """Notebooks executed at a time by default (:attr:`mexlib.config.Profile.notebooks_at_once`,
+    at most one per core): two for the smoke profile, whose notebooks spend most of their time
+    starting kernels, importing and drawing, which one thread does; one otherwise, where each
+    notebook's training needs every core (``--executor local`` runs the training in parallel)."""
+    return min(profile_settings(profile).notebooks_at_once, len(os.sched_getaffinity(0)))
 
 
 def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",
@@ -60,9 +60,7 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
     from .sweep import EXECUTORS
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; valid executors: {', '.join(EXECUTORS)}")
-
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    profile_settings(profile)  # an unknown profile raises with the valid ones
     jobs = default_jobs(profile) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     timings = execute(args.profile, args.notebook, executor=args.executor, workers=args.workers,
                       jobs=args.jobs)
     print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "
-          f"figures and tables in {paths.figures_dir(args.profile)}")
+          f"figures and tables in {figures_dir(args.profile)}")
     return 0
 
 

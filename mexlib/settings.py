@@ -6,7 +6,7 @@ read them from the paper's Table 1 (unconfirmed: STUDY.md §6). :func:`paper_num
 setting of any configuration, so a paper-profile table can print the paper's value beside ours.
 
 Where the study's choice is not known we say so in ``chosen``. Every setting runs: the ImageNet-1k
-rows stream their images from disk (:mod:`mexlib.streaming`).
+rows stream their images from disk (:mod:`mexlib.device_data`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import RunConfig, make_config
+from .config import RunConfig, make_config, profile_settings
+from .registry import lookup
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
 
 
 def get_setting(name: str) -> Setting:
-    try:
-        return SETTINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown setting {name!r}; valid settings: {', '.join(SETTINGS)}") from None
+    return lookup(SETTINGS, name, "setting")
 
 
 def setting_config(name: str, **overrides) -> RunConfig:
@@ -82,7 +80,7 @@ def setting_config(name: str, **overrides) -> RunConfig:
 def paper_numbers(config: RunConfig) -> Setting | None:
     """The setting whose architecture and data ``config`` has (paper profile only), or
     None: where a table should print the paper's numbers beside ours."""
-    if config.profile != "paper":
+    if not profile_settings(config.profile).beside_the_paper:
         return None
     for setting in SETTINGS.values():
         if (config.arch, config.dataset) == (setting.overrides["arch"], setting.overrides["dataset"]):

@@ -1,91 +1,71 @@
-"""The run store: get a finished run, or train it once and keep it.
+"""The run store: get a finished run, or train it once and keep it; and every other result the
+study keeps (recordings of training, analyses), through one API.
 
 Layout under :func:`mexlib.paths.runs_dir`::
 
-    backbone-<key>/   phase 1 of one configuration (shared by disjoint and mixed)
-    run-<key>/        one regime of one configuration and seed
-    work/<key>/       resumable checkpoints while a run trains
-    damaged/          runs that failed their integrity check, moved aside
+    backbone-<key>/        phase 1 of one configuration (shared by disjoint and mixed)
+    run-<key>/             one regime of one configuration and seed
+    records-<key>-<what>/  what a recorder saw while a run trained again (mexlib.analysis.recording)
+    result-<name>-<key>/   a cached result (:meth:`RunStore.cached`): an analysis, a measurement
+    work/<key>/            resumable checkpoints while something trains; work/<key>.lock, .failed.json,
+                           .queued.json: the state of that task (:class:`WorkArea`)
+    damaged/               entries that failed their integrity check, moved aside
 
-A key is the hash of the canonical configuration plus :data:`RESULTS_VERSION`, which changes
-whenever the code's results would change. Each finished run folder holds ``config.json``,
-``provenance.json`` (package version and git commit, library versions, device, wall time per
-phase), ``history.json`` (per-epoch training curves), ``weights.pt``, ``logits.pt`` (every
-exit's logits on the validation and test sets, with the labels) and ``manifest.json`` (size
-and SHA-256 of each file). A run is written into a temporary folder and renamed into place
-only when complete, so a crash never leaves a half-written run that reads as finished; a run
-whose files do not match its manifest is reported, moved to ``damaged/`` and trained again.
+**One way to write.** Every entry is a folder written into a temporary name and renamed into
+place only when complete, with ``manifest.json`` (size and SHA-256 of each file), so a crash never
+leaves a half-written entry that reads as finished; an entry whose files do not match its manifest
+is reported, moved to ``damaged/`` and computed again (:meth:`RunStore.keep`, :meth:`RunStore.kept`).
+
+**Keys.** A run's key is the hash of its canonical configuration plus :data:`RESULTS_VERSION`,
+which changes whenever the code's results would change; a run trained by code whose
+:func:`mexlib.provenance.code_fingerprint` differs is reported. A cached result's key is the hash
+of its inputs *and of the source of the code that computed it*, so it is never read back after
+that code changed. Each run folder holds ``config.json``, ``provenance.json`` (package version and
+git commit, library versions, device, wall time per phase), ``history.json`` (per-epoch training
+curves), ``weights.pt`` and ``logits.pt`` (every exit's logits on the validation and test sets,
+with the labels).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import fcntl
 import hashlib
 import json
-import platform
 import shutil
-import subprocess
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import __version__, hardware, paths
+from . import hardware, paths
 from .config import RunConfig, stable_hash
-from .data import ImageData, dataset_spec, load_dataset
+from .device_data import DataCache, DeviceData, StreamingData
+from .hardware import resolve_device
 from .methods import training_method
 from .models import MultiExitModel, exit_logits
-from .streaming import StreamingData
-from .train import DeviceData, build_model, resolve_device, train_backbone, train_regime
+from .provenance import code_fingerprint, files_fingerprint, provenance, source_fingerprint
+from .train import build_model, train_backbone, train_regime
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
 RESULTS_VERSION = 2
 _FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
+#: Code that every cached result depends on besides its own: the analyses' measurements.
+ANALYSIS_CODE = ("analysis",)
 
 
 class DamagedRunWarning(UserWarning):
-    """A stored run failed its integrity check and will be trained again."""
+    """A stored entry failed its integrity check and will be computed again."""
 
 
 class StaleCodeWarning(UserWarning):
     """Stored runs were trained by code that differs from the code now installed."""
-
-
-#: The modules whose code determines what a run produces.
-_RESULT_MODULES = ("config.py", "data.py", "methods", "train.py", "models")
-
-
-def code_fingerprint() -> str:
-    """A hash of the code that produces results (not evaluation, plots or notebooks), without
-    its comments and docstrings: editing those neither warns about stored runs nor discards
-    the checkpoints of runs in progress."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for name in _RESULT_MODULES:
-        target = package / name
-        for file in sorted(target.rglob("*.py")) if target.is_dir() else [target]:
-            digest.update(file.relative_to(package).as_posix().encode())
-            digest.update(code_without_comments(file.read_text()).encode())
-    return digest.hexdigest()[:16]
-
-
-def code_without_comments(source: str) -> str:
-    """``source`` as Python sees it: comments, docstrings and layout removed."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree)
 
 
 def backbone_key(config: RunConfig) -> str:
@@ -145,67 +125,18 @@ class StoredRun:
         return json.loads((self.path / name).read_text())
 
 
-class RunStore:
-    """Finished runs by configuration, trained on first request."""
+class WorkArea:
+    """``work/`` of a store: what is in progress, by task key. A lock per key (one process trains
+    a key at a time), its epoch checkpoints, and markers a sweep leaves: a failed attempt's error
+    and a task queued on a cluster. Sweeps read a task's state through this, never the files."""
 
-    def __init__(self, root: str | Path | None = None, device: str | torch.device | None = "auto",
-                 progress: bool = True):
-        self.root = Path(root) if root is not None else paths.runs_dir()
-        self.device = resolve_device(device)
-        self.progress = progress
-        self._data: dict[tuple, DeviceData] = {}
-        self.trained: list[str] = []  # folder names trained by this store object, in order
-        self.fingerprint = code_fingerprint()
-        self._warned_stale = False
-
-    # --- lookup --------------------------------------------------------------------------
-
-    def resolve(self, config: RunConfig) -> RunConfig:
-        """The configuration as it trains on this store's device: bf16 becomes fp32 where the
-        device has no native bf16 (one warning), so such a run is keyed and stored as the fp32
-        run it is (:mod:`mexlib.hardware`); a method without training of its own becomes the
-        method whose runs it reads (PBEE reads SDN's)."""
-        precision = hardware.training_precision(config.precision, self.device)
-        method = training_method(config.method)
-        if (precision, method) == (config.precision, config.method):
-            return config
-        return replace(config, precision=precision, method=method)
-
-    def find(self, config: RunConfig) -> StoredRun | None:
-        return self._find(f"run-{run_key(self.resolve(config))}")
-
-    def find_backbone(self, config: RunConfig) -> StoredRun | None:
-        return self._find(f"backbone-{backbone_key(self.resolve(config))}")
-
-    def _find(self, name: str) -> StoredRun | None:
-        path = self.root / name
-        if not path.exists():
-            return None
-        problem = verify(path)
-        if problem is None:
-            self._check_code(path)
-            return StoredRun(path)
-        damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
-        damaged.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(damaged)
-        warnings.warn(f"stored run {path} is damaged ({problem}); moved it to {damaged} and "
-                      f"training it again", DamagedRunWarning, stacklevel=3)
-        return None
-
-    def _check_code(self, path: Path) -> None:
-        stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
-        if stored != self.fingerprint and not self._warned_stale:
-            self._warned_stale = True
-            warnings.warn(f"{path.name} (and maybe other stored runs) was trained by other code "
-                          f"(fingerprint {stored}, now {self.fingerprint}); it is reused because "
-                          f"RESULTS_VERSION ({RESULTS_VERSION}) is unchanged. If the change alters "
-                          f"results, bump mexlib.store.RESULTS_VERSION.", StaleCodeWarning, stacklevel=4)
+    def __init__(self, root: Path, fingerprint: str):
+        self.root, self.fingerprint = Path(root) / "work", fingerprint
 
     @contextlib.contextmanager
-    def _training(self, key: str):
-        """Hold ``work/<key>``: one process trains a key at a time; a checkpoint left by other
-        code is discarded rather than resumed."""
-        workdir = self.root / "work" / key
+    def lock(self, key: str) -> Iterator[Path]:
+        """Hold ``work/<key>`` and yield it; a checkpoint left by other code is discarded."""
+        workdir = self.root / key
         workdir.parent.mkdir(parents=True, exist_ok=True)
         with open(workdir.with_name(f"{key}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -223,6 +154,127 @@ class RunStore:
                 # a third process lock a new file and train the same key at the same time.
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def is_locked(self, key: str) -> bool:
+        """Whether some process holds ``key``'s lock now (is training it)."""
+        path = self.root / f"{key}.lock"
+        if not path.is_file():
+            return False
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def checkpoints(self, key: str) -> list[Path]:
+        """The epoch checkpoints an interrupted attempt left, from which the next one resumes."""
+        return sorted((self.root / key).glob("*.ckpt"))
+
+    def failure(self, key: str) -> dict | None:
+        """The last attempt's error, traceback and log file, if it failed."""
+        return self._read(key, "failed")
+
+    def record_failure(self, key: str, record: dict) -> None:
+        self._write(key, "failed", record)
+
+    def queued(self, key: str) -> dict | None:
+        """The cluster job a sweep queued the task as, if it has not started yet."""
+        return self._read(key, "queued")
+
+    def mark_queued(self, key: str, record: dict) -> None:
+        self._write(key, "queued", record)
+
+    def starting(self, key: str) -> None:
+        """An attempt starts: it is neither failed nor queued any more."""
+        for marker in ("failed", "queued"):
+            (self.root / f"{key}.{marker}.json").unlink(missing_ok=True)
+
+    def _read(self, key: str, marker: str) -> dict | None:
+        path = self.root / f"{key}.{marker}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _write(self, key: str, marker: str, record: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f"{key}.{marker}.json"
+        tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)
+
+
+class RunStore:
+    """Finished runs by configuration, trained on first request, and every other kept result."""
+
+    def __init__(self, root: str | Path | None = None, device: str | torch.device | None = "auto",
+                 progress: bool = True):
+        self.root = Path(root) if root is not None else paths.runs_dir()
+        self.device = resolve_device(device)
+        self.progress = progress
+        self._data = DataCache(self.device)
+        self.trained: list[str] = []  # folder names trained by this store object, in order
+        self.fingerprint = code_fingerprint()
+        self.work = WorkArea(self.root, self.fingerprint)
+        self._warned_stale = False
+
+    # --- lookup --------------------------------------------------------------------------
+
+    def resolve(self, config: RunConfig, device: str | torch.device | None = None) -> RunConfig:
+        """The configuration as it trains on this store's device (or on ``device``, a job's):
+        bf16 becomes fp32 where the device has no native bf16 (one warning), so such a run is
+        keyed and stored as the fp32 run it is (:mod:`mexlib.hardware`); a method without
+        training of its own becomes the method whose runs it reads (PBEE reads SDN's). A CUDA
+        device this machine does not have (a sweep planned here for a cluster's GPUs) is
+        assumed to have native bf16."""
+        target = self.device if device in (None, "auto") else torch.device(device)
+        if target.type == "cuda" and not torch.cuda.is_available():
+            precision = config.precision
+        else:
+            precision = hardware.training_precision(config.precision, target)
+        method = training_method(config.method)
+        if (precision, method) == (config.precision, config.method):
+            return config
+        return replace(config, precision=precision, method=method)
+
+    def find(self, config: RunConfig) -> StoredRun | None:
+        return self._find(f"run-{run_key(self.resolve(config))}")
+
+    def find_backbone(self, config: RunConfig) -> StoredRun | None:
+        return self._find(f"backbone-{backbone_key(self.resolve(config))}")
+
+    def _find(self, name: str) -> StoredRun | None:
+        if not self._sound(name, _FILES):
+            return None
+        self._check_code(self.root / name)
+        return StoredRun(self.root / name)
+
+    def _sound(self, name: str, required=()) -> bool:
+        """Whether the entry ``name`` exists and matches its manifest; a damaged one is moved aside."""
+        path = self.root / name
+        if not path.exists():
+            return False
+        problem = verify(path, required)
+        if problem is None:
+            return True
+        damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
+        damaged.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(damaged)
+        warnings.warn(f"stored entry {path} is damaged ({problem}); moved it to {damaged} and "
+                      f"computing it again", DamagedRunWarning, stacklevel=4)
+        return False
+
+    def _check_code(self, path: Path) -> None:
+        stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
+        if stored != self.fingerprint and not self._warned_stale:
+            self._warned_stale = True
+            warnings.warn(f"{path.name} (and maybe other stored runs) was trained by other code "
+                          f"(fingerprint {stored}, now {self.fingerprint}); it is reused because "
+                          f"RESULTS_VERSION ({RESULTS_VERSION}) is unchanged. If the change alters "
+                          f"results, bump mexlib.store.RESULTS_VERSION.", StaleCodeWarning, stacklevel=4)
+
+    def training(self, key: str):
+        """Hold ``work/<key>`` while training it (:meth:`WorkArea.lock`)."""
+        return self.work.lock(key)
+
     # --- get or run ----------------------------------------------------------------------
 
     def get_or_run(self, config: RunConfig) -> StoredRun:
@@ -236,11 +288,11 @@ class RunStore:
             backbone_run = self.get_or_run_backbone(config)
             backbone_state = backbone_run.state_dict()
         key = run_key(config)
-        with self._training(key) as workdir:
+        with self.training(key) as workdir:
             found = self.find(config)  # another process may have finished it meanwhile
             if found is not None:
                 return found
-            data = self._device_data(config)
+            data = self.device_data(config)
             started = time.perf_counter()
             model, results = train_regime(config, data, self.device, backbone_state, workdir,
                                           self.progress)
@@ -256,27 +308,63 @@ class RunStore:
         if found is not None:
             return found
         key = backbone_key(config)
-        with self._training(key) as workdir:
+        with self.training(key) as workdir:
             found = self.find_backbone(config)
             if found is not None:
                 return found
-            data = self._device_data(config)
+            data = self.device_data(config)
             started = time.perf_counter()
             model, result = train_backbone(config, data, self.device, workdir, self.progress)
             return self._write(f"backbone-{key}", config.to_dict(), model.backbone.state_dict(),
                                model, data, [result.to_dict()], time.perf_counter() - started,
                                workdir, final_exit_only=True)
 
-    def _device_data(self, config: RunConfig) -> DeviceData | StreamingData:
-        key = DeviceData.key(config)
-        if key not in self._data:  # the tensors go to the device once, shared by every seed
-            if dataset_spec(config.dataset).streamed:  # too large for memory: decoded batch by batch
-                self._data[key] = StreamingData.from_config(config, self.device)
-            else:
-                self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
-        return replace(self._data[key], seed=config.seed)
+    def device_data(self, config: RunConfig) -> DeviceData | StreamingData:
+        """``config``'s data on this store's device, as its runs train on it (shared by every
+        seed and run that needs the same tensors)."""
+        return self._data.get(self.resolve(config))
 
-    # --- writing -------------------------------------------------------------------------
+    # --- every other kept result -----------------------------------------------------------
+
+    def keep(self, name: str, objects: dict[str, Any]) -> Path:
+        """Write ``objects`` (file name → object: ``.json`` as JSON, anything else with
+        ``torch.save``) as the entry ``name``, atomically with a manifest; an entry of that name
+        that another process finished first is kept instead."""
+        _check_name(name)
+        writers = {file: (lambda path, obj=obj: path.write_text(json.dumps(obj, indent=1)))
+                   if file.endswith(".json") else (lambda path, obj=obj: torch.save(obj, path))
+                   for file, obj in objects.items()}
+        return write_entry(self.root / name, writers)
+
+    def kept(self, name: str) -> dict[str, Any] | None:
+        """The objects of entry ``name`` (as :meth:`keep` wrote them), or None when there is none
+        or it is damaged (then moved aside, with a warning)."""
+        _check_name(name)
+        if not self._sound(name):
+            return None
+        path = self.root / name
+        files = json.loads((path / "manifest.json").read_text())
+        return {file: json.loads((path / file).read_text()) if file.endswith(".json")
+                else torch.load(path / file, weights_only=False) for file in files}
+
+    def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()) -> Any:
+        """``compute()``'s result, kept as the entry ``result-<name>-<key>``: the key hashes
+        ``inputs`` (JSON values: run keys, parameters), the source of ``compute`` and of every
+        function or module in ``code`` (each with its whole module: :func:`source_fingerprint`)
+        and the analyses' code, so the same inputs computed by the same code read it back and a
+        change of either computes afresh."""
+        _check_name(name)
+        key = stable_hash({"inputs": inputs, "code": source_fingerprint(compute, *code),
+                           "analysis": files_fingerprint(ANALYSIS_CODE)})
+        entry = f"result-{name}-{key}"
+        found = self.kept(entry)
+        if found is not None:
+            return found["result.pt"]
+        result = compute()
+        self.keep(entry, {"result.pt": result, "inputs.json": inputs})
+        return result
+
+    # --- writing a run ---------------------------------------------------------------------
 
     def _write(self, name: str, config: dict, weights: dict, model: MultiExitModel,
                data: DeviceData, phases: list[dict], seconds: float, workdir: Path,
@@ -286,29 +374,38 @@ class RunStore:
             values, labels = exit_logits(model, data.eval_loader(split))
             logits[f"{split}_logits"] = values[-1:] if final_exit_only else values
             logits[f"{split}_labels"] = labels
-        tmp = self.root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
-        (tmp / "history.json").write_text(json.dumps(phases, indent=1))
-        (tmp / "provenance.json").write_text(json.dumps(
-            {**provenance(config, self.device, seconds, phases),
-             "code_fingerprint": self.fingerprint}, indent=1))
-        torch.save({k: v.detach().cpu() for k, v in weights.items()}, tmp / "weights.pt")
-        torch.save(logits, tmp / "logits.pt")
-        (tmp / "manifest.json").write_text(json.dumps(
-            {f: _describe(tmp / f) for f in _FILES}, indent=1))
-        final = self.root / name
-        try:
-            tmp.rename(final)
-        except OSError:  # another process finished the same run first: keep theirs
-            shutil.rmtree(tmp)
+        record = {**provenance(config, self.device, seconds, phases, RESULTS_VERSION),
+                  "code_fingerprint": self.fingerprint}
+        final = write_entry(self.root / name, {
+            "config.json": lambda p: p.write_text(json.dumps(config, indent=1)),
+            "history.json": lambda p: p.write_text(json.dumps(phases, indent=1)),
+            "provenance.json": lambda p: p.write_text(json.dumps(record, indent=1)),
+            "weights.pt": lambda p: torch.save({k: v.detach().cpu() for k, v in weights.items()}, p),
+            "logits.pt": lambda p: torch.save(logits, p)})
         shutil.rmtree(workdir, ignore_errors=True)
         self.trained.append(name)
         return StoredRun(final)
 
 
-def verify(path: Path) -> str | None:
-    """None when the run folder matches its manifest, else what is wrong."""
+def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path:
+    """Write each file with its writer into a temporary folder beside ``final``, add
+    ``manifest.json`` and rename the folder to ``final``; if another process finished ``final``
+    first, keep theirs."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    for file, write in writers.items():
+        write(tmp / file)
+    (tmp / "manifest.json").write_text(json.dumps({f: _describe(tmp / f) for f in writers}, indent=1))
+    try:
+        tmp.rename(final)
+    except OSError:  # another process finished the same entry first: keep theirs
+        shutil.rmtree(tmp)
+    return final
+
+
+def verify(path: Path, required=_FILES) -> str | None:
+    """None when the entry folder matches its manifest (and has the ``required`` files), else
+    what is wrong."""
     manifest = path / "manifest.json"
     if not manifest.is_file():
         return "no manifest.json"
@@ -316,7 +413,7 @@ def verify(path: Path) -> str | None:
         expected = json.loads(manifest.read_text())
     except json.JSONDecodeError as error:
         return f"unreadable manifest.json ({error})"
-    for name in _FILES:
+    for name in dict.fromkeys([*required, *expected]):
         file = path / name
         if not file.is_file():
             return f"{name} is missing"
@@ -330,46 +427,9 @@ def _describe(file: Path) -> dict:
     return {"bytes": file.stat().st_size, "sha256": digest}
 
 
-_DATASETS: dict[str, ImageData] = {}
-
-
-def _dataset(name: str) -> ImageData:
-    if name not in _DATASETS:
-        _DATASETS[name] = load_dataset(name)
-    return _DATASETS[name]
-
-
-def provenance(config: dict, device: torch.device, seconds: float, phases: list[dict]) -> dict:
-    import torchvision
-
-    return {
-        "config": config,
-        "results_version": RESULTS_VERSION,
-        "mexlib_version": __version__,
-        "git_commit": _git_commit(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "device_type": device.type,
-        "threads": torch.get_num_threads(),
-        "hardware": hardware.describe(device),
-        "wall_time_seconds": seconds,
-        "phase_wall_time_seconds": {p["phase"]: p.get("wall_time") for p in phases},
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
-    }
-
-
-def _git_commit() -> str | None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=paths.ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("-dirty" if dirty else "")) or None
+def _check_name(name: str) -> None:
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or name.startswith("."):
+        raise ValueError(f"an entry's name is letters, digits, '-', '_' and '.', not starting with '.'; got {name!r}")
 
 
 def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = True) -> StoredRun:
@@ -377,5 +437,5 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
     return RunStore(device=device, progress=progress).get_or_run(config)
 
 
-__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "StaleCodeWarning", "code_fingerprint", "RunStore", "StoredRun", "backbone_key",
-           "get_or_run", "run_key", "verify"]
+__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StoredRun", "WorkArea",
+           "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]

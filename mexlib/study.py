@@ -11,7 +11,6 @@ numbers, never assumed. Notebooks call these and plot; they hold no logic.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -21,14 +20,13 @@ import pandas as pd
 import torch
 
 from . import evaluate
-from .config import REGIMES, RunConfig
+from .config import REGIMES, RunConfig, grid_points, profile_seeds
 from .data import dataset_spec
 from .methods import get_method
 from .store import RunStore, StoredRun
-from .sweep import grid_points, sweep
+from .sweep import sweep
 from .train import build_model
 
-DEFAULT_SEEDS = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
 #: Confidence thresholds of the sweep (STUDY.md §3: 100 evenly spaced in [0, 1]).
 THRESHOLDS = torch.linspace(0, 1, 100)
 #: The label of the reference row (the plain backbone, phase 1 alone) in the budget tables.
@@ -122,7 +120,7 @@ class Study:
     def groups(self, by: str | Sequence[str] | None = None) -> dict[Any, list[StudyRun]]:
         """Runs grouped by the grid fields ``by`` (default: all of them), in grid order. A key
         is the value itself for one field, a tuple for several."""
-        by = self._by(by)
+        by = self.by_fields(by)
         grouped: dict[Any, list[StudyRun]] = {}
         for run in self.runs:
             key = tuple(run.values[f] for f in by)
@@ -134,7 +132,7 @@ class Study:
         (found,) = self.select(seed=seed, **values).runs
         return found
 
-    def _by(self, by) -> list[str]:
+    def by_fields(self, by) -> list[str]:
         by = list(self.fields) if by is None else [by] if isinstance(by, str) else list(by)
         self._check_fields(by)
         return by
@@ -163,7 +161,7 @@ class Study:
         100 %). Where the first of several ``by`` fields changes phase 1 (an architecture,
         a dataset), each of its values gets its own backbone row after its groups, as in the
         paper's Table 1."""
-        by = self._by(by)
+        by = self.by_fields(by)
         groups = self.groups(by)
         table = evaluate.budget_table({i: [r.curve for r in runs] for i, runs in enumerate(groups.values())})
         table.index = self._index(list(groups), by)
@@ -200,7 +198,7 @@ class Study:
         """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
         (:func:`mexlib.evaluate.choose_on_validation`) and its test accuracy reported; a
         ``cost`` column pair gives the mean test cost of the chosen points."""
-        by = self._by(by)
+        by = self.by_fields(by)
         groups = self.groups(by)
         rows = []
         for runs in groups.values():
@@ -219,7 +217,7 @@ class Study:
     def cost_table(self, by=None) -> pd.DataFrame:
         """Each exit's cost relative to the plain backbone, a row per group (its first run's
         model: the runs of a group share their model unless the grid varies it within)."""
-        by = self._by(by)
+        by = self.by_fields(by)
         groups = self.groups(by)
         width = max(r.num_exits for r in self.runs)
         rows = [[float(c) for c in runs[0].costs.relative] + [np.nan] * (width - runs[0].num_exits)
@@ -239,7 +237,7 @@ class Study:
     def exit_distribution(self, threshold: float, by=None) -> pd.DataFrame:
         """Share of test samples leaving at each exit at one threshold of each run's policy,
         averaged over seeds: a row per group, a column per exit."""
-        by = self._by(by)
+        by = self.by_fields(by)
         groups = self.groups(by)
         rows = []
         for runs in groups.values():
@@ -255,7 +253,7 @@ class Study:
     def summary(self, by=None, auc_range: tuple[float, float] = (0.25, 1.0)) -> pd.DataFrame:
         """Per group, mean and std over seeds: final-exit accuracy, area under the curve over
         ``auc_range`` of relative cost, oracle accuracy and overthinking (all fractions)."""
-        by = self._by(by)
+        by = self.by_fields(by)
         rows = []
         for run in self.runs:
             logits, labels = run.logits("test")
@@ -289,263 +287,23 @@ class Study:
     def wall_times(self) -> pd.DataFrame:
         """Training seconds per stored run, from the runs' provenance: phase-1 backbones once
         each, and a run that several grid points read (PBEE reads SDN's) once, under the first;
-        ``stored`` names the run's folder in the store."""
+        ``run`` labels it, ``stored`` names its folder in the store, and a column per grid field
+        holds its values (empty for the backbones)."""
         rows, seen = [], set()
         for run in self.runs:
             if run.backbone is not None and run.backbone.path not in seen:
                 seen.add(run.backbone.path)
                 rows.append(dict(run="backbone (phase 1)", seed=run.seed,
                                  seconds=run.backbone.provenance["wall_time_seconds"],
-                                 stored=run.backbone.path.name))
+                                 stored=run.backbone.path.name, **dict.fromkeys(self.fields)))
         for run in self.runs:
             if run.run.path in seen:
                 continue
             seen.add(run.run.path)
             rows.append(dict(run=" ".join(str(run.values[f]) for f in self.fields), seed=run.seed,
-                             seconds=run.run.provenance["wall_time_seconds"], stored=run.run.path.name))
+                             seconds=run.run.provenance["wall_time_seconds"], stored=run.run.path.name,
+                            **run.values))
         return pd.DataFrame(rows)
-
-    # --- findings ------------------------------------------------------------------------
-
-    def ranking(self, among: str = "regime", within=(), budgets: Sequence[float] = evaluate.BUDGETS,
-                single_seed_spread: float | None = None) -> list[str]:
-        """For each group of ``within`` and each budget: the values of ``among`` ranked by mean
-        accuracy, the leader's margin, and whether it exceeds the seeds' spread (with one seed,
-        ``single_seed_spread`` stands in for it, as in :meth:`advantage`)."""
-        within = _names(within)
-        table = self.budget_table(within + [among], reference=False)
-        lines = []
-        for key in _within_keys(self, within):
-            prefix = f"{_label(_as_tuple(within, key))}: " if within else ""
-            for budget in budgets:
-                means = {a: _cell(table, key, a, budget, "mean", within) for a in self.values(among)}
-                stds = {a: _cell(table, key, a, budget, "std", within) for a in self.values(among)}
-                fitting = {a: m for a, m in means.items() if not np.isnan(m)}
-                if not fitting:
-                    lines.append(f"{prefix}at {budget:.0%} of the backbone's cost no {among} has an operating point.")
-                    continue
-                ranked = sorted(fitting, key=fitting.get, reverse=True)
-                best = ranked[0]
-                text = ", ".join(f"{a} {100 * fitting[a]:.2f} %" for a in ranked)
-                if len(ranked) == 1:
-                    lines.append(f"{prefix}at {budget:.0%} of the backbone's cost only {best} has an "
-                                 f"operating point: {text}.")
-                    continue
-                gap = fitting[best] - fitting[ranked[1]]
-                spread = max((s for s in stds.values() if not np.isnan(s)), default=np.nan)
-                whose = "the largest standard deviation over seeds"
-                if np.isnan(spread) and single_seed_spread is not None:
-                    spread, whose = float(single_seed_spread), "the spread given for one-seed groups"
-                verdict = " (one seed and no spread to judge by)"
-                if not np.isnan(spread):
-                    verdict = (f" (a clear lead: larger than {whose})"
-                               if gap > spread else f" (within {whose}: no clear winner)")
-                lines.append(f"{prefix}at {budget:.0%} of the backbone's cost: {text}; best {best}, "
-                             f"ahead by {100 * gap:.2f} points{verdict}.")
-        return [line[0].upper() + line[1:] for line in lines]
-
-    def advantage(self, candidate: str = "mixed", among: str = "regime", within=(),
-                  single_seed_spread: float | None = None) -> pd.DataFrame:
-        """How ``candidate`` (a value of ``among``) fares against the best other value, per
-        group of ``within`` and budget: both means, the gap in accuracy (candidate − best
-        other; fractions), the largest std over seeds among them, and a verdict: ``best``
-        (ahead by more than that spread), ``tied`` (within it) or ``behind``.
-
-        Groups trained with one seed have no std: ``single_seed_spread`` (a fraction, e.g. the
-        seeds' spread of a related configuration) stands in for it; without one, their verdict
-        is ``one seed``."""
-        within = _names(within)
-        table = self.budget_table(within + [among], reference=False)
-        others = [a for a in self.values(among) if a != candidate]
-        rows = []
-        for key in _within_keys(self, within):
-            for budget in evaluate.BUDGETS:
-                mine = _cell(table, key, candidate, budget, "mean", within)
-                other_means = {a: _cell(table, key, a, budget, "mean", within) for a in others}
-                other_means = {a: m for a, m in other_means.items() if not np.isnan(m)}
-                if np.isnan(mine) or not other_means:
-                    continue
-                rival = max(other_means, key=other_means.get)
-                stds = [_cell(table, key, a, budget, "std", within) for a in [candidate] + others]
-                gap = mine - other_means[rival]
-                spread, verdict = _judge(gap, stds, single_seed_spread, ahead="best")
-                rows.append({**dict(zip(within, _as_tuple(within, key))), "budget": budget,
-                             candidate: mine, "best other": rival, "best other accuracy": other_means[rival],
-                             "gap": gap, "spread": spread, "verdict": verdict})
-        return pd.DataFrame(rows)
-
-    def advantage_findings(self, candidate: str = "mixed", among: str = "regime", within=(),
-                           single_seed_spread: float | None = None) -> list[str]:
-        """:meth:`advantage` in words: per group of ``within``, where ``candidate`` is best,
-        tied or behind, and by how many points."""
-        within = _names(within)
-        frame = self.advantage(candidate, among, within, single_seed_spread)
-        lines = []
-        keys = frame.groupby(within, sort=False) if within else [((), frame)]
-        for key, part in keys:
-            name = _label(key) if within else "Overall"  # groupby on a list: keys are tuples
-            parts = []
-            for _, row in part.iterrows():
-                rel = "ahead of" if row["gap"] >= 0 else "behind"
-                spread = "no spread" if np.isnan(row["spread"]) else f"spread {100 * row['spread']:.2f}"
-                parts.append(f"at {row['budget']:.0%} {row['verdict']} ({100 * abs(row['gap']):.2f} points "
-                             f"{rel} {row['best other']}, {spread})")
-            counts = part["verdict"].value_counts()
-            headline = (f"{candidate} is best at {counts.get('best', 0)}, tied at {counts.get('tied', 0)} and "
-                        f"behind at {counts.get('behind', 0)} of {len(part)} budgets")
-            if counts.get("one seed", 0):
-                headline += f" (one seed and no spread to judge by at {counts['one seed']})"
-            lines.append(f"{name}: {headline}: " + "; ".join(parts) + ".")
-        return lines
-
-    def against(self, reference: Mapping[str, Any], budgets: Sequence[float] = evaluate.BUDGETS,
-                single_seed_spread: float | None = None) -> pd.DataFrame:
-        """Every group of the fields of ``reference`` (e.g. ``{"method": "sdn", "regime":
-        "mixed"}``) against that one group, per budget where both have an operating point:
-        both means, the gap (group − reference; fractions), the larger of their two stds over
-        seeds and a verdict: ``ahead`` (by more than that spread), ``tied`` (within it) or
-        ``behind``. One-seed groups have no std: ``single_seed_spread`` stands in, as in
-        :meth:`advantage`; without it their verdict is ``one seed``."""
-        by = self._by(list(reference))
-        key = tuple(reference[f] for f in by)
-        keys = [k if len(by) > 1 else (k,) for k in self.groups(by)]
-        if key not in keys:
-            raise ValueError(f"no runs with {dict(reference)}; this study's groups of {by}: "
-                             + ", ".join(map(_label, keys)))
-        table = self.budget_table(by, reference=False)  # a row per group, in the order of keys
-        ref = table.iloc[keys.index(key)]
-        rows = []
-        for values, (_, row) in zip(keys, table.iterrows()):
-            for budget in budgets if values != key else ():
-                mine, theirs = row[(budget, "mean")], ref[(budget, "mean")]
-                if np.isnan(mine) or np.isnan(theirs):
-                    continue
-                gap = mine - theirs
-                spread, verdict = _judge(gap, [row[(budget, "std")], ref[(budget, "std")]], single_seed_spread)
-                rows.append({**dict(zip(by, values)), "budget": budget, "accuracy": mine,
-                             "reference accuracy": theirs, "gap": gap, "spread": spread, "verdict": verdict})
-        return pd.DataFrame(rows, columns=by + ["budget", "accuracy", "reference accuracy", "gap", "spread",
-                                                "verdict"])
-
-    def best_versus(self, among: str, candidates: Sequence, rivals: Sequence,
-                    budgets: Sequence[float] = evaluate.BUDGETS,
-                    single_seed_spread: float | None = None) -> pd.DataFrame:
-        """Per budget where both sides have an operating point: the best of ``candidates`` (values
-        of ``among``) against the best of ``rivals``, their means, the gap, the larger of their two
-        stds over seeds and a verdict as in :meth:`advantage` (``best``, ``tied``, ``behind`` or
-        ``one seed``). E.g. the pretraining splits between 0 and N epochs against the two ends."""
-        table = self.budget_table(among, reference=False)
-        rows = []
-        for budget in budgets:
-            sides = [table.loc[[v for v in values if v in table.index], (budget, "mean")].dropna()
-                     for values in (candidates, rivals)]
-            if not all(len(side) for side in sides):
-                continue
-            best, rival = (side.idxmax() for side in sides)
-            gap = sides[0][best] - sides[1][rival]
-            spread, verdict = _judge(gap, table.loc[[best, rival], (budget, "std")].tolist(), single_seed_spread,
-                                     ahead="best")
-            rows.append({"budget": budget, "best": best, "accuracy": sides[0][best], "best rival": rival,
-                         "rival accuracy": sides[1][rival], "gap": gap, "spread": spread, "verdict": verdict})
-        return pd.DataFrame(rows, columns=["budget", "best", "accuracy", "best rival", "rival accuracy", "gap",
-                                           "spread", "verdict"])
-
-    def against_findings(self, reference: Mapping[str, Any], budgets: Sequence[float] = evaluate.BUDGETS,
-                         single_seed_spread: float | None = None) -> list[str]:
-        """:meth:`against` in words: a line per group, its verdict and gap at each budget."""
-        by = list(reference)
-        frame = self.against(reference, budgets, single_seed_spread)
-        name = _label(tuple(reference[f] for f in by))
-        lines = []
-        rows = (row for _, row in frame.iterrows())
-        for values, part in itertools.groupby(rows, key=lambda row: tuple(row[f] for f in by)):
-            parts = []
-            for row in part:
-                spread = "no spread" if np.isnan(row["spread"]) else f"spread {100 * row['spread']:.2f}"
-                parts.append(f"{row['verdict']} at {row['budget']:.0%} ({100 * row['gap']:+.2f} points, {spread})")
-            lines.append(f"{_label(values)} against {name}: " + ", ".join(parts) + ".")
-        return lines
-
-    def paper_claim(self, within=(), single_seed_spread: float | None = None) -> str:
-        """The study's central claim (STUDY.md §6), checked here: mixed is best or near best (not
-        behind the best other regime by more than the seeds' spread, :meth:`advantage`) at every
-        budget where it and another regime have an operating point, in every group of ``within``."""
-        frame = self.advantage("mixed", "regime", within, single_seed_spread)
-        judged = frame[frame["verdict"] != "one seed"]
-        held = bool(len(judged)) and bool((judged["verdict"] != "behind").all())
-        where = ("budgets and groups where mixed and another regime have a point" if _names(within)
-                 else "budgets where every regime has a point")
-        unjudged = len(frame) - len(judged)
-        return ("Paper's claim 'mixed is best or near best (within the seeds' spread) at every budget': "
-                f"{'holds' if held else 'does not hold' if len(judged) else 'cannot be judged'} here "
-                f"({int((judged['verdict'] != 'behind').sum())} of {len(judged)} {where}"
-                + (f"; {unjudged} one-seed comparisons without a spread to judge by" if unjudged else "") + ").")
-
-    def findings(self) -> list[str]:
-        """The regime comparison's statements (one method): per budget the ranking, the
-        paper's claim that mixed is best or near best, and the early-exit claim."""
-        lines = self.ranking("regime")
-        regimes = self.regimes
-        if "mixed" in regimes and len(regimes) > 1:
-            lines.append(self.paper_claim())
-        if {"disjoint", "mixed", "joint"} <= set(regimes):
-            lines.append(self._claim_early_exits())
-        return lines
-
-    def _claim_early_exits(self) -> str:
-        accuracy = self.per_exit_accuracy().groupby(["regime", "exit"])["accuracy"].mean()
-        last = self.num_exits - 1
-        first = {r: accuracy[(r, 0)] for r in ("disjoint", "joint", "mixed")}
-        final = {r: accuracy[(r, last)] for r in ("disjoint", "joint", "mixed")}
-        weakest_first = min(first, key=first.get)
-        return (f"First exit: disjoint {100 * first['disjoint']:.2f} %, joint "
-                f"{100 * first['joint']:.2f} %, mixed {100 * first['mixed']:.2f} % "
-                f"(the paper expects disjoint's early exits to be the weakest: "
-                f"{'so here' if weakest_first == 'disjoint' else 'not so here, ' + weakest_first + ' is'}). "
-                f"Final exit: disjoint {100 * final['disjoint']:.2f} %, joint {100 * final['joint']:.2f} %, "
-                f"mixed {100 * final['mixed']:.2f} %.")
-
-
-def _judge(gap: float, stds: Sequence[float], single_seed_spread: float | None,
-           ahead: str = "ahead") -> tuple[float, str]:
-    """The spread a gap is judged by (the largest std over seeds among the groups compared; with
-    one seed each, ``single_seed_spread``, or NaN without it) and the verdict: ``ahead`` (the
-    word given) beyond it, ``behind`` below minus it, ``tied`` within, ``one seed`` unjudged."""
-    spread = np.nanmax(stds) if not all(np.isnan(stds)) else single_seed_spread
-    spread = np.nan if spread is None else float(spread)
-    verdict = ("one seed" if np.isnan(spread) else ahead if gap > spread
-               else "behind" if gap < -spread else "tied")
-    return spread, verdict
-
-
-def _names(fields) -> list[str]:
-    """One field name or several, as a list."""
-    return [fields] if isinstance(fields, str) else list(fields)
-
-
-def _within_keys(study: Study, within: list[str]) -> list:
-    if not within:
-        return [()]
-    return list(study.groups(within))
-
-
-def _as_tuple(within: list[str], key) -> tuple:
-    """A key of :meth:`Study.groups` as a tuple of field values (one field's key is its value,
-    which may itself be a tuple)."""
-    return key if len(within) > 1 else (key,)
-
-
-def _label(values: tuple) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _cell(table: pd.DataFrame, key, value, budget: float, stat: str, within: list[str]) -> float:
-    row = (value,) if not within else _as_tuple(within, key) + (value,)
-    try:
-        position = table.index.get_loc(row[0] if len(row) == 1 else row)  # a value may be a tuple
-    except KeyError:
-        return float("nan")
-    return float(table[(budget, stat)].iloc[position])
 
 
 # --- building a study --------------------------------------------------------------------------
@@ -583,7 +341,7 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
             raise ValueError(f"unknown regimes {sorted(unknown)}; valid regimes: {', '.join(REGIMES)}")
     if policy is not None and policy not in evaluate.POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
-    seeds = tuple(DEFAULT_SEEDS[profile] if seeds is None else seeds)
+    seeds = profile_seeds(profile, seeds)
     configs = grid_points(profile, grid, seeds, overrides)  # every configuration checked before training
     store = store or RunStore(device=device, progress=progress)
     started = time.perf_counter()
@@ -625,4 +383,4 @@ def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "join
                      method=method, **overrides)
 
 
-__all__ = ["BACKBONE_ROW", "DEFAULT_SEEDS", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]
+__all__ = ["BACKBONE_ROW", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]

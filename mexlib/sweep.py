@@ -7,14 +7,17 @@ the run store (:meth:`mexlib.store.RunStore.get_or_run`) and returns the stored 
 Everything a sweep knows about its state comes from the store alone (:func:`sweep_state`):
 
 - ``done``: the finished run is in the store;
-- ``running``: a process holds the task's training lock (``work/<key>.lock``);
-- ``failed``: the last attempt raised; ``work/<key>.failed.json`` holds the error, the traceback
-  and the job's log file;
+- ``running``: a process holds the task's training lock;
+- ``failed``: the last attempt raised; the store keeps the error, the traceback and the job's log
+  file;
 - ``interrupted``: an attempt stopped without finishing or failing (killed, preempted, out of
-  time) and left an epoch checkpoint in ``work/<key>/``, from which the next attempt resumes;
-- ``queued``: submitted to a cluster's queue by an earlier sweep and not started yet
-  (``work/<key>.queued.json`` names the job);
+  time) and left an epoch checkpoint, from which the next attempt resumes;
+- ``queued``: submitted to a cluster's queue by an earlier sweep and not started yet (the store
+  names the job);
 - ``missing``: never started.
+
+The store's :class:`mexlib.store.WorkArea` keeps this state; a sweep reads and writes it only
+through that API.
 
 :func:`sweep` submits the tasks that are not done or running (``failed``, ``interrupted`` and
 ``missing``) and, by default, waits for them. Executors (``executor=``):
@@ -45,13 +48,11 @@ from __future__ import annotations
 
 import argparse
 import ast
-import fcntl
-import itertools
-import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -59,9 +60,8 @@ import pandas as pd
 import torch
 
 from . import paths
-from .config import RunConfig, make_config
-from .hardware import threads_per_job, training_precision
-from .methods import training_method
+from .config import RunConfig, grid_configs, profile_seeds
+from .hardware import threads_per_job
 from .store import RunStore, backbone_key, run_key
 
 EXECUTORS = {
@@ -103,22 +103,6 @@ class Task:
         return f"{c.method} {c.regime} {c.arch} seed {c.seed}"
 
 
-def grid_points(profile: str, grid: Mapping[str, Sequence], seeds: Iterable[int],
-                overrides: Mapping[str, Any]) -> list[tuple[dict, int, RunConfig]]:
-    """Every point of ``grid`` × ``seeds``: ``(grid values, seed, configuration)``, seed by seed.
-    The evaluation-only field ``policy`` is part of a point but not of its configuration."""
-    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    return [(point, seed, make_config(profile, seed=seed, **overrides,
-                                      **{k: v for k, v in point.items() if k != "policy"}))
-            for seed in seeds for point in points]
-
-
-def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Iterable[int],
-                 **overrides) -> list[RunConfig]:
-    """The configurations of ``grid`` × ``seeds``, as :func:`mexlib.study.run_study` builds them."""
-    return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
-
-
 def plan(configs: Iterable[RunConfig], store: RunStore, resolve=None) -> list[Task]:
     """The distinct tasks of ``configs``: their phase-1 backbones first, then the runs, keyed as
     they will train (``resolve``: how the jobs' device resolves a configuration; default the
@@ -136,47 +120,22 @@ def plan(configs: Iterable[RunConfig], store: RunStore, resolve=None) -> list[Ta
 
 # --- state, from the store alone ----------------------------------------------------------------
 
-def failure_path(root: Path, key: str) -> Path:
-    return Path(root) / "work" / f"{key}.failed.json"
-
-
-def queued_path(root: Path, key: str) -> Path:
-    """Written when a task goes to a cluster's queue; a later sweep does not submit it again."""
-    return Path(root) / "work" / f"{key}.queued.json"
-
-
-def _lock_held(root: Path, key: str) -> bool:
-    lock = Path(root) / "work" / f"{key}.lock"
-    if not lock.is_file():
-        return False
-    with open(lock) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
 def task_state(task: Task, store: RunStore) -> dict:
     """The task's status (:data:`STATUSES`) and, where it failed, the error and the log file."""
     row = dict(kind=task.kind, key=task.key, task=task.label, status="missing", error="", log="", checkpoint="")
     found = store.find_backbone(task.config) if task.kind == "backbone" else store.find(task.config)
     if found is not None:
         return {**row, "status": "done"}
-    if _lock_held(store.root, task.key):
+    if store.work.is_locked(task.key):
         return {**row, "status": "running"}
-    queued = queued_path(store.root, task.key)
-    failure = failure_path(store.root, task.key)
-    checkpoints = sorted((store.root / "work" / task.key).glob("*.ckpt"))
+    checkpoints = store.work.checkpoints(task.key)
     if checkpoints:
         row["checkpoint"] = ", ".join(p.name for p in checkpoints)
-    if failure.is_file():
-        record = json.loads(failure.read_text())
-        return {**row, "status": "failed", "error": record.get("error", ""), "log": record.get("log") or ""}
-    if queued.is_file():
-        record = json.loads(queued.read_text())
-        return {**row, "status": "queued", "log": f"job {record.get('job')} since {record.get('time')}"}
+    failure, queued = store.work.failure(task.key), store.work.queued(task.key)
+    if failure is not None:
+        return {**row, "status": "failed", "error": failure.get("error", ""), "log": failure.get("log") or ""}
+    if queued is not None:
+        return {**row, "status": "queued", "log": f"job {queued.get('job')} since {queued.get('time')}"}
     return {**row, "status": "interrupted" if checkpoints else "missing"}
 
 
@@ -215,16 +174,13 @@ class TrainTask:
         config = RunConfig.from_dict(self.config)
         store = RunStore(self.root, device=self.device, progress=False)
         key = backbone_key(store.resolve(config)) if self.kind == "backbone" else run_key(store.resolve(config))
-        failure = failure_path(store.root, key)
-        failure.unlink(missing_ok=True)
-        queued_path(store.root, key).unlink(missing_ok=True)  # it runs now
+        store.work.starting(key)  # neither failed nor queued any more: it runs now
         try:
             run = store.get_or_run_backbone(config) if self.kind == "backbone" else store.get_or_run(config)
         except Exception as error:
-            failure.parent.mkdir(parents=True, exist_ok=True)
-            failure.write_text(json.dumps({"error": f"{type(error).__name__}: {error}",
-                                           "traceback": traceback.format_exc(), "log": _submitit_log(),
-                                           "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+            store.work.record_failure(key, {"error": f"{type(error).__name__}: {error}",
+                                            "traceback": traceback.format_exc(), "log": _submitit_log(),
+                                            "time": time.strftime("%Y-%m-%d %H:%M:%S")})
             raise
         return run.path.name
 
@@ -282,7 +238,7 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
     if device is None:
         device = (("cuda" if (slurm or {}).get("gpus_per_job") else "cpu") if executor == "slurm"
                   else str(store.device))
-    resolve = _resolver(store, device)
+    resolve = partial(store.resolve, device=device)  # as the jobs' device will train them
     skip = ("done", "running") if resubmit else ("done", "running", "queued")
     tasks = [t for t in plan(configs, store, resolve) if task_state(t, store)["status"] not in skip]
     log = print if progress else (lambda *a, **k: None)
@@ -308,9 +264,7 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
     if executor == "slurm":
         jobs = _submit_slurm(runner, bodies)
         for task, job in jobs:
-            marker = queued_path(store.root, task.key)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"job": str(job.job_id), "time": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            store.work.mark_queued(task.key, {"job": str(job.job_id), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     elif executor == "local":
         jobs = _run_local(runner, bodies, workers, poll_s, log)
     else:
@@ -329,21 +283,6 @@ def _after(configs, store: RunStore, submitted: set, resolve) -> pd.DataFrame:
     state = sweep_state(configs, store, resolve)
     state["submitted"] = state["key"].isin(submitted)
     return state
-
-
-def _resolver(store: RunStore, device: str):
-    """How a job on ``device`` resolves a configuration (its precision, the method it trains)."""
-    if device in ("auto", str(store.device)) or (device.startswith("cuda") and torch.cuda.is_available()):
-        target = store.device if device == "auto" else torch.device(device)
-    elif device.startswith("cuda"):  # planned here for a GPU elsewhere: assume native bf16
-        return lambda config: replace(config, method=training_method(config.method))
-    else:
-        target = torch.device(device)
-
-    def resolve(config: RunConfig) -> RunConfig:
-        return replace(config, precision=training_precision(config.precision, target),
-                       method=training_method(config.method))
-    return resolve
 
 
 def _run_local(runner, bodies, workers: int, poll_s: float, log) -> list:
@@ -444,8 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--slurm", action="append", help=f"SLURM option name=value: {', '.join(SLURM_OPTIONS)}")
     args = parser.parse_args(argv)
-    from .study import DEFAULT_SEEDS
-    seeds = DEFAULT_SEEDS[args.profile] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
+    seeds = profile_seeds(args.profile, None if args.seeds is None else [int(s) for s in args.seeds.split(",")])
     configs = grid_configs(args.profile, _pairs(args.grid, "grid"), seeds, **_pairs(args.set, "set"))
     store = RunStore(progress=args.command == "run")
     if args.command == "run":
@@ -463,5 +401,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["EXECUTORS", "SLURM_OPTIONS", "STATUSES", "Task", "TrainTask", "grid_configs", "grid_points", "plan",
+__all__ = ["EXECUTORS", "SLURM_OPTIONS", "STATUSES", "Task", "TrainTask", "plan",
            "sweep", "sweep_state", "task_state"]

@@ -34,90 +34,20 @@ from tqdm.auto import tqdm
 
 from . import hardware
 from .config import PhaseConfig, RunConfig
-from .data import BatchAugment, BatchLoader, ImageData, Normalize, dataset_spec, make_splits
+from .data import BatchLoader, dataset_spec
+from .device_data import DeviceData, memory_format_for
+from .hardware import resolve_device
 from .methods import Method, StepRule, cross_entropy_per_exit, get_method
 from .models import ExitContext, MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
-_PHASE_SEED = {"backbone": 1, "joint": 2, "heads": 3}
-EVAL_BATCH_SIZE = 256  # faster per image than 1000 on a 2-core CPU (cache)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message names the phase, epoch and exit."""
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-# --- data on the device --------------------------------------------------------------------
-
-@dataclass
-class DeviceData:
-    """The run's train / validation / test tensors, moved to the training device once."""
-
-    train_images: Tensor
-    train_labels: Tensor
-    val_images: Tensor
-    val_labels: Tensor
-    test_images: Tensor
-    test_labels: Tensor
-    normalize: Normalize
-    augment: BatchAugment | None
-    memory_format: torch.memory_format = torch.contiguous_format
-    seed: int = 0  # seeds the training batches' order and augmentation
-
-    @staticmethod
-    def key(config: RunConfig) -> tuple:
-        """What the tensors depend on: runs that agree on it can share one DeviceData (with
-        their own ``seed``, see :func:`dataclasses.replace`)."""
-        return (config.dataset, config.train_size, config.val_size, config.test_size, config.val_fraction,
-                arch_spec(config.arch).family, config.augment, config.trivial_augment)
-
-    @classmethod
-    def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
-        splits = make_splits(data, config.val_fraction, seed=0, train_size=config.train_size,
-                             val_size=config.val_size)
-        test = slice(0, config.test_size)
-        spec = dataset_spec(config.dataset)
-        return cls(data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
-                   data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
-                   data.test_images[test].to(device), data.test_labels[test].to(device),
-                   Normalize(spec, device),
-                   BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
-                   memory_format_for(config, device), config.seed)
-
-    def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
-        return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
-                           shuffle=True, augment=self.augment, drop_last=True,
-                           seed=self.seed * 100 + _PHASE_SEED[phase],
-                           memory_format=self.memory_format)
-
-    def split(self, name: str) -> tuple[Tensor, Tensor]:
-        """The images (uint8, as stored) and labels of the ``"train"``, ``"val"`` or ``"test"`` split."""
-        splits = {"train": (self.train_images, self.train_labels), "val": (self.val_images, self.val_labels),
-                  "test": (self.test_images, self.test_labels)}
-        if name not in splits:
-            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(splits)}")
-        return splits[name]
-
-    def eval_loader(self, split: str) -> BatchLoader:
-        """The ``"train"``, ``"val"`` or ``"test"`` split in order, without augmentation."""
-        images, labels = self.split(split)
-        return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
-                           memory_format=self.memory_format)
-
-
 # --- the model -----------------------------------------------------------------------------
-
-def memory_format_for(config: RunConfig, device: str | torch.device) -> torch.memory_format:
-    """The layout of the run's weights and batches on ``device``: channels-last for CNNs on
-    CUDA only, NCHW on the CPU (:mod:`mexlib.hardware` gives the oneDNN bug behind it)."""
-    return hardware.memory_format(arch_spec(config.arch).prefers_channels_last, device)
-
 
 def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiExitModel:
     """The run's model on ``device`` in its layout there, with the heads of its method,

@@ -238,7 +238,7 @@ def test_records_are_kept_beside_the_store_and_read_back(tmp_path, monkeypatch):
         warnings.simplefilter("error")  # the retrained run must equal the stored one
         gradients, snapshots = recorded(store, config, [GradientRecorder(every=2), SnapshotRecorder()])
     assert len(gradients) and set(gradients["phase"]) == {"joint"}
-    assert list(tmp_path.glob("records-*/gradients-every2-joint.pt"))
+    assert list(tmp_path.glob("records-*-gradients-every2-joint/records.pt"))  # an entry of the store's
     # phase 1's snapshots, then phase 2's, each phase's epochs in order
     assert [(s["phase"], s["epoch"]) for s in snapshots] == [("backbone", 0), ("backbone", 1), ("joint", 0), ("joint", 1)]
     run = store.get_or_run(config)
@@ -307,7 +307,7 @@ def test_cached_results_are_read_back_for_the_same_inputs_only(tmp_path):
     again = cached(store, "plane", {"steps": 5, "run": "abc"}, lambda: compute(99))  # same inputs, any order
     assert calls == [5] and torch.equal(again["tensor"], first["tensor"])
     cached(store, "plane", {"run": "abc", "steps": 7}, lambda: compute(7))
-    assert calls == [5, 7] and len(list((tmp_path / "analyses").glob("plane-*.pt"))) == 2
+    assert calls == [5, 7] and len(list(tmp_path.glob("result-plane-*/result.pt"))) == 2
     with pytest.raises(ValueError, match="letters, digits"):
         cached(store, "../plane", {}, lambda: 0)
 

@@ -691,4 +691,4 @@ def test_specs_are_consistent():
     for name, spec in data.DATASETS.items():
         assert spec.name == name
         assert len(spec.mean) == len(spec.std) == spec.channels
-        assert (name in data._LOADERS) != spec.streamed  # a streamed one has its own reader (mexlib.streaming)
+        assert (name in data._LOADERS) != spec.streamed  # a streamed one has its own reader (mexlib.device_data)

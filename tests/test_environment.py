@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mexlib import paths, reproduce
+from mexlib.config import figures_dir
 
 ROOT = paths.ROOT
 
@@ -58,10 +59,12 @@ def test_folders_follow_environment_variables(monkeypatch, tmp_path):
     assert paths.data_dir() == tmp_path / "d"
     assert paths.runs_dir() == tmp_path / "d" / "runs"
     assert paths.build_dir() == tmp_path / "b"
-    assert paths.figures_dir("cpu") == tmp_path / "f"
-    assert paths.figures_dir("smoke") == tmp_path / "f" / "smoke"
+    assert figures_dir("cpu") == tmp_path / "f"
+    assert figures_dir("smoke") == tmp_path / "f" / "smoke"
     monkeypatch.delenv("MEXLIB_FIGURES")
-    assert paths.figures_dir() == ROOT / "figures"
+    assert paths.figures_root() == ROOT / "figures" == figures_dir("cpu")
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
+        figures_dir("laptop")
 
 
 def test_reproduce_rejects_unknown_profiles_and_notebooks():

@@ -13,6 +13,7 @@ import papermill
 import pytest
 
 from mexlib import paths, reproduce
+from mexlib.config import figures_dir
 from mexlib.notebook import unknown_parameters
 
 ROOT = paths.ROOT
@@ -111,11 +112,11 @@ def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_re
     executed = tmp_path / notebook.name
     _execute(notebook, executed, **reproduce.unattended_parameters(notebook, "smoke"),
              **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
-    figures = paths.figures_dir("smoke")
+    figures = figures_dir("smoke")
     saved = sorted(p.name for p in figures.glob("*.png"))
     assert saved, "the notebook saved no figure"
     assert all((figures / name.replace(".png", ".pdf")).is_file() for name in saved)
-    assert not list(paths.figures_dir("cpu").glob("*.png")), "a smoke run wrote cpu-profile figures"
+    assert not list(figures_dir("cpu").glob("*.png")), "a smoke run wrote cpu-profile figures"
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "--nbval-lax", "--nbval-sanitize-with", str(SANITIZE), str(executed)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from mexlib import paths, plots
+from mexlib.config import figures_dir
 
 
 def _summary() -> pd.DataFrame:
@@ -36,7 +37,7 @@ def test_readable_flattens_index_levels_and_marks_missing_values():
 def test_save_table_keeps_full_precision_in_csv_and_writes_the_readable_markdown():
     table = _summary()
     csv, markdown = plots.save_table(table, "summary_test", "smoke", percent=["accuracy"])
-    assert csv.parent == paths.figures_dir("smoke")
+    assert csv.parent == figures_dir("smoke")
     again = pd.read_csv(csv, header=[0, 1], index_col=0)
     assert np.allclose(again[("accuracy", "mean")], table[("accuracy", "mean")])
     text = markdown.read_text()

@@ -19,6 +19,7 @@ import torch
 import mexlib
 import mexlib.data
 import mexlib.models
+import mexlib.provenance
 import mexlib.store
 import mexlib.train
 from mexlib import paths
@@ -445,7 +446,7 @@ def test_logits_are_bit_identical_across_stores(shared, tmp_path):
 def test_runs_of_other_code_are_reused_with_a_warning(tmp_path):
     config = _config("joint")
     first = RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
-    assert first.provenance["code_fingerprint"] == mexlib.store.code_fingerprint()
+    assert first.provenance["code_fingerprint"] == mexlib.provenance.code_fingerprint()
     later = RunStore(tmp_path, device="cpu", progress=False)
     later.fingerprint = "0" * 16  # as if the training code had changed since
     with pytest.warns(mexlib.store.StaleCodeWarning, match="RESULTS_VERSION"):
@@ -467,7 +468,7 @@ def test_checkpoints_of_other_code_are_discarded_and_broken_ones_restart(tmp_pat
     workdir = other / "work" / run_key(config)
     workdir.mkdir(parents=True)
     (workdir / "joint.ckpt").write_bytes(b"not a checkpoint")
-    (workdir / "code_fingerprint").write_text(mexlib.store.code_fingerprint())
+    (workdir / "code_fingerprint").write_text(mexlib.provenance.code_fingerprint())
     with pytest.warns(UserWarning, match="cannot resume"):
         run = RunStore(other, device="cpu", progress=False).get_or_run(config)
     assert verify(run.path) is None and not workdir.exists()
@@ -512,9 +513,55 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
 
 def test_fingerprint_ignores_comments_and_docstrings_only():
     code = 'def f(x):\n    """Double."""\n    return 2 * x  # twice\n'
-    assert mexlib.store.code_without_comments(code) == \
-        mexlib.store.code_without_comments('def f(x):\n    return 2 * x\n')
-    assert mexlib.store.code_without_comments(code) != \
-        mexlib.store.code_without_comments('def f(x):\n    return 3 * x\n')
+    assert mexlib.provenance.code_without_comments(code) == \
+        mexlib.provenance.code_without_comments('def f(x):\n    return 2 * x\n')
+    assert mexlib.provenance.code_without_comments(code) != \
+        mexlib.provenance.code_without_comments('def f(x):\n    return 3 * x\n')
     only_docstring = 'class A:\n    """Nothing else."""\n'
-    assert mexlib.store.code_without_comments(only_docstring) == "class A:\n    pass"
+    assert mexlib.provenance.code_without_comments(only_docstring) == "class A:\n    pass"
+
+
+def _import_fresh(path, name):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # inspect finds a module's source through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_cached_result_is_computed_again_when_the_code_that_computed_it_changes(tmp_path, monkeypatch):
+    """The stale-cache bug of issue 24: a result computed by a helper (a chapter's ``measure``)
+    must not be read back once that helper's code changed; a comment edit changes nothing."""
+    store = RunStore(tmp_path / "runs", device="cpu", progress=False)
+    source = tmp_path / "chapter_under_test.py"
+    version = 'def measure(x):\n    return x + 1\n\n\ndef run(store):\n    return store.cached("m", {"x": 1}, lambda: measure(1))\n'
+    source.write_text(version)
+    assert _import_fresh(source, "chapter_under_test").run(store) == 2
+    source.write_text(version.replace("x + 1", "x + 1  # a comment changes no result"))
+    assert _import_fresh(source, "chapter_under_test").run(store) == 2  # read back
+    assert len(list((tmp_path / "runs").glob("result-m-*"))) == 1
+    source.write_text(version.replace("x + 1", "x + 10"))  # the helper, not the cached lambda, changed
+    assert _import_fresh(source, "chapter_under_test").run(store) == 11  # computed afresh
+    assert len(list((tmp_path / "runs").glob("result-m-*"))) == 2
+    # a damaged entry is moved aside and computed again, never read
+    entry = next(p for p in (tmp_path / "runs").glob("result-m-*") if store.kept(p.name)["result.pt"] == 11)
+    (entry / "result.pt").write_bytes(b"garbage")
+    with pytest.warns(DamagedRunWarning, match="does not match its checksum"):
+        assert _import_fresh(source, "chapter_under_test").run(store) == 11
+    assert list((tmp_path / "runs" / "damaged").iterdir())
+
+
+def test_kept_entries_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    store.keep("records-a", {"records.pt": [1, 2], "about.json": {"n": 2}})
+    assert store.kept("records-a") == {"records.pt": [1, 2], "about.json": {"n": 2}}
+    assert store.kept("records-b") is None
+    monkeypatch.setattr(mexlib.store.torch, "save", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        store.keep("records-b", {"records.pt": [3]})
+    assert store.kept("records-b") is None  # the half-written folder is not an entry
+    with pytest.raises(ValueError, match="entry's name"):
+        store.keep("../elsewhere", {"x.pt": 1})

@@ -1,4 +1,4 @@
-"""ImageNet-1k streamed from disk (mexlib.streaming), on a miniature ImageNet that the tests write
+"""ImageNet-1k streamed from disk (mexlib.device_data), on a miniature ImageNet that the tests write
 in torchvision's unpacked layout (meta.bin, train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) and read
 through torchvision's own ImageNet class."""
 
@@ -12,7 +12,7 @@ from mexlib import data as data_module
 from mexlib.config import make_config
 from mexlib.data import DatasetNotFoundError, dataset_spec
 from mexlib.store import RunStore
-from mexlib.streaming import IMAGENET_ARCHIVES, OPENERS, StreamingData, default_workers
+from mexlib.device_data import IMAGENET_ARCHIVES, OPENERS, StreamingData, default_workers
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 3

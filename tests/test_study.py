@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mexlib import evaluate, plots, study
+from mexlib import evaluate, plots, study, verdicts
 from mexlib.store import RunStore
 
 matplotlib.use("Agg")
@@ -84,7 +84,7 @@ def test_summary_and_exit_tables(comparison):
 
 def test_findings_follow_the_numbers(comparison):
     table = comparison.budget_table()
-    findings = comparison.findings()
+    findings = verdicts.regime_findings(comparison)
     for budget, line in zip(evaluate.BUDGETS, findings):
         assert f"{budget:.0%}" in line
         means = {r: table.loc[r, (budget, "mean")] for r in comparison.regimes}
@@ -177,7 +177,7 @@ def test_grid_tables_group_by_any_field(grid):
 
 
 def test_advantage_verdicts_follow_the_table(grid):
-    frame = grid.advantage("mixed", "regime", within="method")
+    frame = verdicts.advantage(grid, "mixed", "regime", within="method")
     table = grid.budget_table(["method", "regime"], reference=False)
     assert set(frame["method"]) == {"sdn", "pbee", "ztw"}
     for _, row in frame.iterrows():
@@ -188,7 +188,7 @@ def test_advantage_verdicts_follow_the_table(grid):
         assert row["gap"] == pytest.approx(gap)
         expected = "best" if gap > row["spread"] else "behind" if gap < -row["spread"] else "tied"
         assert row["verdict"] == expected
-    lines = grid.advantage_findings("mixed", "regime", within="method")
+    lines = verdicts.advantage_findings(grid, "mixed", "regime", within="method")
     assert len(lines) == 3 and all(line.split(":")[0] in ("sdn", "pbee", "ztw") for line in lines)
     for line, (method, part) in zip(lines, frame.groupby("method", sort=False)):
         assert f"best at {(part['verdict'] == 'best').sum()}," in line
@@ -196,7 +196,7 @@ def test_advantage_verdicts_follow_the_table(grid):
 
 def test_against_a_reference_group_follows_the_table(grid):
     reference = {"method": "sdn", "regime": "mixed"}
-    frame = grid.against(reference)
+    frame = verdicts.against(grid, reference)
     table = grid.budget_table(["method", "regime"], reference=False)
     assert set(zip(frame["method"], frame["regime"])) <= set(table.index) - {("sdn", "mixed")}
     assert len(set(zip(frame["method"], frame["regime"]))) == 8
@@ -207,15 +207,15 @@ def test_against_a_reference_group_follows_the_table(grid):
         assert row["spread"] == pytest.approx(np.nanmax(stds))
         assert row["verdict"] == ("ahead" if mine - ref > row["spread"] else
                                   "behind" if mine - ref < -row["spread"] else "tied")
-    lines = grid.against_findings(reference, budgets=[1.0])
+    lines = verdicts.against_findings(grid, reference, budgets=[1.0])
     assert len(lines) == 8 and all(" against sdn, mixed: " in line for line in lines)
     assert lines[0].startswith("sdn, disjoint against")
-    one_field = grid.select(method="sdn").against({"regime": "joint"}, single_seed_spread=0.5)
+    one_field = verdicts.against(grid.select(method="sdn"), {"regime": "joint"}, single_seed_spread=0.5)
     assert set(one_field["regime"]) <= {"disjoint", "mixed"}
     with pytest.raises(ValueError, match="no runs with"):
-        grid.against({"method": "l2w", "regime": "mixed"})
+        verdicts.against(grid, {"method": "l2w", "regime": "mixed"})
     with pytest.raises(ValueError, match="unknown grid fields"):
-        grid.against({"arch": "resnet-smoke"})
+        verdicts.against(grid, {"arch": "resnet-smoke"})
 
 
 def test_grid_panels_figure(grid):
@@ -276,25 +276,25 @@ def test_a_field_with_tuple_values_groups_selects_and_judges(store, comparison):
     costs = placement.cost_table("exit_after_blocks")
     assert costs.loc[[(2,)]].isna().to_numpy().sum() == 1  # two exits, not three
     by_both = placement.budget_table(["exit_after_blocks", "regime"], reference=False)
-    frame = placement.advantage("mixed", "regime", within="exit_after_blocks")
+    frame = verdicts.advantage(placement, "mixed", "regime", within="exit_after_blocks")
     assert set(map(tuple, frame["exit_after_blocks"])) == {(1, 2), (2,)}
     assert (frame["verdict"] == "one seed").all() and frame["spread"].isna().all()
-    judged = placement.advantage("mixed", "regime", within="exit_after_blocks", single_seed_spread=0.01)
+    judged = verdicts.advantage(placement, "mixed", "regime", within="exit_after_blocks", single_seed_spread=0.01)
     for _, row in judged.iterrows():
         mine = by_both.loc[[(row["exit_after_blocks"], "mixed")], (row["budget"], "mean")].iloc[0]
         other = by_both.loc[[(row["exit_after_blocks"], "disjoint")], (row["budget"], "mean")].iloc[0]
         assert row["gap"] == pytest.approx(mine - other)
         assert row["verdict"] == ("best" if mine - other > 0.01 else "behind" if mine - other < -0.01 else "tied")
-    lines = placement.advantage_findings("mixed", "regime", within="exit_after_blocks")
+    lines = verdicts.advantage_findings(placement, "mixed", "regime", within="exit_after_blocks")
     assert [line.split(":")[0] for line in lines] == ["(1, 2)", "(2,)"] and "one seed" in lines[0]
-    assert "cannot be judged" in placement.paper_claim("exit_after_blocks")
-    claim = placement.paper_claim("exit_after_blocks", single_seed_spread=0.01)
+    assert "cannot be judged" in verdicts.paper_claim(placement, "exit_after_blocks")
+    claim = verdicts.paper_claim(placement, "exit_after_blocks", single_seed_spread=0.01)
     behind = (judged["verdict"] == "behind").any()
     assert ("does not hold" if behind else "holds") in claim
     assert f"({(judged['verdict'] != 'behind').sum()} of {len(judged)} budgets and groups" in claim
-    unjudged = placement.ranking("regime", within="exit_after_blocks", budgets=[1.0])
+    unjudged = verdicts.ranking(placement, "regime", within="exit_after_blocks", budgets=[1.0])
     assert all("one seed and no spread to judge by" in line for line in unjudged if "ahead by" in line)
-    judged = placement.ranking("regime", within="exit_after_blocks", budgets=[1.0], single_seed_spread=1.0)
+    judged = verdicts.ranking(placement, "regime", within="exit_after_blocks", budgets=[1.0], single_seed_spread=1.0)
     assert all("the spread given for one-seed groups" in line for line in judged if "ahead by" in line)
     fig = plots.plot_tradeoff_panels(placement, panel="exit_after_blocks", hue="regime")
     assert sum(ax.get_visible() for ax in fig.axes) == 2
@@ -309,7 +309,7 @@ def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comp
     assert middle.config.regime == "mixed" and middle.config.backbone_phase.epochs == 1
     assert middle.config.joint_phase.epochs == 1 and middle.backbone.path != comparison.run(0, regime="mixed").backbone.path
     table = split.budget_table("backbone_epochs", reference=False)
-    frame = split.best_versus("backbone_epochs", [1], [0, 2], single_seed_spread=0.01)
+    frame = verdicts.best_versus(split, "backbone_epochs", [1], [0, 2], single_seed_spread=0.01)
     assert len(frame) and (frame["verdict"] != "one seed").all()
     for _, row in frame.iterrows():
         ends = {k: table.loc[k, (row["budget"], "mean")] for k in (0, 2)}
@@ -318,7 +318,7 @@ def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comp
         gap = table.loc[1, (row["budget"], "mean")] - ends[row["best rival"]]
         assert row["gap"] == pytest.approx(gap) and row["spread"] == 0.01
         assert row["verdict"] == ("best" if gap > 0.01 else "behind" if gap < -0.01 else "tied")
-    assert (split.best_versus("backbone_epochs", [1], [0, 2])["verdict"] == "one seed").all()
+    assert (verdicts.best_versus(split, "backbone_epochs", [1], [0, 2])["verdict"] == "one seed").all()
 
 
 def test_a_grid_over_architectures_has_a_backbone_row_per_architecture(store, comparison, grid):

@@ -4,7 +4,6 @@ the cluster, the command line and the study's executor option."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -17,9 +16,9 @@ import pytest
 import torch
 
 from mexlib import study
-from mexlib.config import make_config
+from mexlib.config import grid_configs, make_config
 from mexlib.store import RunStore, run_key
-from mexlib.sweep import STATUSES, _executor, _run_local, failure_path, grid_configs, main, plan, sweep, sweep_state
+from mexlib.sweep import STATUSES, _executor, _run_local, main, plan, sweep, sweep_state
 
 pytest.importorskip("submitit")
 
@@ -45,19 +44,19 @@ def test_state_comes_from_the_store_alone(tmp_path):
     keys = [run_key(c) for c in configs]
     work = tmp_path / "work"
     work.mkdir()
-    # a lock held by some process: running
-    lock = open(work / f"{keys[0]}.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    # a lock held by some process: running (the lock file's name is the store's business)
+    held = store.work.lock(keys[0])
+    held.__enter__()
+    assert RunStore(tmp_path, progress=False).work.is_locked(keys[0])
     # a failure record: failed, with its error and log
-    failure_path(tmp_path, keys[1]).write_text(json.dumps({"error": "RuntimeError: boom", "log": "/x/1_log.out"}))
+    store.work.record_failure(keys[1], {"error": "RuntimeError: boom", "log": "/x/1_log.out"})
     # an epoch checkpoint without a lock or failure: interrupted
     (work / keys[2]).mkdir()
     (work / keys[2] / "joint.ckpt").write_bytes(b"")
     state = sweep_state(configs, store).set_index("key")
     assert [state.loc[k, "status"] for k in keys] == ["running", "failed", "interrupted", "missing"]
     assert state.loc[keys[1], "error"] == "RuntimeError: boom" and state.loc[keys[1], "log"] == "/x/1_log.out"
-    fcntl.flock(lock, fcntl.LOCK_UN)
-    lock.close()
+    held.__exit__(None, None, None)
     assert sweep_state(configs, store).set_index("key").loc[keys[0], "status"] == "missing"
     assert set(STATUSES) >= set(state["status"])
 
@@ -161,8 +160,7 @@ def test_command_line_status_and_exit_code(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "0 done, 0 running, 0 queued, 0 failed, 0 interrupted, 3 missing" in out
     config = make_config("smoke", regime="joint", seed=0, epochs=1)
-    failure_path(tmp_path, run_key(config)).parent.mkdir(parents=True)
-    failure_path(tmp_path, run_key(config)).write_text(json.dumps({"error": "ValueError: x", "log": None}))
+    RunStore(tmp_path, progress=False).work.record_failure(run_key(config), {"error": "ValueError: x", "log": None})
     assert main(args) == 1 and "1 failed" in capsys.readouterr().out
 
 

@@ -5,23 +5,20 @@ results kept beside the run store so a notebook run again reads them instead of 
   images for every run and regime compared), normalised as the run saw them, without
   augmentation, in batches.
 - :func:`run_data`: a run's data on the store's device; :func:`model_at`: a run's model with a snapshot's weights (:class:`~.recording.SnapshotRecorder`).
-- :func:`cached`: ``compute()``'s result under ``analyses/<name>-<hash>.pt`` in the store, the
-  hash taken over ``inputs`` (run keys, parameters) and the analysis code itself, so a change
-  of either computes afresh.
+- :func:`cached`: ``compute()``'s result kept in the run store (:meth:`RunStore.cached`), keyed
+  by ``inputs`` (run keys, parameters) and the source of the code that computed it (``compute``'s
+  module, the analyses'), so a change of either computes afresh.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from ..config import RunConfig
-from ..store import RunStore, code_without_comments
+from ..store import RunStore
 from ..train import DeviceData, build_model
 
 def fixed_sample(data: DeviceData, split: str, size: int, seed: int = 0,
@@ -48,7 +45,7 @@ def joined(batches: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
 
 def run_data(store: RunStore, config: RunConfig) -> DeviceData:
     """``config``'s data on the store's device, as its runs trained on it (shared with them)."""
-    return store._device_data(store.resolve(config))
+    return store.device_data(config)
 
 
 def model_at(config: RunConfig | dict, state: dict, device: str | torch.device = "cpu"):
@@ -59,29 +56,10 @@ def model_at(config: RunConfig | dict, state: dict, device: str | torch.device =
     return model.eval()
 
 
-def _analysis_code() -> str:
-    digest = hashlib.sha256()
-    for file in sorted(Path(__file__).resolve().parent.glob("*.py")):
-        digest.update(file.name.encode())
-        digest.update(code_without_comments(file.read_text()).encode())
-    return digest.hexdigest()[:16]
-
-
-def cached(store: RunStore, name: str, inputs: dict[str, Any], compute: Callable[[], Any]):
-    """``compute()``'s result, kept in ``<store>/analyses/<name>-<hash>.pt``: ``inputs`` (JSON
-    values: run keys, parameters) and the analysis code name it; the same inputs read it back."""
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"name must be letters, digits, '-' and '_', got {name!r}")
-    text = json.dumps({"inputs": inputs, "code": _analysis_code()}, sort_keys=True, default=str)
-    path = Path(store.root) / "analyses" / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=False)
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(result, tmp)
-    tmp.replace(path)
-    return result
+def cached(store: RunStore, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()):
+    """``compute()``'s result kept in the store (:meth:`mexlib.store.RunStore.cached`): keyed by
+    ``inputs``, the source of ``compute`` and of ``code`` and the analyses' code."""
+    return store.cached(name, inputs, compute, code)
 
 
 __all__ = ["cached", "fixed_sample", "joined", "model_at", "run_data"]

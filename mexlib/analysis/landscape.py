@@ -29,13 +29,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from ..registry import check
 
 SCOPES = ("all", "backbone", "heads")
 
 
 def _in_scope(name: str, scope: str) -> bool:
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
+    check(scope, SCOPES, "scope")
     return scope == "all" or name.startswith(scope + ".")
 
 

@@ -10,8 +10,8 @@
   analyses over training (ranks, mutual information).
 
 :func:`recorded` trains a stored run's configuration again with one or several recorders (one
-training for all) and keeps the records beside the store (``records-<run key>/<recorder>.pt``,
-and ``records-backbone-<key>/`` for phase 1, which the disjoint and mixed runs of a seed
+training for all) and keeps the records in the store (entries ``records-<run key>-<recorder>``, and
+``records-backbone-<key>-<recorder>`` for phase 1, which the disjoint and mixed runs of a seed
 share): a run's key does not include what was recorded, because recording does not change the
 run. Where the run is stored, the retrained model is compared with it; a difference (other
 code, another machine) is reported.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -39,6 +38,12 @@ def _block_parameters(model: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
     groups += [(f"{i} block", list(block.parameters())) for i, block in enumerate(backbone.blocks, start=1)]
     groups.append(("heads", list(model.heads.parameters())))
     return [(name, params) for name, params in groups if params]
+
+
+def block_parameter_counts(model: nn.Module) -> dict[str, int]:
+    """The parameters of each backbone block, by the names the records give the blocks (the
+    stem as ``"0 stem"``, then ``"<i> block"``)."""
+    return {name: sum(p.numel() for p in params) for name, params in _block_parameters(model) if name != "heads"}
 
 
 class GradientRecorder:
@@ -161,11 +166,12 @@ def _join(parts: list, recorder):
 def recorded(store: RunStore, config: RunConfig, recorder, progress: bool = False):
     """The records of ``recorder`` (or of each of a list of recorders) for ``config``'s run:
     read from the store, or made by training the run once more with every recorder whose
-    records are missing (one training for all of them).
+    records are missing (one training for all of them), kept through the store's one API
+    (:meth:`mexlib.store.RunStore.keep`: atomic, with a manifest).
 
     Phase 1 (the backbone alone, shared by the disjoint and mixed runs of a seed) is recorded
-    once per backbone, in ``records-backbone-<key>/``, for recorders that list the
-    ``"backbone"`` phase; the later phases of a run in ``records-<run key>/``, starting from
+    once per backbone, in entries ``records-backbone-<key>-<recorder>``, for recorders that list the
+    ``"backbone"`` phase; the later phases of a run in ``records-<run key>-<recorder>``, starting from
     the stored phase-1 backbone. A recorder's records are those of phase 1 followed by those
     of the later phases. A retrained model that differs from the stored one is reported."""
     single = not isinstance(recorder, (list, tuple))
@@ -191,20 +197,20 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
     if not recorders:
         return []
     key = f"backbone-{backbone_key(config)}" if phase1 else run_key(config)
-    folder = Path(store.root) / f"records-{key}"
-    paths = [folder / f"{r.key}.pt" for r in recorders]
-    missing = [r for r, path in zip(recorders, paths) if not path.is_file()]
+    entries = [f"records-{key}-{r.key}" for r in recorders]
+    found = [store.kept(entry) for entry in entries]
+    missing = [r for r, f in zip(recorders, found) if f is None]
     if missing:
-        name = f"records-{key}-{'+'.join(sorted(r.key for r in missing))}"  # one resumable folder
+        name = f"records-{key}-{'+'.join(sorted(r.key for r in missing))}"  # one resumable training
         backbone = None
         if not phase1 and "backbone" in config.phases:
             backbone = store.get_or_run_backbone(config).state_dict()
         stored = store.find_backbone(config) if phase1 else store.find(config)  # not trained for this
-        with store._training(name) as workdir:
-            missing = [r for r, path in zip(recorders, paths) if not path.is_file()]  # another process?
+        with store.training(name) as workdir:
+            missing = [r for r, entry in zip(recorders, entries) if store.kept(entry) is None]  # another process?
             if missing:
                 fresh = [copy.deepcopy(r) for r in missing]
-                data = store._device_data(config)
+                data = store.device_data(config)
                 if phase1:
                     model, _ = train_backbone(config, data, store.device, workdir, progress, recorder=_Fanout(fresh))
                     reference = stored.state_dict() if stored is not None else None
@@ -221,15 +227,12 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
                                   f"{', '.join(r.key for r in missing)}, differs from the stored one "
                                   f"(other code, thread count or machine); the records describe the "
                                   f"retrained one")
-                folder.mkdir(parents=True, exist_ok=True)
                 for r in fresh:
-                    path = folder / f"{r.key}.pt"
-                    tmp = path.with_suffix(".tmp")
-                    torch.save(r.records(), tmp)
-                    tmp.replace(path)
+                    store.keep(f"records-{key}-{r.key}", {"records.pt": r.records()})
                 for checkpoint in workdir.glob("*.ckpt"):  # done: nothing to resume
                     checkpoint.unlink()
-    return [torch.load(path, weights_only=False) for path in paths]
+    found = [f if f is not None else store.kept(entry) for f, entry in zip(found, entries)]
+    return [f["records.pt"] for f in found]
 
 
-__all__ = ["GradientRecorder", "SnapshotRecorder", "recorded"]
+__all__ = ["GradientRecorder", "SnapshotRecorder", "block_parameter_counts", "recorded"]

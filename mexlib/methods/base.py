@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import ExitContext, FeatureInfo, build_head
+from ..registry import lookup
 
 
 def cross_entropy_per_exit(logits: list[Tensor], labels: Tensor) -> Tensor:
@@ -141,10 +142,7 @@ def register(method: Method) -> Method:
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
+    return lookup(METHODS, name, "method")
 
 
 def training_method(name: str) -> str:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .backbones import ClassTokenClassifier, FeatureInfo
 from .msdnet import MSDClassifier
+from ..registry import check, lookup
 
 
 class PooledHead(nn.Module):
@@ -58,17 +59,12 @@ DEFAULT_HEAD_KINDS = {"conv": "pool", "tokens": "token", "multiscale": "msd"}
 
 
 def default_head_kind(layout: str) -> str:
-    try:
-        return DEFAULT_HEAD_KINDS[layout]
-    except KeyError:
-        raise ValueError(f"unknown feature layout {layout!r}; valid layouts: "
-                         f"{', '.join(DEFAULT_HEAD_KINDS)}") from None
+    return lookup(DEFAULT_HEAD_KINDS, layout, "feature layout", "layouts")
 
 
 def check_head(kind: str, layout: str) -> None:
     """Raise unless ``kind`` is a known head that reads features of ``layout``."""
-    if kind not in HEAD_KINDS:
-        raise ValueError(f"unknown head {kind!r}; valid heads: {', '.join(HEAD_KINDS)}")
+    check(kind, HEAD_KINDS, "head")
     needs = HEAD_KINDS[kind][0]
     if needs != layout:
         valid = [k for k, (lay, _) in HEAD_KINDS.items() if lay == layout]

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .backbones import Backbone
 from .heads import build_head
+from ..registry import check
 
 #: What trains in each freeze mode (STUDY.md §2): phase 1 trains the backbone with its own
 #: classifier, phase 2 everything, phase 3 the heads only.
@@ -178,8 +179,7 @@ class MultiExitModel(nn.Module):
         """Choose what trains: ``"backbone"`` (phase 1), ``"all"`` (phase 2) or ``"heads"``
         (phase 3: the backbone and its classifier are frozen and the backbone stays in eval
         mode, so its BatchNorm statistics never change, also after ``.train()``)."""
-        if mode not in TRAINABLE:
-            raise ValueError(f"unknown freeze mode {mode!r}; valid modes: {', '.join(TRAINABLE)}")
+        check(mode, TRAINABLE, "freeze mode", "modes")
         self.freeze_mode = mode
         for group, params in self.parameter_groups().items():
             for p in params:

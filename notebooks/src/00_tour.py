@@ -33,7 +33,7 @@ import torch
 from IPython.display import Markdown, display
 
 from mexlib import evaluate, plots, study
-from mexlib.config import make_config
+from mexlib.config import make_config, profile_settings
 from mexlib.data import dataset_spec, load_dataset
 from mexlib.notebook import check_parameters
 from mexlib.store import RunStore
@@ -42,7 +42,7 @@ from mexlib.train import build_model
 check_parameters()
 plots.use_style()
 if train is None:
-    train = {} if profile == "smoke" else {"epochs": 3, "train_size": 12_000}
+    train = profile_settings(profile).tour_training  # the smoke profile: its own toy sizes
 config = make_config(profile, regime="joint", **{**train, **overrides})
 spec = dataset_spec(config.dataset)
 data = load_dataset(config.dataset)
@@ -58,7 +58,7 @@ print(f"{config.dataset}: {len(data.train_labels)} training and {len(data.test_l
 # the cost of leaving there, relative to the plain backbone.
 
 # %%
-store = RunStore(device=device, progress=profile != "smoke")
+store = RunStore(device=device, progress=profile_settings(profile).progress)
 costs = evaluate.exit_costs(build_model(config), (spec.channels, spec.image_size, spec.image_size))
 print(f"{config.arch}: exits after blocks {config.exit_after_blocks} and the final classifier")
 print(pd.DataFrame({"exit": range(len(costs.relative)),
@@ -207,7 +207,7 @@ else:
 # store lacks them, which takes about 35 minutes in the `cpu` profile).
 
 # %%
-comparison = study.compare_regimes(profile, seeds=seeds, device=device, progress=profile != "smoke",
+comparison = study.compare_regimes(profile, seeds=seeds, device=device, progress=profile_settings(profile).progress,
                                    executor=executor, workers=workers, **overrides)
 fig = plots.plot_tradeoff(comparison, title="Three ways to train the same multi-exit model")
 plots.save_figure(fig, "tour_regimes", profile)

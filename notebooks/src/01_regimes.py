@@ -35,17 +35,18 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from mexlib import plots, study
-from mexlib.evaluate import format_budget_table, format_mean_std
-from mexlib.settings import paper_numbers
+from mexlib import plots
+from mexlib.chapters import regimes as chapter
 from mexlib.notebook import check_parameters
 
 check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
-comparison = study.compare_regimes(profile, seeds=seeds, regimes=regimes, method=method,
-                                   policy=policy, device=device, progress=profile != "smoke",
-                                   executor=executor, workers=workers, **overrides)
+result = chapter.run(profile, seeds=seeds, regimes=regimes, method=method, policy=policy,
+                     distribution_threshold=distribution_threshold, device=device, executor=executor,
+                     workers=workers, **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+comparison = result["study"]
 config = comparison.runs[0].config
 print(f"{len(comparison.runs)} runs ({', '.join(comparison.regimes)} × seeds {comparison.seeds}) "
       f"ready in {comparison.seconds:.1f} s; trained now: {len(comparison.trained)} "
@@ -62,9 +63,7 @@ print(f"{config.arch} on {config.dataset}, exits after blocks {config.exit_after
 # because all internal heads were evaluated before it.
 
 # %%
-costs = comparison.costs.table()
-plots.save_table(costs, "regimes_exit_costs", profile)
-costs
+result.tables["regimes_exit_costs"].frame
 
 # %% [markdown]
 # ## The main figure: accuracy against cost
@@ -73,8 +72,7 @@ costs
 # The grey star is the plain backbone trained without exits (phase 1), at 100 % cost.
 
 # %%
-fig = plots.plot_tradeoff(comparison)
-plots.save_figure(fig, "regimes_tradeoff", profile)
+fig = result.figure("regimes_tradeoff")
 plt.show()
 
 # %% [markdown]
@@ -86,21 +84,11 @@ plt.show()
 # τ on validation data.
 
 # %%
-budget = comparison.budget_table()
-budget_text = format_budget_table(budget)
-plots.save_table(budget_text, "regimes_budget_table", profile)
-plots.save_table(budget, "regimes_budget_table_raw", profile, percent=True)
 # NBVAL_CHECK_OUTPUT
-print(budget_text.to_markdown())
-setting = paper_numbers(config)  # the paper profile of a Table 1 setting: its numbers beside ours
-if setting is not None:
-    beside = pd.DataFrame({"ours (100 %)": [format_mean_std(budget.loc[r, (1.0, "mean")], budget.loc[r, (1.0, "std")])
-                                            for r in comparison.regimes],
-                           "paper (100 %)": [f"{setting.paper[r]:.2f}" for r in comparison.regimes]},
-                          index=pd.Index(comparison.regimes, name="regime"))
-    plots.save_table(beside, "regimes_against_the_paper", profile)
-    print(f"{setting.description}: ours against the paper's Table 1 (read by third parties)")
-    print(beside.to_markdown())
+print(result.tables["regimes_budget_table"].frame.to_markdown())
+if "regimes_against_the_paper" in result.tables:  # the paper profile of a Table 1 setting
+    print("Ours against the paper's Table 1 (read by third parties)")
+    print(result.tables["regimes_against_the_paper"].frame.to_markdown())
 
 # %% [markdown]
 # The same table with each seed's threshold fixed on the **validation** split (the most
@@ -110,10 +98,7 @@ if setting is not None:
 # little, since the budget was met on validation data).
 
 # %%
-validation_budget = comparison.validation_budget_table()
-plots.save_table(format_budget_table(validation_budget), "regimes_budget_table_validation", profile)
-plots.save_table(validation_budget, "regimes_budget_table_validation_raw", profile, percent=True)
-print(format_budget_table(validation_budget).to_markdown())
+print(result.tables["regimes_budget_table_validation"].frame.to_markdown())
 
 # %% [markdown]
 # ## Every exit, and where samples leave
@@ -121,12 +106,9 @@ print(format_budget_table(validation_budget).to_markdown())
 # share of test samples leaving at each exit at one confidence threshold.
 
 # %%
-fig = plots.plot_exits(comparison, distribution_threshold)
-plots.save_figure(fig, "regimes_exits", profile)
+fig = result.figure("regimes_exits")
 plt.show()
-summary = comparison.summary()
-plots.save_table(summary, "regimes_summary", profile, percent=True)  # every column a fraction
-summary
+result.tables["regimes_summary"].frame
 
 # %% [markdown]
 # The summary columns: **final_exit_accuracy**, the last exit alone; **auc**, the mean accuracy
@@ -140,11 +122,8 @@ summary
 # only the final exit; phase 3 (disjoint's heads) cannot change the final exit.
 
 # %%
-history = comparison.training_history(comparison.seeds[0])
-fig = plots.plot_training_curves(history, comparison.num_exits)
-plots.save_figure(fig, "regimes_training_curves", profile)
+fig = result.figure("regimes_training_curves")
 plt.show()
-plots.save_table(comparison.wall_times().set_index(["run", "seed"]), "regimes_wall_times", profile)
 
 # %% [markdown]
 # ## What we found
@@ -152,9 +131,7 @@ plots.save_table(comparison.wall_times().set_index(["run", "seed"]), "regimes_wa
 # are not written by hand and may contradict the paper.
 
 # %%
-findings = comparison.findings()
-plots.save_text("\n".join(f"- {line}" for line in findings) + "\n", "regimes_findings", profile)
-display(Markdown("\n".join(f"* {line}" for line in findings)))
+display(Markdown(result.section("Regimes")))
 
 # %% [markdown]
 # ### Reading these results

@@ -36,16 +36,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from mexlib import plots, study
-from mexlib.evaluate import format_budget_table
+from mexlib import plots
+from mexlib.chapters import methods as chapter
 from mexlib.notebook import check_parameters
 
 check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
-methods_study = study.run_study(profile, {"method": methods, "regime": regimes}, seeds=seeds,
-                                device=device, progress=profile != "smoke", executor=executor,
-                                workers=workers, **overrides)
+result = chapter.run(profile, seeds=seeds, methods=methods, regimes=regimes, device=device, executor=executor,
+                     workers=workers, **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+methods_study = result["study"]
 config = methods_study.runs[0].config
 print(f"{len(methods_study.runs)} runs ({len(methods)} methods × {len(regimes)} regimes × seeds "
       f"{methods_study.seeds}) ready in {methods_study.seconds:.1f} s; trained now: "
@@ -60,9 +61,7 @@ print(f"{config.arch} on {config.dataset}, exits after blocks {config.exit_after
 # gates, ZTW's cascade and ensembles. PBEE has SDN's heads and costs the same.
 
 # %%
-costs = methods_study.cost_table("method")
-plots.save_table(costs, "methods_exit_costs", profile, percent=True)
-print(plots.readable(costs, percent=True).to_markdown(index=False))
+print(result.tables["methods_exit_costs"].markdown())
 
 # %% [markdown]
 # ## Accuracy against cost, one panel per method
@@ -71,8 +70,7 @@ print(plots.readable(costs, percent=True).to_markdown(index=False))
 # over its patience values instead of confidence thresholds, so it has few points.
 
 # %%
-fig = plots.plot_tradeoff_panels(methods_study, panel="method", hue="regime")
-plots.save_figure(fig, "methods_tradeoff", profile)
+fig = result.figure("methods_tradeoff")
 plt.show()
 
 # %% [markdown]
@@ -82,20 +80,14 @@ plt.show()
 # seed's best point within the budget is taken from its test curve ("—": no point fits).
 
 # %%
-table = methods_study.budget_table(["method", "regime"])
-table_text = format_budget_table(table)
-plots.save_table(table_text, "methods_budget_table", profile)
-plots.save_table(table, "methods_budget_table_raw", profile, percent=True)
 # NBVAL_CHECK_OUTPUT
-print(table_text.to_markdown())
+print(result.tables["methods_budget_table"].frame.to_markdown())
 
 # %% [markdown]
 # The same with each seed's operating point fixed on the validation split and scored on test.
 
 # %%
-validation = methods_study.validation_budget_table(["method", "regime"])
-plots.save_table(format_budget_table(validation), "methods_budget_table_validation", profile)
-print(format_budget_table(validation).to_markdown())
+print(result.tables["methods_budget_table_validation"].frame.to_markdown())
 
 # %% [markdown]
 # ## Is mixed the best regime for every method?
@@ -104,11 +96,7 @@ print(format_budget_table(validation).to_markdown())
 # means ahead by more than that spread, "behind" behind by more, "tied" in between.
 
 # %%
-advantage = methods_study.advantage("mixed", "regime", within="method")
-plots.save_table(advantage.set_index(["method", "budget"]), "methods_mixed_advantage", profile,
-                 percent=["mixed", "best other accuracy", "gap", "spread"])
-print(plots.readable(advantage.set_index(["method", "budget"]),
-                     percent=["mixed", "best other accuracy", "gap", "spread"]).to_markdown(index=False))
+print(result.tables["methods_mixed_advantage"].markdown())
 
 # %% [markdown]
 # ## Every exit of every method
@@ -117,13 +105,7 @@ print(plots.readable(advantage.set_index(["method", "budget"]),
 # cost (mean accuracy over that range), oracle accuracy and overthinking.
 
 # %%
-exits = methods_study.per_exit_accuracy()
-per_exit = exits.groupby(["method", "regime", "exit"], sort=False)["accuracy"].mean().unstack("exit")
-per_exit.columns = [f"exit {k}" for k in per_exit.columns]
-plots.save_table(per_exit, "methods_per_exit_accuracy", profile, percent=True)
-summary = methods_study.summary(["method", "regime"])
-plots.save_table(summary, "methods_summary", profile, percent=True)
-print(plots.readable(summary, percent=True).to_markdown(index=False))
+print(result.tables["methods_summary"].markdown())
 
 # %% [markdown]
 # ## Training time
@@ -132,27 +114,14 @@ print(plots.readable(summary, percent=True).to_markdown(index=False))
 # SDN's runs and trains nothing, so it has no rows.
 
 # %%
-wall = methods_study.wall_times()
-plots.save_table(wall.set_index(["run", "seed"]), "methods_wall_times", profile)
-wall["method"] = wall["run"].str.split().str[0]
-per_method = wall.drop_duplicates(["run", "seed"]).groupby("method", sort=False)["seconds"].sum() / 60
-print(per_method.round(1).rename("training minutes (all regimes and seeds)").to_markdown())
+print(result["minutes"].round(1).to_markdown())
 
 # %% [markdown]
 # ## What we found
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-findings = methods_study.advantage_findings("mixed", "regime", within="method")
-best_counts = advantage.groupby("method", sort=False)["verdict"].apply(lambda v: (v == "best").sum())
-never_behind = [m for m, part in advantage.groupby("method", sort=False) if (part["verdict"] != "behind").all()]
-findings.append(f"Mixed is best or tied with the best at every budget for {len(never_behind)} of "
-                f"{len(methods)} methods ({', '.join(never_behind) or 'none'}); it is clearly best "
-                f"(beyond the seeds' spread) at {int(best_counts.sum())} of {len(advantage)} "
-                f"method-budget pairs.")
-findings += methods_study.ranking("method", within="regime", budgets=[0.25, 0.5])
-plots.save_text("\n".join(f"- {line}" for line in findings) + "\n", "methods_findings", profile)
-display(Markdown("\n".join(f"* {line}" for line in findings)))
+display(Markdown(result.section("Methods")))
 
 # %% [markdown]
 # ### Reading these results

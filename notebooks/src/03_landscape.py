@@ -46,42 +46,24 @@ workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
-from matplotlib.colors import LogNorm
 
-from mexlib import plots, study
-from mexlib.analysis import SCOPES, barrier, cached, fixed_sample, interpolate, joined, loss_surface, run_data
+from mexlib import plots
+from mexlib.chapters import landscape as chapter
 from mexlib.notebook import check_parameters
-from mexlib.store import RunStore
 
 check_parameters()
 plots.use_style()
-# the sizes left at None: the smoke profile's toy scale (seconds, not minutes) or the study's
-smoke = profile == "smoke"
-steps = steps or (5 if smoke else 25)
-eval_size = eval_size or (64 if smoke else 256)
-bn_size = bn_size or (64 if smoke else 256)
-path_steps = path_steps or (5 if smoke else 21)
-if scope not in SCOPES:
-    raise ValueError(f"unknown scope {scope!r}; valid scopes: {', '.join(SCOPES)}")
-store = RunStore(device=device, progress=profile != "smoke")
-runs = study.run_study(profile, {"regime": regimes}, seeds=sorted({seed, reference_seed}), store=store,
-                       progress=profile != "smoke", executor=executor, workers=workers, **overrides)
-config = runs.run(seed, regime=regimes[0]).config
-data = run_data(store, config)
-batch = joined(fixed_sample(data, "test", eval_size, seed=0))
-bn_batches = fixed_sample(data, "train", bn_size, seed=1)
-models = {(r, s): runs.run(s, regime=r).run.model().to(store.device) for r in regimes for s in runs.seeds}
-exits = [f"exit {k}" for k in range(runs.num_exits)]
-findings = []
-started = time.perf_counter()
-print(f"{config.arch} on {config.dataset}: {len(regimes)} regimes × seeds {runs.seeds}; plane {steps}×{steps} "
-      f"over ±{span} moving {scope} weights; {len(batch[1])} test images, BatchNorm on {bn_size} training images")
+result = chapter.run(profile, regimes=regimes, seed=seed, reference_seed=reference_seed, steps=steps, span=span,
+                     scope=scope, direction_seed=direction_seed, eval_size=eval_size, bn_size=bn_size,
+                     path_steps=path_steps, device=device, executor=executor, workers=workers, **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+config = result["config"]
+print(f"{config.arch} on {config.dataset}: {len(regimes)} regimes × seeds {result['seeds']}; plane "
+      f"{result['steps']}×{result['steps']} over ±{span} moving {scope} weights; {result['eval_size']} test images, "
+      f"BatchNorm on {result['bn_size']} training images")
+print(f"planes and paths in {result['seconds']:.0f} s (read back from the store when cached)")
 
 # %% [markdown]
 # ## 1 · The loss around each solution
@@ -92,33 +74,7 @@ print(f"{config.arch} on {config.dataset}: {len(regimes)} regimes × seeds {runs
 
 
 # %%
-def plane(regime):
-    run = runs.run(seed, regime=regime).run
-    inputs = dict(run=run.key, steps=steps, span=span, scope=scope, seed=direction_seed,
-                  eval_size=eval_size, bn_size=bn_size)
-    return cached(store, "plane", inputs, lambda: loss_surface(models[(regime, seed)], batch, bn_batches, steps,
-                                                               span, scope, direction_seed))
-
-
-planes = {r: plane(r) for r in regimes}
-rows = ["total"] + exits
-fig, axes = plt.subplots(len(rows), len(regimes), figsize=(3.2 * len(regimes), 2.7 * len(rows)),
-                         squeeze=False, sharex=True, sharey=True)
-for i, row in enumerate(rows):
-    values = pd.concat([planes[r][row] for r in regimes])
-    norm = LogNorm(vmin=max(values.min(), 1e-3), vmax=values.max())
-    levels = np.geomspace(norm.vmin, norm.vmax, 16)
-    for j, regime in enumerate(regimes):
-        grid = planes[regime].pivot(index="b", columns="a", values=row)
-        ax = axes[i, j]
-        filled = ax.contourf(grid.columns, grid.index, grid.to_numpy().clip(norm.vmin), levels=levels, norm=norm,
-                             cmap="viridis")
-        ax.plot(0, 0, "w+", markersize=8)
-        ax.set_title(f"{regime}: {row}" if i else f"{regime}: total loss", fontsize=9)
-        ax.set_aspect("equal")
-    fig.colorbar(filled, ax=axes[i].tolist(), shrink=0.9, label="loss (log scale)", ticks=levels[::3],
-                 format="%.2f")
-plots.save_figure(fig, "landscape_planes", profile)
+fig = result.figure("landscape_planes")
 plt.show()
 
 # %% [markdown]
@@ -129,34 +85,10 @@ plt.show()
 
 
 # %%
-def basin_table(planes):
-    table = []
-    for regime, surface in planes.items():
-        centre = surface.loc[(surface["a"].abs() + surface["b"].abs()).idxmin()]
-        for row in rows:
-            table.append(dict(regime=regime, loss=row, at_solution=centre[row],
-                              share_below_twice=float((surface[row] < 2 * centre[row]).mean())))
-    return pd.DataFrame(table)
-
-
-basins = basin_table(planes)
-wide = basins.pivot(index="loss", columns="regime", values="share_below_twice").loc[rows, regimes]
-plots.save_table(basins.set_index(["regime", "loss"]), "landscape_basins", profile)
 # NBVAL_CHECK_OUTPUT
-print(basins.pivot(index="loss", columns="regime", values="at_solution").loc[rows, regimes].round(3).to_markdown())
-print(wide.round(3).to_markdown())
-
-# %%
-lines = []
-total = wide.loc["total"]
-lines.append("Share of the plane where the total loss stays below twice its value at the solution: "
-             + ", ".join(f"{r} {total[r]:.0%}" for r in regimes) + f" (plane ±{span}, {scope} weights); "
-             + ("the same for every regime." if total.nunique() == 1 else f"widest: {total.idxmax()}."))
-early, late = exits[0], exits[-1]
-lines.append(f"The first exit's basin ({early}) is " + ", ".join(f"{r} {wide.loc[early, r]:.0%}" for r in regimes)
-             + f"; the final exit's ({late}) " + ", ".join(f"{r} {wide.loc[late, r]:.0%}" for r in regimes) + ".")
-findings.append(("The loss around each solution", lines))
-display(Markdown("\n".join(f"* {line}" for line in lines)))
+print(result["at_solution"].round(3).to_markdown())
+print(result["wide"].round(3).to_markdown())
+display(Markdown(result.section("The loss around each solution")))
 
 # %% [markdown]
 # ## 2 · Linear paths between solutions
@@ -166,44 +98,10 @@ display(Markdown("\n".join(f"* {line}" for line in lines)))
 
 
 # %%
-pairs = [(a, b) for i, a in enumerate(regimes) for b in regimes[i + 1:]]
-reference = [r for r in regimes if reference_seed != seed]
-
-
-def path(a, b):
-    keys = [runs.run(s, regime=r).run.key for r, s in (a, b)]
-    inputs = dict(runs=keys, steps=path_steps, eval_size=eval_size, bn_size=bn_size)
-    return cached(store, "path", inputs, lambda: interpolate(models[a], models[b], batch, bn_batches, path_steps))
-
-
-paths = {f"{a} – {b}": path((a, seed), (b, seed)) for a, b in pairs}
-ends = {f"{a} – {b}": (a, b) for a, b in pairs}  # the regimes at the ends of each path between regimes
-paths.update({f"{r} seed {seed} – {reference_seed}": path((r, seed), (r, reference_seed)) for r in reference})
-fig, axes = plt.subplots(2, len(paths), figsize=(2.9 * len(paths), 5.2), squeeze=False, sharex=True, sharey="row")
-cmap = plt.get_cmap("viridis")
-for j, (name, frame) in enumerate(paths.items()):
-    for k in range(runs.num_exits):
-        color = cmap(k / max(runs.num_exits - 1, 1))
-        axes[0, j].plot(frame["alpha"], frame[f"loss {k}"], color=color, label=f"exit {k}")
-        axes[1, j].plot(frame["alpha"], 100 * frame[f"accuracy {k}"], color=color)
-    axes[0, j].plot(frame["alpha"], frame["total"], "k--", label="total")
-    axes[0, j].set_title(name, fontsize=9)
-    axes[1, j].set_xlabel("α")
-axes[0, 0].set_ylabel("loss")
-axes[0, 0].set_yscale("log")
-axes[1, 0].set_ylabel("accuracy (%)")
-axes[0, -1].legend(fontsize=7, loc="upper right")
-plots.save_figure(fig, "landscape_paths", profile)
+fig = result.figure("landscape_paths")
 plt.show()
-
-# %%
-barriers = pd.DataFrame({name: {"total": barrier(frame), **{e: barrier(frame, f"loss {k}") for k, e in enumerate(exits)},
-                                "ends (total)": (frame["total"].iloc[0] + frame["total"].iloc[-1]) / 2}
-                         for name, frame in paths.items()}).T
-barriers.index.name = "path"
-plots.save_table(barriers, "landscape_barriers", profile)
 # NBVAL_CHECK_OUTPUT
-print(barriers.round(3).to_markdown())
+print(result["barriers"].round(3).to_markdown())
 
 # %% [markdown]
 # **The rule used below.** A path has *no barrier* when its total-loss barrier is below 10 % of
@@ -211,43 +109,14 @@ print(barriers.round(3).to_markdown())
 # barrier between two unrelated solutions is on this problem.
 
 # %%
-lines = []
-
-
-def verdict(name):
-    row = barriers.loc[name]
-    relative = row["total"] / row["ends (total)"]
-    return relative < 0.1, f"{name}: barrier {row['total']:.3f} ({relative:.0%} of its ends' loss)"
-
-
-seed_paths = [name for name in paths if name not in ends]
-reference_barrier = barriers.loc[seed_paths, "total"].mean() if seed_paths else None
-for name in paths:
-    flat, text = verdict(name)
-    if reference_barrier and name in ends:
-        text += f", {barriers.loc[name, 'total'] / reference_barrier:.0%} of the seed-to-seed paths' mean barrier"
-    lines.append(text + (": no barrier" if flat else ": a barrier"))
-claim = None
-if {"disjoint", "mixed", "joint"} <= set(regimes):
-    same, _ = verdict("disjoint – mixed")
-    joint_apart = all(not verdict(n)[0] for n, regimes_at_ends in ends.items() if "joint" in regimes_at_ends)
-    claim = same and joint_apart
-    lines.append("The paper's claim (disjoint and mixed share a basin, joint lies in another) "
-                 + ("holds here" if claim else "does not hold here") + ": disjoint–mixed has "
-                 + ("no barrier" if same else "a barrier") + ", and the paths from joint "
-                 + ("all cross a barrier" if joint_apart else "do not all cross a barrier") + ".")
-findings.append(("Linear paths between solutions", lines))
-display(Markdown("\n".join(f"* {line}" for line in lines)))
-print(f"planes and paths in {time.perf_counter() - started:.0f} s (read back from the store when cached)")
+display(Markdown(result.section("Linear paths between solutions")))
 
 # %% [markdown]
 # ## What we found
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = plots.findings_text(findings)
-plots.save_text(text, "landscape_findings", profile)
-display(Markdown(text))
+display(Markdown(result.findings_markdown()))
 
 # %% [markdown]
 # A flat plane around a solution and a path without a barrier are evidence about geometry, not

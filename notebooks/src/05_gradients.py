@@ -34,38 +34,22 @@ workers = 2  # jobs at a time with the local executor (the recorders retrain her
 overrides = {}
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
-from matplotlib.colors import LogNorm
 
-from mexlib import plots, study
-from mexlib.analysis import GradientRecorder, recorded
+from mexlib import plots
+from mexlib.chapters import gradients as chapter
 from mexlib.notebook import check_parameters
-from mexlib.store import RunStore
-from mexlib.train import build_model
 
 check_parameters()
 plots.use_style()
-unknown = set(regimes) - {"joint", "mixed"}
-if unknown:
-    raise ValueError(f"regimes {sorted(unknown)} have no phase 2 to record; valid regimes: joint, mixed")
-store = RunStore(device=device, progress=profile != "smoke")
-runs = study.run_study(profile, {"regime": regimes}, seeds=[seed], store=store, progress=profile != "smoke",
-                       executor=executor, workers=workers, **overrides)
-started = time.perf_counter()
-records = {r: recorded(store, runs.run(seed, regime=r).config, GradientRecorder(every=every),
-                       progress=profile != "smoke") for r in regimes}
-num_exits = runs.num_exits
-final_exit = num_exits - 1
-blocks = [b for b in records[regimes[0]]["block"].unique() if b != "heads"]
-colors = plots.colors_for(regimes)
-findings = []
-print(", ".join(f"{r}: {records[r].groupby(['epoch', 'step']).ngroups} recorded steps" for r in regimes)
-      + f" (every {every}); blocks {blocks}; exits 0–{final_exit} (exit {final_exit} is the final classifier)")
+result = chapter.run(profile, regimes=regimes, seed=seed, every=every, windows=windows, device=device,
+                     executor=executor, workers=workers, **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+final_exit = result["num_exits"] - 1
+print(", ".join(f"{r}: {steps} recorded steps" for r, steps in result["steps"].items())
+      + f" (every {every}); blocks {result['blocks']}; exits 0–{final_exit} (exit {final_exit} is the final classifier)")
+print(f"read and summarised in {result['seconds']:.0f} s")
 
 # %% [markdown]
 # ## 1 · Exits × blocks
@@ -75,35 +59,7 @@ print(", ".join(f"{r}: {records[r].groupby(['epoch', 'step']).ngroups} recorded 
 
 
 # %%
-parts = min(windows, *(r.groupby(["epoch", "step"]).ngroups for r in records.values()))  # no empty part
-
-
-def windowed(frame):
-    order = frame[["epoch", "step"]].drop_duplicates().reset_index(drop=True)
-    order["window"] = np.arange(len(order)) * parts // len(order)
-    return frame.merge(order, on=["epoch", "step"])
-
-
-frames = {r: windowed(records[r][records[r]["block"] != "heads"]) for r in regimes}
-means = {r: f.groupby(["window", "exit", "block"])["norm"].mean() for r, f in frames.items()}
-positive = pd.concat(means.values())
-norm = LogNorm(vmin=positive[positive > 0].min(), vmax=positive.max())
-fig, axes = plt.subplots(len(regimes), parts, figsize=(3.3 * parts, 2.6 * len(regimes)), squeeze=False,
-                         sharex=True, sharey=True)
-for i, regime in enumerate(regimes):
-    for w in range(parts):
-        grid = means[regime].loc[w].unstack("block").reindex(columns=blocks)
-        shown = grid.where(grid > 0)
-        image = axes[i, w].imshow(shown.to_numpy(), norm=norm, cmap="magma", aspect="auto")
-        axes[i, w].set_title(f"{regime}, part {w + 1} of {parts}", fontsize=9)
-        axes[i, w].set_yticks(range(num_exits), [f"exit {k}" for k in range(num_exits)], fontsize=7)
-        axes[i, w].set_xticks(range(len(blocks)), [b.split()[0] for b in blocks], fontsize=7)
-        axes[i, w].grid(False)
-    axes[i, 0].set_ylabel("exit")
-for ax in axes[-1]:
-    ax.set_xlabel("block (0: stem)")
-fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="mean ‖∇ block L_exit‖")
-plots.save_figure(fig, "gradients_heatmaps", profile)
+fig = result.figure("gradients_heatmaps")
 plt.show()
 
 # %% [markdown]
@@ -113,37 +69,10 @@ plt.show()
 
 
 # %%
-def internal_share(frame, by):
-    summed = frame.assign(internal=frame["exit"] != final_exit).groupby([*by, "internal"])["norm"].sum().unstack()
-    return (summed[True] / summed.sum(axis=1)).rename("share")
-
-
-shares = pd.DataFrame({r: internal_share(frames[r], ["block"]) for r in regimes}).reindex(blocks)
-over_time = {r: internal_share(frames[r], ["epoch", "block"]).unstack("block").reindex(columns=blocks)
-             for r in regimes}
-plots.save_table(shares, "gradients_internal_share", profile, percent=True)
-fig, axes = plt.subplots(1, 1 + len(regimes), figsize=(3.6 * (1 + len(regimes)), 3.2), squeeze=False)
-axes = axes[0]
-for regime in regimes:
-    axes[0].plot(range(len(blocks)), 100 * shares[regime], "o-", color=colors[regime], label=regime)
-axes[0].axhline(50, color="k", linestyle=":", linewidth=0.8)
-axes[0].set_xticks(range(len(blocks)), [b.split()[0] for b in blocks])
-axes[0].set_xlabel("block (0: stem)")
-axes[0].set_ylabel("share from internal exits (%)")
-axes[0].legend(fontsize=8)
-cmap = plt.get_cmap("viridis")
-for ax, regime in zip(axes[1:], regimes):
-    for j, block in enumerate(blocks):
-        ax.plot(over_time[regime].index + 1, 100 * over_time[regime][block], color=cmap(j / max(len(blocks) - 1, 1)),
-                label=block.split()[0])
-    ax.set_title(regime, fontsize=9)
-    ax.set_xlabel("epoch of phase 2")
-    ax.set_ylim(0, 100)
-axes[-1].legend(title="block", fontsize=7, ncol=2)
-plots.save_figure(fig, "gradients_internal_share", profile)
+fig = result.figure("gradients_internal_share")
 plt.show()
 # NBVAL_CHECK_OUTPUT
-print((100 * shares).round(1).to_markdown())
+print((100 * result["shares"]).round(1).to_markdown())
 
 # %% [markdown]
 # The share counts exits: the first blocks sit before every exit, so most of their gradient
@@ -156,52 +85,18 @@ print((100 * shares).round(1).to_markdown())
 # half in the middle third and their gradient per parameter is highest there.
 
 # %%
-model = build_model(runs.run(seed, regime=regimes[0]).config)
-sizes = {"0 stem": sum(p.numel() for p in model.backbone.stem.parameters()),
-         **{f"{i} block": sum(p.numel() for p in block.parameters())
-            for i, block in enumerate(model.backbone.blocks, start=1)}}
-per_parameter = pd.DataFrame({r: frames[r][frames[r]["exit"] != final_exit].groupby("block")["norm"].sum()
-                              .reindex(blocks).fillna(0) / frames[r][["epoch", "step"]].drop_duplicates().shape[0]
-                              / np.sqrt([sizes[b] for b in blocks]) for r in regimes})
-plots.save_table(per_parameter, "gradients_internal_per_parameter", profile)
 # NBVAL_CHECK_OUTPUT
-print(per_parameter.map(lambda v: f"{v:.2e}").to_markdown())
+print(result["per_parameter"].map(lambda v: f"{v:.2e}").to_markdown())
 
 # %%
-lines = []
-backbone_blocks = [b for b in blocks if not b.startswith("0 ")]
-third = max(len(backbone_blocks) // 3, 1)
-middle = backbone_blocks[third:len(backbone_blocks) - third] or backbone_blocks
-for regime in regimes:
-    column = shares.loc[backbone_blocks, regime]
-    strength = per_parameter.loc[backbone_blocks, regime]
-    peak = strength.idxmax()
-    holds = peak in middle and all(column[b] > 0.5 for b in middle)
-    lines.append(f"{regime}: the internal exits' share is " + ", ".join(f"{column[b]:.0%}" for b in middle)
-                 + f" in the middle blocks {[b.split()[0] for b in middle]} (highest, {column.max():.0%}, at block "
-                 f"{column.idxmax().split()[0]}); their gradient per parameter peaks at block {peak.split()[0]}. "
-                 "The paper's statement " + ("holds" if holds else "does not hold") + f" for {regime} by the rule "
-                 "above.")
-if set(regimes) == {"joint", "mixed"}:
-    higher = [b for b in backbone_blocks if shares.loc[b, "joint"] > shares.loc[b, "mixed"]]
-    lines.append(f"The internal exits' share is higher in joint than in mixed training in {len(higher)} of "
-                 f"{len(backbone_blocks)} blocks ({', '.join(b.split()[0] for b in higher) or 'none'}).")
-    totals = {r: frames[r].groupby("block")["norm"].sum().reindex(blocks) / frames[r][["epoch", "step"]]
-              .drop_duplicates().shape[0] for r in regimes}
-    lines.append("Summed gradient norm per recorded step (all exits), joint / mixed per block: "
-                 + ", ".join(f"{b.split()[0]}: {totals['joint'][b] / totals['mixed'][b]:.1f}×" for b in blocks) + ".")
-findings.append(("Gradient contributions", lines))
-display(Markdown("\n".join(f"* {line}" for line in lines)))
-print(f"read and summarised in {time.perf_counter() - started:.0f} s")
+display(Markdown(result.section("Gradient contributions")))
 
 # %% [markdown]
 # ## What we found
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = plots.findings_text(findings)
-plots.save_text(text, "gradients_findings", profile)
-display(Markdown(text))
+display(Markdown(result.findings_markdown()))
 
 # %% [markdown]
 # Next: [06 · Ablations: what else decides how a multi-exit model should be trained?](06_ablations.ipynb)

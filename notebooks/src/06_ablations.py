@@ -44,56 +44,25 @@ workers = 2  # jobs at a time with the local executor
 overrides = {}
 
 # %%
-import math
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from mexlib import plots, study
-from mexlib.config import make_config
-from mexlib.evaluate import format_budget_table
-from mexlib.models import arch_spec
+from mexlib import plots
+from mexlib.chapters import ablations as chapter
 from mexlib.notebook import check_parameters
 
 check_parameters()
-if ablation_seeds is None:
-    ablation_seeds = seeds
-trained_seeds = study.DEFAULT_SEEDS[profile] if ablation_seeds is None else ablation_seeds
 plots.use_style()
 pd.set_option("display.precision", 4)
-how = dict(device=device, progress=profile != "smoke", executor=executor, workers=workers)  # where runs train
-base = make_config(profile, **overrides)
-num_blocks = arch_spec(base.arch).num_blocks
-if total_epochs is None:
-    total_epochs = base.joint_phase.epochs
-splits = sorted({math.ceil(total_epochs * f) for f in (0, 0.25, 0.5, 0.75, 1)})
-if placements is None:
-    placements = [tuple(range(1, num_blocks)), tuple(range(2, num_blocks, 2)),
-                  tuple(range(num_blocks // 2 + 1, num_blocks))]
-placements = list(dict.fromkeys(tuple(p) for p in placements if len(p)))
-findings, sections = [], []
-print(f"{base.arch} ({num_blocks} blocks) on {base.dataset}, train_size {base.train_size}; "
-      f"pretraining splits k = {splits} of N = {total_epochs}; placements {placements}")
-
-
-def section_outputs(name, section, by, panel, hue="regime", backbone=True):
-    """The section's figure and budget table, saved under ablation_<name>_*."""
-    fig = plots.plot_tradeoff_panels(section, panel=panel, hue=hue, backbone=backbone) if panel else \
-        plots.plot_tradeoff(section, hue=hue, backbone=backbone)
-    plots.save_figure(fig, f"ablation_{name}_tradeoff", profile)
-    plt.show()
-    table = section.budget_table(by, reference=backbone)
-    plots.save_table(format_budget_table(table), f"ablation_{name}_budget_table", profile)
-    plots.save_table(table, f"ablation_{name}_budget_table_raw", profile, percent=True)
-    sections.append((name, section))
-    return table
-
-
-def report(lines, title):
-    findings.append((title, lines))
-    display(Markdown("\n".join(f"* {line}" for line in lines)))
-
+result = chapter.run(profile, seeds=seeds, ablation_seeds=ablation_seeds, regimes=regimes, total_epochs=total_epochs,
+                     criteria=criteria, heads=heads, placements=placements, weightings=weightings,
+                     weighting_regimes=weighting_regimes, device=device, executor=executor, workers=workers,
+                     **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+print(f"{result['base'].arch} ({result['num_blocks']} blocks) on {result['base'].dataset}, train_size "
+      f"{result['base'].train_size}; pretraining splits k = {result['splits']} of N = {result['total_epochs']}; "
+      f"placements {result['placements']}")
 
 # %% [markdown]
 # ## Seeds
@@ -113,36 +82,11 @@ def report(lines, title):
 # p = 0 … K − 1: few operating points).
 
 # %%
-criterion = study.run_study(profile, {"policy": criteria, "regime": regimes}, seeds=seeds,
-                            **how, **overrides)
-criterion_table = section_outputs("criterion", criterion, ["policy", "regime"], panel="policy")
-default_table = criterion.select(policy=criteria[0]).budget_table("regime", reference=False)
-single_seed_spread = float(default_table.xs("std", axis=1, level="stat").max().max())
-if math.isnan(single_seed_spread):
-    single_seed_spread = None
+fig = result.figure("ablation_criterion_tradeoff")
+plt.show()
 # NBVAL_CHECK_OUTPUT
-print(format_budget_table(criterion_table).to_markdown())
-
-# %%
-lines = []
-orders = {}
-for policy in criteria:
-    part = criterion.select(policy=policy)
-    table = part.budget_table("regime", reference=False)
-    orders[policy] = {b: " > ".join(table[(b, "mean")].dropna().sort_values(ascending=False).index) or "no point"
-                      for b in (0.25, 0.5)}
-    if "mixed" in regimes:
-        (line,) = part.advantage_findings("mixed", "regime")
-        lines.append(f"{policy} rule: " + line.removeprefix("Overall: "))
-        lines.append(f"{policy} rule: " + part.paper_claim())
-same = all(orders[p] == orders[criteria[0]] for p in criteria)
-lines.append("The order of the regimes at 25 % and 50 % of the cost is "
-             + ("the same under every criterion" if same else "not the same under every criterion")
-             + ": " + "; ".join(f"{p}: {o[0.25]} (25 %), {o[0.5]} (50 %)" for p, o in orders.items()) + ".")
-if single_seed_spread is not None:
-    lines.append(f"The seeds' spread of the default configuration: {100 * single_seed_spread:.2f} points"
-                 + (" (used below to judge the one-seed differences)." if len(trained_seeds) == 1 else "."))
-report(lines, "Exit criterion")
+print(result.tables["ablation_criterion_budget_table"].frame.to_markdown())
+display(Markdown(result.section("Exit criterion")))
 
 # %% [markdown]
 # ## 1 · Pretraining length
@@ -155,36 +99,10 @@ report(lines, "Exit criterion")
 # more than their seed.
 
 # %%
-pretraining = study.run_study(profile, {"backbone_epochs": splits}, seeds=ablation_seeds,
-                              **how, total_epochs=total_epochs, **overrides)
-table = section_outputs("pretraining", pretraining, "backbone_epochs", panel=None, hue="backbone_epochs",
-                        backbone=False)
-print(format_budget_table(table).to_markdown())
-
-# %%
-lines = pretraining.ranking("backbone_epochs", single_seed_spread=single_seed_spread)
-best = {}
-for b in (0.25, 0.5, 1.0):
-    column = table[(b, "mean")].dropna().sort_values(ascending=False)
-    if len(column) > 1:
-        spread = table[(b, "std")].max()  # as in the ranking above: the largest std; NaN with one seed
-        if math.isnan(spread) and single_seed_spread is not None:
-            spread = single_seed_spread
-        clear = not math.isnan(spread) and column.iloc[0] - column.iloc[1] > spread
-        best[b] = f"k = {column.index[0]}" + ("" if clear else " (not beyond the spread)")
-lines.append("Best split (backbone epochs k of N = "
-             f"{total_epochs}): " + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
-             + ". k = 0 is the joint regime, k = N the disjoint one, every k between a mixed run.")
-ends = [k for k in (0, total_epochs) if k in table.index]  # joint and disjoint
-between = [k for k in table.index if k not in ends]  # the mixed splits
-if ends and between:
-    judged = pretraining.best_versus("backbone_epochs", between, ends, single_seed_spread=single_seed_spread)
-    judged = judged[judged["verdict"] != "one seed"]
-    near_best = int((judged["verdict"] != "behind").sum())
-    lines.append("Paper's claim 'mixed is best or near best (within the seeds' spread) at every budget', with a "
-                 f"fixed budget of N = {total_epochs} epochs: {'holds' if len(judged) and near_best == len(judged) else 'does not hold'} "
-                 f"here (the best mixed split is best or near best at {near_best} of {len(judged)} budgets).")
-report(lines, "Pretraining length")
+fig = result.figure("ablation_pretraining_tradeoff")
+plt.show()
+print(result.tables["ablation_pretraining_budget_table"].frame.to_markdown())
+display(Markdown(result.section("Pretraining length")))
 
 # %% [markdown]
 # ## 3 · Head depth
@@ -193,20 +111,11 @@ report(lines, "Pretraining length")
 # exits' costs move; the table below gives them.
 
 # %%
-head_study = study.run_study(profile, {"head": heads, "regime": regimes}, seeds=ablation_seeds,
-                             **how, **overrides)
-table = section_outputs("heads", head_study, ["head", "regime"], panel="head")
-costs = head_study.cost_table("head")
-plots.save_table(costs, "ablation_heads_exit_costs", profile, percent=True)
-print(format_budget_table(table).to_markdown())
-print(plots.readable(costs, percent=True).to_markdown(index=False))
-
-# %%
-lines = head_study.advantage_findings("mixed", "regime", within="head", single_seed_spread=single_seed_spread)
-lines += head_study.ranking("head", within="regime", budgets=[0.25, 0.5, 1.0], single_seed_spread=single_seed_spread)
-if "mixed" in regimes:
-    lines.append(head_study.paper_claim("head", single_seed_spread=single_seed_spread))
-report(lines, "Head depth")
+fig = result.figure("ablation_heads_tradeoff")
+plt.show()
+print(result.tables["ablation_heads_budget_table"].frame.to_markdown())
+print(result.tables["ablation_heads_exit_costs"].markdown())
+display(Markdown(result.section("Head depth")))
 
 # %% [markdown]
 # ## 4 · Placement
@@ -214,19 +123,10 @@ report(lines, "Head depth")
 # of the second half; the backbone's own classifier is always the last exit.
 
 # %%
-placement = study.run_study(profile, {"exit_after_blocks": placements, "regime": regimes},
-                            seeds=ablation_seeds, **how, **overrides)
-table = section_outputs("placement", placement, ["exit_after_blocks", "regime"], panel="exit_after_blocks")
-print(format_budget_table(table).to_markdown())
-
-# %%
-lines = placement.advantage_findings("mixed", "regime", within="exit_after_blocks",
-                                     single_seed_spread=single_seed_spread)
-lines += placement.ranking("exit_after_blocks", within="regime", budgets=[0.25, 0.5, 1.0],
-                          single_seed_spread=single_seed_spread)
-if "mixed" in regimes:
-    lines.append(placement.paper_claim("exit_after_blocks", single_seed_spread=single_seed_spread))
-report(lines, "Placement")
+fig = result.figure("ablation_placement_tradeoff")
+plt.show()
+print(result.tables["ablation_placement_budget_table"].frame.to_markdown())
+display(Markdown(result.section("Placement")))
 
 # %% [markdown]
 # ## 5 · Loss weighting
@@ -235,20 +135,10 @@ report(lines, "Placement")
 # make joint training as good as mixed training with the plain mean?
 
 # %%
-weighting = study.run_study(profile, {"method": weightings, "regime": weighting_regimes},
-                            seeds=ablation_seeds, **how, **overrides)
-table = section_outputs("weighting", weighting, ["method", "regime"], panel="regime", hue="method")
-print(format_budget_table(table).to_markdown())
-
-# %%
-lines = weighting.ranking("method", within="regime", single_seed_spread=single_seed_spread)
-if "mixed" in weighting_regimes:  # can a weighting reach the default loss's mixed training?
-    lines += weighting.against_findings({"method": weightings[0], "regime": "mixed"}, budgets=[0.25, 0.5, 1.0],
-                                        single_seed_spread=single_seed_spread)
-if {"mixed", "joint"} <= set(weighting_regimes):
-    lines.append("Mixed against joint with each loss: "
-                 + weighting.paper_claim("method", single_seed_spread=single_seed_spread))
-report(lines, "Loss weighting")
+fig = result.figure("ablation_weighting_tradeoff")
+plt.show()
+print(result.tables["ablation_weighting_budget_table"].frame.to_markdown())
+display(Markdown(result.section("Loss weighting")))
 
 # %% [markdown]
 # ## Training time
@@ -258,13 +148,8 @@ report(lines, "Loss weighting")
 # share counts once, in the first.
 
 # %%
-shared = set(criterion.wall_times()["stored"])
-wall = pd.concat([s.wall_times().assign(section=name) for name, s in sections if name != "criterion"])
-wall = wall[~wall["stored"].isin(shared)].drop_duplicates("stored")
-plots.save_table(wall.set_index(["section", "run", "seed"]), "ablation_wall_times", profile)
-minutes = (wall.groupby("section", sort=False)["seconds"].sum() / 60).rename("training minutes")
-print(minutes.round(1).to_markdown())
-print(f"In all: {minutes.sum():.1f} minutes of training for {len(wall)} runs and backbones "
+print(result["minutes"].round(1).to_markdown())
+print(f"In all: {result['minutes'].sum():.1f} minutes of training for {result['runs_trained']} runs and backbones "
       f"(as stored; runs trained in parallel overlap in wall-clock time).")
 
 # %% [markdown]
@@ -272,9 +157,7 @@ print(f"In all: {minutes.sum():.1f} minutes of training for {len(wall)} runs and
 # Computed from the numbers above each time the notebook runs; they may contradict the paper.
 
 # %%
-text = plots.findings_text(findings)
-plots.save_text(text, "ablation_findings", profile)
-display(Markdown(text))
+display(Markdown(result.findings_markdown()))
 
 # %% [markdown]
 # Next: [07 · Architectures: does the best regime depend on the network?](07_architectures.ipynb)

@@ -1,7 +1,14 @@
-"""Datasets too large for memory, streamed from disk: ImageNet-1k for the paper's ViT-T/ViT-S rows.
+"""A run's data on its training device: the one home of the trainer's and the analyses' data.
 
-The in-memory path (:class:`mexlib.train.DeviceData`) holds a dataset as one ``uint8`` tensor;
-ImageNet-1k at 224 px would take about 190 GB. :class:`StreamingData` offers the trainer the
+- :class:`DeviceData`: a dataset held in memory, its train / validation / test splits moved to
+  the device once as ``uint8`` tensors, batched and augmented there (Fashion-MNIST, CIFAR,
+  Tiny ImageNet, Imagenette).
+- :class:`StreamingData`: a dataset too large for memory, streamed from disk (below).
+- :class:`DataCache`: each distinct data set loaded and moved to the device once per process,
+  shared by every run and seed that needs it (:meth:`DataCache.get`).
+
+Streaming: ImageNet-1k for the paper's ViT-T/ViT-S rows. The in-memory path holds a dataset as
+one ``uint8`` tensor; ImageNet-1k at 224 px would take about 190 GB. :class:`StreamingData` offers the trainer the
 same interface (``train_loader``, ``eval_loader``) over image files that worker processes decode
 batch by batch, so one GPU node trains on it with a few GB of memory.
 
@@ -33,7 +40,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,15 +49,84 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from . import paths
+from . import hardware, paths
 from .config import RunConfig
-from .data import (DatasetNotFoundError, DatasetSpec, Normalize, batch_count, dataset_spec, epoch_generator,
-                   split_indices, stratified_split)
-from .train import _PHASE_SEED, EVAL_BATCH_SIZE, DeviceData, memory_format_for
+from .data import (BatchAugment, BatchLoader, DatasetNotFoundError, DatasetSpec, ImageData, Normalize, batch_count,
+                   dataset_spec, epoch_generator, load_dataset, make_splits, split_indices, stratified_split)
+from .models import arch_spec
 
 if TYPE_CHECKING:  # imported where used: importing torchvision takes a second
     import torchvision
     from torchvision.transforms import v2
+
+#: Each phase's offset of the training batches' seed (a run's phases see different orders).
+PHASE_SEED = {"backbone": 1, "joint": 2, "heads": 3}
+EVAL_BATCH_SIZE = 256  # faster per image than 1000 on a 2-core CPU (cache)
+
+
+def memory_format_for(config: RunConfig, device: str | torch.device) -> torch.memory_format:
+    """The layout of the run's weights and batches on ``device``: channels-last for CNNs on
+    CUDA only, NCHW on the CPU (:mod:`mexlib.hardware` gives the oneDNN bug behind it)."""
+    return hardware.memory_format(arch_spec(config.arch).prefers_channels_last, device)
+
+
+@dataclass
+class DeviceData:
+    """The run's train / validation / test tensors, moved to the training device once."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    val_images: Tensor
+    val_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    normalize: Normalize
+    augment: BatchAugment | None
+    memory_format: torch.memory_format = torch.contiguous_format
+    seed: int = 0  # seeds the training batches' order and augmentation
+
+    @staticmethod
+    def key(config: RunConfig) -> tuple:
+        """What the tensors depend on: runs that agree on it can share one DeviceData (with
+        their own ``seed``, see :func:`dataclasses.replace`)."""
+        return (config.dataset, config.train_size, config.val_size, config.test_size, config.val_fraction,
+                arch_spec(config.arch).family, config.augment, config.trivial_augment)
+
+    @classmethod
+    def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
+        splits = make_splits(data, config.val_fraction, seed=0, train_size=config.train_size,
+                             val_size=config.val_size)
+        test = slice(0, config.test_size)
+        spec = dataset_spec(config.dataset)
+        return cls(data.train_images[splits.train].to(device), data.train_labels[splits.train].to(device),
+                   data.train_images[splits.val].to(device), data.train_labels[splits.val].to(device),
+                   data.test_images[test].to(device), data.test_labels[test].to(device),
+                   Normalize(spec, device),
+                   BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
+                   memory_format_for(config, device), config.seed)
+
+    def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
+        return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
+                           shuffle=True, augment=self.augment, drop_last=True,
+                           seed=self.seed * 100 + PHASE_SEED[phase],
+                           memory_format=self.memory_format)
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        """The images (uint8, as stored) and labels of the ``"train"``, ``"val"`` or ``"test"`` split."""
+        splits = {"train": (self.train_images, self.train_labels), "val": (self.val_images, self.val_labels),
+                  "test": (self.test_images, self.test_labels)}
+        if name not in splits:
+            raise ValueError(f"unknown split {name!r}; valid splits: {', '.join(splits)}")
+        return splits[name]
+
+    def eval_loader(self, split: str) -> BatchLoader:
+        """The ``"train"``, ``"val"`` or ``"test"`` split in order, without augmentation."""
+        images, labels = self.split(split)
+        return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
+                           memory_format=self.memory_format)
+
+
+# --- streamed from disk ----------------------------------------------------------------------
 
 #: The archives torchvision's ImageNet reads (it unpacks them on first use).
 IMAGENET_ARCHIVES = ("ILSVRC2012_devkit_t12.tar.gz", "ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
@@ -191,7 +267,7 @@ OPENERS = {"imagenet": open_imagenet}
 
 @dataclass
 class StreamingData:
-    """A streamed dataset's splits for one run: :class:`mexlib.train.DeviceData`'s interface
+    """A streamed dataset's splits for one run: :class:`DeviceData`'s interface
     for the trainer and the evaluation, with the images decoded from disk batch by batch."""
 
     train_samples: list[tuple[str, int]]
@@ -215,7 +291,7 @@ class StreamingData:
                     workers: int | None = None) -> "StreamingData":
         spec = dataset_spec(config.dataset)
         if not spec.streamed:
-            raise ValueError(f"{spec.name} is held in memory (mexlib.train.DeviceData); streamed datasets: "
+            raise ValueError(f"{spec.name} is held in memory (DeviceData); streamed datasets: "
                              f"{', '.join(OPENERS)}")
         train, test = OPENERS[spec.name](root)
         train_labels = torch.tensor(train.targets, dtype=torch.long)
@@ -238,7 +314,7 @@ class StreamingData:
         transform = train_transform(self.spec, self.trivial_augment) if self.augment else eval_transform(self.spec)
         return StreamLoader(SeededSamples(self.train_samples, transform), self.train_indices, batch_size,
                             self._normalize(), self.device, shuffle=True, drop_last=True,
-                            seed=self.seed * 100 + _PHASE_SEED[phase], memory_format=self.memory_format,
+                            seed=self.seed * 100 + PHASE_SEED[phase], memory_format=self.memory_format,
                             workers=self.workers)
 
     def eval_loader(self, split: str) -> StreamLoader:
@@ -259,5 +335,33 @@ class StreamingData:
                          f"tensor; the analyses that need it (mexlib.analysis) run on in-memory datasets")
 
 
-__all__ = ["EVAL_CROP_RATIO", "IMAGENET_ARCHIVES", "OPENERS", "SeededSamples", "StreamLoader", "StreamingData",
-           "default_workers", "eval_transform", "open_imagenet", "train_transform"]
+class DataCache:
+    """Each distinct data set on ``device``, loaded and moved there once: every run and seed
+    that agrees on :meth:`DeviceData.key` shares its tensors (with its own ``seed``)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._data: dict[tuple, DeviceData | StreamingData] = {}
+
+    def get(self, config: RunConfig) -> DeviceData | StreamingData:
+        key = DeviceData.key(config)
+        if key not in self._data:
+            if dataset_spec(config.dataset).streamed:  # too large for memory: decoded batch by batch
+                self._data[key] = StreamingData.from_config(config, self.device)
+            else:
+                self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
+        return replace(self._data[key], seed=config.seed)
+
+
+_DATASETS: dict[str, ImageData] = {}
+
+
+def _dataset(name: str) -> ImageData:
+    """The data set in memory, read from disk once per process (a notebook reads several stores)."""
+    if name not in _DATASETS:
+        _DATASETS[name] = load_dataset(name)
+    return _DATASETS[name]
+
+
+__all__ = ["DataCache", "DeviceData", "EVAL_BATCH_SIZE", "PHASE_SEED", "EVAL_CROP_RATIO", "IMAGENET_ARCHIVES", "OPENERS", "SeededSamples", "StreamLoader", "StreamingData",
+           "default_workers", "eval_transform", "memory_format_for", "open_imagenet", "train_transform"]

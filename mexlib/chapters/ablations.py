@@ -1,0 +1,194 @@
+"""Chapter 06 · Ablations: what else decides how a multi-exit model should be trained?
+(``notebooks/06_ablations``).
+
+:func:`run` varies, one at a time, the choices the regime comparison held fixed, each through
+the same study piece (a grid → runs from the store → offline evaluation → tables), and checks
+the paper's central claim under each change (mixed best or near best, within the seeds' spread):
+
+1. **exit criterion** (no training): max-softmax confidence, normalised entropy and patience on
+   the regimes chapter's runs; its default configuration gives the seeds' spread that judges
+   one-seed differences elsewhere;
+2. **pretraining length**: N epochs split k : N − k between phase 1 and phase 2;
+3. **head depth**; 4. **placement** of the heads; 5. **loss weighting**.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import plots, verdicts
+from ..config import make_config, profile_seeds, profile_settings
+from ..evaluate import format_budget_table
+from ..models import arch_spec
+from ..study import run_study
+from .base import Result
+
+NOTEBOOK = "06_ablations"
+TITLE = "Ablations: what else decides how a multi-exit model should be trained?"
+SECTIONS = ("criterion", "pretraining", "heads", "placement", "weighting")
+TABLES = tuple(f"ablation_{s}_{t}" for s in SECTIONS for t in ("budget_table", "budget_table_raw")) + (
+    "ablation_heads_exit_costs", "ablation_wall_times", "ablation_findings")
+
+
+def default_placements(num_blocks: int) -> list[tuple[int, ...]]:
+    """Every block, every second block, the second half of the backbone."""
+    return [tuple(range(1, num_blocks)), tuple(range(2, num_blocks, 2)), tuple(range(num_blocks // 2 + 1, num_blocks))]
+
+
+def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoint", "joint", "mixed"),
+        total_epochs: int | None = None, criteria=("confidence", "entropy", "patience"), heads=("pool", "conv2"),
+        placements=None, weightings=("sdn", "sdn-depth", "sdn-ge"), weighting_regimes=("joint", "mixed"),
+        device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
+    """Every section. ``seeds``: of every section (None: the profile's); ``ablation_seeds``: of
+    the sections that train new runs (None: ``seeds``); ``total_epochs``: N of the pretraining
+    split (None: the profile's epoch cap per phase); ``placements``: None for
+    :func:`default_placements`."""
+    regimes, criteria, heads = list(regimes), list(criteria), list(heads)
+    weightings, weighting_regimes = list(weightings), list(weighting_regimes)
+    if ablation_seeds is None:
+        ablation_seeds = seeds
+    trained_seeds = profile_seeds(profile, ablation_seeds)
+    how = dict(device=device, progress=profile_settings(profile).progress, executor=executor, workers=workers)
+    base = make_config(profile, **overrides)
+    num_blocks = arch_spec(base.arch).num_blocks
+    total_epochs = base.joint_phase.epochs if total_epochs is None else total_epochs
+    splits = sorted({math.ceil(total_epochs * f) for f in (0, 0.25, 0.5, 0.75, 1)})
+    placements = default_placements(num_blocks) if placements is None else placements
+    placements = list(dict.fromkeys(tuple(p) for p in placements if len(p)))
+    result = Result(profile, "ablation_findings", FIGURES, data=dict(
+        base=base, num_blocks=num_blocks, total_epochs=total_epochs, splits=splits, placements=placements,
+        sections={}))
+
+    def section(name, study, by, panel, hue="regime", backbone=True):
+        table = study.budget_table(by, reference=backbone)
+        result.data["sections"][name] = dict(study=study, panel=panel, hue=hue, backbone=backbone, table=table)
+        result.add(f"ablation_{name}_budget_table", format_budget_table(table))
+        result.add(f"ablation_{name}_budget_table_raw", table, percent=True)
+        return table
+
+    # 2 · exit criterion, first: its default configuration gives the seeds' spread
+    criterion = run_study(profile, {"policy": criteria, "regime": regimes}, seeds=seeds, **how, **overrides)
+    section("criterion", criterion, ["policy", "regime"], panel="policy")
+    default_table = criterion.select(policy=criteria[0]).budget_table("regime", reference=False)
+    spread = float(default_table.xs("std", axis=1, level="stat").max().max())
+    spread = None if math.isnan(spread) else spread
+    result.data["single_seed_spread"] = spread
+    result.findings.append(("Exit criterion", _criterion_findings(criterion, criteria, regimes, spread,
+                                                                  trained_seeds)))
+    # 1 · pretraining length
+    pretraining = run_study(profile, {"backbone_epochs": splits}, seeds=ablation_seeds, **how,
+                            total_epochs=total_epochs, **overrides)
+    table = section("pretraining", pretraining, "backbone_epochs", panel=None, hue="backbone_epochs", backbone=False)
+    result.findings.append(("Pretraining length", _pretraining_findings(pretraining, table, total_epochs, spread)))
+    # 3 · head depth
+    head_study = run_study(profile, {"head": heads, "regime": regimes}, seeds=ablation_seeds, **how, **overrides)
+    section("heads", head_study, ["head", "regime"], panel="head")
+    result.add("ablation_heads_exit_costs", head_study.cost_table("head"), percent=True)
+    lines = verdicts.advantage_findings(head_study, "mixed", "regime", within="head", single_seed_spread=spread)
+    lines += verdicts.ranking(head_study, "head", within="regime", budgets=[0.25, 0.5, 1.0],
+                              single_seed_spread=spread)
+    if "mixed" in regimes:
+        lines.append(verdicts.paper_claim(head_study, "head", single_seed_spread=spread))
+    result.findings.append(("Head depth", lines))
+    # 4 · placement
+    placement = run_study(profile, {"exit_after_blocks": placements, "regime": regimes}, seeds=ablation_seeds,
+                          **how, **overrides)
+    section("placement", placement, ["exit_after_blocks", "regime"], panel="exit_after_blocks")
+    lines = verdicts.advantage_findings(placement, "mixed", "regime", within="exit_after_blocks",
+                                        single_seed_spread=spread)
+    lines += verdicts.ranking(placement, "exit_after_blocks", within="regime", budgets=[0.25, 0.5, 1.0],
+                              single_seed_spread=spread)
+    if "mixed" in regimes:
+        lines.append(verdicts.paper_claim(placement, "exit_after_blocks", single_seed_spread=spread))
+    result.findings.append(("Placement", lines))
+    # 5 · loss weighting
+    weighting = run_study(profile, {"method": weightings, "regime": weighting_regimes}, seeds=ablation_seeds,
+                          **how, **overrides)
+    section("weighting", weighting, ["method", "regime"], panel="regime", hue="method")
+    lines = verdicts.ranking(weighting, "method", within="regime", single_seed_spread=spread)
+    if "mixed" in weighting_regimes:  # can a weighting reach the default loss's mixed training?
+        lines += verdicts.against_findings(weighting, {"method": weightings[0], "regime": "mixed"},
+                                           budgets=[0.25, 0.5, 1.0], single_seed_spread=spread)
+    if {"mixed", "joint"} <= set(weighting_regimes):
+        lines.append("Mixed against joint with each loss: "
+                     + verdicts.paper_claim(weighting, "method", single_seed_spread=spread))
+    result.findings.append(("Loss weighting", lines))
+    wall = _wall_times(result.data["sections"])
+    result.add("ablation_wall_times", wall.set_index(["section", "run", "seed"]))
+    result.data["minutes"] = (wall.groupby("section", sort=False)["seconds"].sum() / 60).rename("training minutes")
+    result.data["runs_trained"] = len(wall)
+    return result
+
+
+def _criterion_findings(criterion, criteria, regimes, spread, trained_seeds) -> list[str]:
+    lines, orders = [], {}
+    for policy in criteria:
+        part = criterion.select(policy=policy)
+        table = part.budget_table("regime", reference=False)
+        orders[policy] = {b: " > ".join(table[(b, "mean")].dropna().sort_values(ascending=False).index) or "no point"
+                          for b in (0.25, 0.5)}
+        if "mixed" in regimes:
+            (line,) = verdicts.advantage_findings(part, "mixed", "regime")
+            lines.append(f"{policy} rule: " + line.removeprefix("Overall: "))
+            lines.append(f"{policy} rule: " + verdicts.paper_claim(part))
+    same = all(orders[p] == orders[criteria[0]] for p in criteria)
+    lines.append("The order of the regimes at 25 % and 50 % of the cost is "
+                 + ("the same under every criterion" if same else "not the same under every criterion")
+                 + ": " + "; ".join(f"{p}: {o[0.25]} (25 %), {o[0.5]} (50 %)" for p, o in orders.items()) + ".")
+    if spread is not None:
+        lines.append(f"The seeds' spread of the default configuration: {100 * spread:.2f} points"
+                     + (" (used below to judge the one-seed differences)." if len(trained_seeds) == 1 else "."))
+    return lines
+
+
+def _pretraining_findings(pretraining, table: pd.DataFrame, total_epochs: int, spread) -> list[str]:
+    lines = verdicts.ranking(pretraining, "backbone_epochs", single_seed_spread=spread)
+    best = {}
+    for b in (0.25, 0.5, 1.0):
+        column = table[(b, "mean")].dropna().sort_values(ascending=False)
+        if len(column) > 1:
+            width = table[(b, "std")].max()  # as in the ranking above: the largest std; NaN with one seed
+            if math.isnan(width) and spread is not None:
+                width = spread
+            clear = not math.isnan(width) and column.iloc[0] - column.iloc[1] > width
+            best[b] = f"k = {column.index[0]}" + ("" if clear else " (not beyond the spread)")
+    lines.append("Best split (backbone epochs k of N = "
+                 f"{total_epochs}): " + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
+                 + ". k = 0 is the joint regime, k = N the disjoint one, every k between a mixed run.")
+    ends = [k for k in (0, total_epochs) if k in table.index]  # joint and disjoint
+    between = [k for k in table.index if k not in ends]  # the mixed splits
+    if ends and between:
+        judged = verdicts.best_versus(pretraining, "backbone_epochs", between, ends, single_seed_spread=spread)
+        judged = judged[judged["verdict"] != "one seed"]
+        near_best = int((judged["verdict"] != "behind").sum())
+        holds = "holds" if len(judged) and near_best == len(judged) else "does not hold"
+        lines.append("Paper's claim 'mixed is best or near best (within the seeds' spread) at every budget', with a "
+                     f"fixed budget of N = {total_epochs} epochs: {holds} "
+                     f"here (the best mixed split is best or near best at {near_best} of {len(judged)} budgets).")
+    return lines
+
+
+def _wall_times(sections: dict) -> pd.DataFrame:
+    """Training seconds of the runs each section trained itself: the runs the criterion section
+    reads are the regimes chapter's, and a run two sections share counts once, in the first."""
+    shared = set(sections["criterion"]["study"].wall_times()["stored"])
+    wall = pd.concat([s["study"].wall_times()[["run", "seed", "seconds", "stored"]].assign(section=name)
+                      for name, s in sections.items() if name != "criterion"])
+    return wall[~wall["stored"].isin(shared)].drop_duplicates("stored")
+
+
+def _draw(name: str):
+    def draw(result: Result):
+        s = result["sections"][name]
+        if s["panel"]:
+            return plots.plot_tradeoff_panels(s["study"], panel=s["panel"], hue=s["hue"], backbone=s["backbone"])
+        return plots.plot_tradeoff(s["study"], hue=s["hue"], backbone=s["backbone"])
+    draw.__doc__ = f"The {name} section's accuracy against cost."
+    return draw
+
+
+FIGURES = {f"ablation_{name}_tradeoff": _draw(name) for name in SECTIONS}
+
+__all__ = ["FIGURES", "NOTEBOOK", "SECTIONS", "TABLES", "TITLE", "default_placements", "run"]

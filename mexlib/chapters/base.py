@@ -1,0 +1,83 @@
+"""What every chapter returns: a :class:`Result` holding its tables, its findings and what its
+figures need, so that a notebook (or a user's script, or a test) calls ``chapter.run(...)`` and
+then only displays, draws and saves.
+
+A chapter module declares ``NOTEBOOK`` (the notebook it serves), ``TITLE``, ``FIGURES`` (each
+figure's file name and the function that draws it from a result) and ``TABLES`` (every table
+and text it may save, by file name); the report (:mod:`mexlib.report`) groups the files in
+``figures/`` by these declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .. import plots
+
+
+@dataclass
+class Table:
+    """A table as saved: the frame and how :func:`mexlib.plots.save_table` writes it."""
+
+    frame: pd.DataFrame
+    percent: bool | Iterable[str] = False
+
+    def markdown(self) -> str:
+        """The table as its Markdown file shows it."""
+        return plots.readable(self.frame, self.percent).to_markdown(index=False)
+
+
+@dataclass
+class Result:
+    """A chapter's outcome for one profile: ``tables`` (file name → :class:`Table`),
+    ``findings`` (``(section title, sentences)``; sentences computed from the tables, never
+    written by hand), ``data`` (whatever the figures and the notebook's text need) and the
+    chapter's figure drawers (file name → function of this result)."""
+
+    profile: str
+    findings_name: str
+    drawers: Mapping[str, Callable[["Result"], Any]]
+    tables: dict[str, Table] = field(default_factory=dict)
+    findings: list[tuple[str, list[str]]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    flat_findings: bool = False  # one list of sentences, saved as bullets without headings
+
+    def __getitem__(self, name: str) -> Any:
+        """``result["budget"]``: an entry of :attr:`data`."""
+        return self.data[name]
+
+    def add(self, name: str, frame: pd.DataFrame, percent: bool | Iterable[str] = False) -> pd.DataFrame:
+        self.tables[name] = Table(frame, percent if isinstance(percent, bool) else list(percent))
+        return frame
+
+    def findings_markdown(self) -> str:
+        """The findings as their Markdown file holds them."""
+        if self.flat_findings:
+            return "".join(f"- {line}\n" for _, lines in self.findings for line in lines)
+        return plots.findings_text(self.findings)
+
+    def section(self, title: str) -> str:
+        """One section's sentences as Markdown bullets (for the notebook, under that section)."""
+        (lines,) = [lines for t, lines in self.findings if t == title]
+        return "\n".join(f"* {line}" for line in lines)
+
+    def save(self) -> None:
+        """Write every table (CSV and Markdown) and the findings into the profile's figures."""
+        for name, table in self.tables.items():
+            plots.save_table(table.frame, name, self.profile, percent=table.percent)
+        plots.save_text(self.findings_markdown(), self.findings_name, self.profile)
+
+    def figure(self, name: str):
+        """Draw the figure ``name``, save it (PNG and PDF) into the profile's figures and return it."""
+        if name not in self.drawers:
+            raise ValueError(f"unknown figure {name!r}; this chapter's figures: {', '.join(self.drawers)}")
+        fig = self.drawers[name](self)
+        plots.save_figure(fig, name, self.profile)
+        return fig
+
+
+__all__ = ["Result", "Table"]
