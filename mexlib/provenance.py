@@ -21,7 +21,6 @@ import subprocess
 import sys
 import types
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 

@@ -21,15 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths
+from . import chapters, paths
 from .config import PROFILES, profile_settings
 from .config import figures_dir as config_figures_dir
 
 #: The file that marks a folder as a report, which a rebuild may replace.
 MARKER = ".mexlib-report"
-#: Which notebook writes which figures and tables (by file-name prefix).
-PREFIXES = {"data_": "00_data", "tour_": "00_tour", "regimes_": "01_regimes", "methods_": "02_methods",
-            "ablation_": "06_ablations"}
 _REMOTE = re.compile(r"<script[^>]*\ssrc=\"https?://[^\"]*\"[^>]*>\s*</script>|<link[^>]*\shref=\"https?://[^\"]*\"[^>]*>",
                      re.I)
 _REMOTE_INLINE = re.compile(r"<script[^>]*>(?:(?!</script>).)*?import\(\s*\"https?://(?:(?!</script>).)*</script>", re.S)
@@ -73,7 +70,9 @@ def _title(notebook: Path) -> str:
 
 
 def _owner(name: str) -> str:
-    return next((nb for prefix, nb in PREFIXES.items() if name.startswith(prefix)), "other")
+    """The notebook whose chapter declares the figure or table ``name`` (a file name), or "other"."""
+    chapter = chapters.owner(Path(name).stem)
+    return chapter.NOTEBOOK if chapter is not None else "other"
 
 
 def build_report(profile: str = "cpu", out: str | Path | None = None, code: bool = False) -> Path:

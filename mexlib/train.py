@@ -34,9 +34,8 @@ from tqdm.auto import tqdm
 
 from . import hardware
 from .config import PhaseConfig, RunConfig
-from .data import BatchLoader, dataset_spec
+from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
-from .hardware import resolve_device
 from .methods import Method, StepRule, cross_entropy_per_exit, get_method
 from .models import ExitContext, MultiExitModel, arch_spec
 

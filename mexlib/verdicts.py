@@ -10,6 +10,7 @@ that of a related configuration with several seeds) stands in for it, or the ver
 - :func:`advantage`: one value (mixed) against the best other one, per group and budget;
 - :func:`against`: every group against one reference group; :func:`best_versus`: the best of
   some values against the best of others (the pretraining splits against the two ends);
+- :func:`order`: the values of a field from the most accurate down, at each budget;
 - :func:`paper_claim`: the study's central claim (mixed best or near best at every budget);
 - :func:`regime_findings`: the regime comparison's statements.
 
@@ -239,6 +240,14 @@ def judge(gap: float, stds: Sequence[float], single_seed_spread: float | None,
     return spread, verdict
 
 
+def order(study: Study, budgets: Sequence[float] = evaluate.BUDGETS, among: str = "regime") -> dict[float, str]:
+    """At each budget, the values of ``among`` from the most accurate down (``"mixed > joint >
+    disjoint"``), or ``"no point"`` where none has an operating point within the budget."""
+    table = study.budget_table(among, reference=False)
+    return {b: " > ".join(map(str, table[(b, "mean")].dropna().sort_values(ascending=False).index)) or "no point"
+            for b in budgets}
+
+
 def _names(fields) -> list[str]:
     """One field name or several, as a list."""
     return [fields] if isinstance(fields, str) else list(fields)
@@ -269,5 +278,5 @@ def _cell(table: pd.DataFrame, key, value, budget: float, stat: str, within: lis
     return float(table[(budget, stat)].iloc[position])
 
 
-__all__ = ["advantage", "advantage_findings", "against", "against_findings", "best_versus", "judge", "paper_claim",
-           "ranking", "regime_findings"]
+__all__ = ["advantage", "advantage_findings", "against", "against_findings", "best_versus", "judge", "order",
+           "paper_claim", "ranking", "regime_findings"]

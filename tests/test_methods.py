@@ -23,7 +23,8 @@ from mexlib.methods.weighting import depth_weights as get_depth_weights
 from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, target_exit_distribution
 from mexlib.models import ExitContext
 from mexlib.store import RunStore
-from mexlib.train import BatchLoader, DeviceData, build_model, step_rule, train_regime
+from mexlib.data import BatchLoader
+from mexlib.train import DeviceData, build_model, step_rule, train_regime
 
 CPU = torch.device("cpu")
 TRAINED = [name for name, m in METHODS.items() if m.trains_as is None]

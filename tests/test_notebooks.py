@@ -12,7 +12,7 @@ import nbformat
 import papermill
 import pytest
 
-from mexlib import paths, reproduce
+from mexlib import chapters, paths, reproduce
 from mexlib.config import figures_dir
 from mexlib.notebook import unknown_parameters
 
@@ -117,6 +117,9 @@ def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_re
     assert saved, "the notebook saved no figure"
     assert all((figures / name.replace(".png", ".pdf")).is_file() for name in saved)
     assert not list(figures_dir("cpu").glob("*.png")), "a smoke run wrote cpu-profile figures"
+    # every file it wrote is one its chapter declares, so the report files it under this notebook
+    owners = {p.name: getattr(chapters.owner(p.stem), "NOTEBOOK", None) for p in figures.iterdir() if p.is_file()}
+    assert {name for name, owner in owners.items() if owner != notebook.stem} == set(), owners
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                              "--nbval-lax", "--nbval-sanitize-with", str(SANITIZE), str(executed)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mexlib import paths, plots
+from mexlib import plots
 from mexlib.config import figures_dir
 
 

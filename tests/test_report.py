@@ -97,3 +97,24 @@ def test_report_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
     assert (precious / "thesis.tex").is_file()
     index = report.build_report("smoke", out=tmp_path / "site")
     assert report.build_report("smoke", out=tmp_path / "site") == index  # its own folder: rebuilt
+
+
+def _stems(folder: Path) -> set[str]:
+    return {p.stem for p in folder.iterdir() if p.is_file()}
+
+
+def test_every_committed_figure_and_table_belongs_to_a_chapter_section():
+    """The report groups files by what the chapters declare (no hand-kept map to go stale): every
+    file of the committed cpu-profile figures belongs to a chapter, and every file a chapter
+    declares for the cpu profile is there (the paper-only tables beside the paper's numbers apart)."""
+    from mexlib import chapters, paths
+
+    present = _stems(paths.ROOT / "figures")  # the committed ones (the tests' own MEXLIB_FIGURES is empty)
+    assert present, "no committed figures"
+    orphans = sorted(stem for stem in present if chapters.owner(stem) is None)
+    assert not orphans, f"files no chapter declares (they would land under 'Other figures'): {orphans}"
+    declared = {stem for c in chapters.CHAPTERS for stem in chapters.outputs(c) if not stem.endswith("_against_the_paper")}
+    assert not declared - present, f"declared but not in figures/: {sorted(declared - present)}"
+    assert report._owner("regimes_tradeoff.png") == "01_regimes" and report._owner("exit_latency.csv") == "07_architectures"
+    assert report._owner("stray_plot.png") == "other"
+

@@ -4,7 +4,6 @@ the cluster, the command line and the study's executor option."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import stat

@@ -38,14 +38,14 @@ def default_placements(num_blocks: int) -> list[tuple[int, ...]]:
 
 
 def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoint", "joint", "mixed"),
-        total_epochs: int | None = None, criteria=("confidence", "entropy", "patience"), heads=("pool", "conv2"),
+        total_epochs: int | None = None, policies=("confidence", "entropy", "patience"), heads=("pool", "conv2"),
         placements=None, weightings=("sdn", "sdn-depth", "sdn-ge"), weighting_regimes=("joint", "mixed"),
         device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
     """Every section. ``seeds``: of every section (None: the profile's); ``ablation_seeds``: of
     the sections that train new runs (None: ``seeds``); ``total_epochs``: N of the pretraining
     split (None: the profile's epoch cap per phase); ``placements``: None for
     :func:`default_placements`."""
-    regimes, criteria, heads = list(regimes), list(criteria), list(heads)
+    regimes, policies, heads = list(regimes), list(policies), list(heads)
     weightings, weighting_regimes = list(weightings), list(weighting_regimes)
     if ablation_seeds is None:
         ablation_seeds = seeds
@@ -69,13 +69,13 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
         return table
 
     # 2 · exit criterion, first: its default configuration gives the seeds' spread
-    criterion = run_study(profile, {"policy": criteria, "regime": regimes}, seeds=seeds, **how, **overrides)
+    criterion = run_study(profile, {"policy": policies, "regime": regimes}, seeds=seeds, **how, **overrides)
     section("criterion", criterion, ["policy", "regime"], panel="policy")
-    default_table = criterion.select(policy=criteria[0]).budget_table("regime", reference=False)
+    default_table = criterion.select(policy=policies[0]).budget_table("regime", reference=False)
     spread = float(default_table.xs("std", axis=1, level="stat").max().max())
     spread = None if math.isnan(spread) else spread
     result.data["single_seed_spread"] = spread
-    result.findings.append(("Exit criterion", _criterion_findings(criterion, criteria, regimes, spread,
+    result.findings.append(("Exit criterion", _criterion_findings(criterion, policies, regimes, spread,
                                                                   trained_seeds)))
     # 1 · pretraining length
     pretraining = run_study(profile, {"backbone_epochs": splits}, seeds=ablation_seeds, **how,
@@ -122,18 +122,16 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
     return result
 
 
-def _criterion_findings(criterion, criteria, regimes, spread, trained_seeds) -> list[str]:
+def _criterion_findings(criterion, policies, regimes, spread, trained_seeds) -> list[str]:
     lines, orders = [], {}
-    for policy in criteria:
+    for policy in policies:
         part = criterion.select(policy=policy)
-        table = part.budget_table("regime", reference=False)
-        orders[policy] = {b: " > ".join(table[(b, "mean")].dropna().sort_values(ascending=False).index) or "no point"
-                          for b in (0.25, 0.5)}
+        orders[policy] = verdicts.order(part, (0.25, 0.5))
         if "mixed" in regimes:
             (line,) = verdicts.advantage_findings(part, "mixed", "regime")
             lines.append(f"{policy} rule: " + line.removeprefix("Overall: "))
             lines.append(f"{policy} rule: " + verdicts.paper_claim(part))
-    same = all(orders[p] == orders[criteria[0]] for p in criteria)
+    same = all(orders[p] == orders[policies[0]] for p in policies)
     lines.append("The order of the regimes at 25 % and 50 % of the cost is "
                  + ("the same under every criterion" if same else "not the same under every criterion")
                  + ": " + "; ".join(f"{p}: {o[0.25]} (25 %), {o[0.5]} (50 %)" for p, o in orders.items()) + ".")
@@ -149,11 +147,9 @@ def _pretraining_findings(pretraining, table: pd.DataFrame, total_epochs: int, s
     for b in (0.25, 0.5, 1.0):
         column = table[(b, "mean")].dropna().sort_values(ascending=False)
         if len(column) > 1:
-            width = table[(b, "std")].max()  # as in the ranking above: the largest std; NaN with one seed
-            if math.isnan(width) and spread is not None:
-                width = spread
-            clear = not math.isnan(width) and column.iloc[0] - column.iloc[1] > width
-            best[b] = f"k = {column.index[0]}" + ("" if clear else " (not beyond the spread)")
+            # judged as the ranking above: against the largest std over seeds of any split
+            _, verdict = verdicts.judge(column.iloc[0] - column.iloc[1], table[(b, "std")].tolist(), spread)
+            best[b] = f"k = {column.index[0]}" + ("" if verdict == "ahead" else " (not beyond the spread)")
     lines.append("Best split (backbone epochs k of N = "
                  f"{total_epochs}): " + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
                  + ". k = 0 is the joint regime, k = N the disjoint one, every k between a mixed run.")

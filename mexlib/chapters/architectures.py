@@ -16,11 +16,11 @@ import pandas as pd
 from .. import evaluate, plots, verdicts
 from ..config import figures_dir, make_config, profile_settings
 from ..data import dataset_spec
-from ..evaluate import format_budget_table, format_mean_std
-from ..settings import SETTINGS, paper_numbers
+from ..evaluate import format_budget_table
+from ..settings import SETTINGS
 from ..study import run_study
 from ..train import build_model
-from .base import Result
+from .base import Result, against_the_paper
 
 NOTEBOOK = "07_architectures"
 TITLE = "Architectures: does the best regime depend on the network?"
@@ -48,7 +48,7 @@ def run(profile: str = "cpu", archs=None, seeds=None, regimes=("disjoint", "join
     result.data["budget"] = table
     result.add("architectures_budget_table", format_budget_table(table))
     result.add("architectures_budget_table_raw", table, percent=True)
-    beside = _against_the_paper(comparison, table, archs, regimes)
+    beside = against_the_paper(comparison, table, within="arch")
     if beside is not None:
         result.add("architectures_against_the_paper", beside)
     result.findings.append(("Accuracy by architecture", _accuracy_findings(comparison, archs, regimes)))
@@ -84,25 +84,9 @@ def exit_times(run, profile: str, batch: int, threads: int, **overrides) -> pd.D
     return rows.assign(arch=arch, source=source).reset_index(drop=True)
 
 
-def _against_the_paper(comparison, table, archs, regimes) -> pd.DataFrame | None:
-    beside = []
-    for arch in archs:
-        setting = paper_numbers(comparison.select(arch=arch).runs[0].config)
-        if setting is not None:
-            for regime in regimes:
-                beside.append({"arch": arch, "regime": regime, "paper (100 %)": f"{setting.paper[regime]:.2f}",
-                               "ours (100 %)": format_mean_std(table.loc[(arch, regime), (1.0, "mean")],
-                                                               table.loc[(arch, regime), (1.0, "std")])})
-    return pd.DataFrame(beside).set_index(["arch", "regime"]) if beside else None
-
-
 def _accuracy_findings(comparison, archs, regimes) -> list[str]:
     lines = verdicts.advantage_findings(comparison, "mixed", "regime", within="arch") if "mixed" in regimes else []
-    orders = {}
-    for arch in archs:
-        part = comparison.select(arch=arch).budget_table("regime", reference=False)
-        orders[arch] = {b: " > ".join(part[(b, "mean")].dropna().sort_values(ascending=False).index) or "no point"
-                        for b in evaluate.BUDGETS}
+    orders = {arch: verdicts.order(comparison.select(arch=arch)) for arch in archs}
     same = all(orders[a] == orders[archs[0]] for a in archs)
     lines.append("The order of the regimes " + ("is the same for every architecture" if same else
                                                 "changes with the architecture") + ": "

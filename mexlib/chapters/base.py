@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 
 from .. import plots
+from ..evaluate import format_mean_std
+from ..settings import paper_numbers
 
 
 @dataclass
@@ -80,4 +82,21 @@ class Result:
         return fig
 
 
-__all__ = ["Result", "Table"]
+def against_the_paper(study, table: pd.DataFrame, within: str | None = None) -> pd.DataFrame | None:
+    """Ours at the full budget (from ``table``, a budget table of ``study`` by ``within`` and
+    regime, or by regime alone) beside the paper's Table 1 (as read by third parties), for every
+    group whose runs have the paper's numbers (the paper profile of a Table 1 setting); None if
+    none has."""
+    rows = []
+    for value in study.values(within) if within else [None]:
+        part = study.select(**{within: value}) if within else study
+        setting = paper_numbers(part.runs[0].config)
+        for regime in part.regimes if setting is not None else ():
+            key = (value, regime) if within else regime
+            rows.append({**({within: value} if within else {}), "regime": regime,
+                         "ours (100 %)": format_mean_std(table.loc[key, (1.0, "mean")], table.loc[key, (1.0, "std")]),
+                         "paper (100 %)": f"{setting.paper[regime]:.2f}"})
+    return pd.DataFrame(rows).set_index([within, "regime"] if within else "regime") if rows else None
+
+
+__all__ = ["Result", "Table", "against_the_paper"]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-from .. import plots
+
 from ..analysis import SCOPES, barrier, fixed_sample, interpolate, joined, loss_surface, run_data
 from ..config import profile_settings
 from ..registry import check

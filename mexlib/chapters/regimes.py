@@ -12,10 +12,9 @@ import pandas as pd
 
 from .. import plots, verdicts
 from ..config import profile_settings
-from ..evaluate import format_budget_table, format_mean_std
-from ..settings import paper_numbers
+from ..evaluate import format_budget_table
 from ..study import compare_regimes
-from .base import Result
+from .base import Result, against_the_paper
 
 NOTEBOOK = "01_regimes"
 TITLE = "Disjoint, joint or mixed? The main regime comparison"
@@ -39,7 +38,7 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.data["budget"] = budget
     result.add("regimes_budget_table", format_budget_table(budget))
     result.add("regimes_budget_table_raw", budget, percent=True)
-    beside = against_the_paper(comparison, budget)
+    beside = against_the_paper(comparison, budget)  # the paper profile of a Table 1 setting
     if beside is not None:
         result.add("regimes_against_the_paper", beside)
     validation = comparison.validation_budget_table()
@@ -49,19 +48,6 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.add("regimes_wall_times", wall_table(comparison))
     result.findings.append(("Regimes", verdicts.regime_findings(comparison)))
     return result
-
-
-def against_the_paper(comparison, budget: pd.DataFrame) -> pd.DataFrame | None:
-    """Ours at the full budget beside the paper's Table 1 (read by third parties), where the
-    profile and setting have the paper's numbers (the paper profile of a Table 1 setting)."""
-    setting = paper_numbers(comparison.runs[0].config)
-    if setting is None:
-        return None
-    regimes = comparison.regimes
-    return pd.DataFrame({"ours (100 %)": [format_mean_std(budget.loc[r, (1.0, "mean")], budget.loc[r, (1.0, "std")])
-                                          for r in regimes],
-                         "paper (100 %)": [f"{setting.paper[r]:.2f}" for r in regimes]},
-                        index=pd.Index(regimes, name="regime"))
 
 
 def wall_table(study) -> pd.DataFrame:
@@ -85,4 +71,4 @@ def draw_training_curves(result: Result):
 FIGURES = {"regimes_tradeoff": draw_tradeoff, "regimes_exits": draw_exits,
            "regimes_training_curves": draw_training_curves}
 
-__all__ = ["FIGURES", "NOTEBOOK", "TABLES", "TITLE", "against_the_paper", "run", "wall_table"]
+__all__ = ["FIGURES", "NOTEBOOK", "TABLES", "TITLE", "run", "wall_table"]

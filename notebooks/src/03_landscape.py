@@ -69,7 +69,7 @@ print(f"planes and paths in {result['seconds']:.0f} s (read back from the store 
 # ## 1 · The loss around each solution
 # One plane per regime (seed `seed`), with the same colour scale for every regime in a row: the
 # top row is the total loss, the rows below each exit's own loss, the first exit at the top. The
-# cross marks the trained model. Computed once and kept in the run store (`analyses/`), so the
+# cross marks the trained model. Computed once and kept in the run store (`result-*` entries), so the
 # notebook run again reads the planes back.
 
 

@@ -33,7 +33,7 @@ seeds = None  # seeds of every section; None: the profile's seeds (3 in the cpu 
 ablation_seeds = None  # seeds of the sections that train new runs; None: the same as seeds
 regimes = ["disjoint", "joint", "mixed"]
 total_epochs = None  # N of the pretraining split; None: the profile's epoch cap per phase
-criteria = ["confidence", "entropy", "patience"]
+policies = ["confidence", "entropy", "patience"]
 heads = ["pool", "conv2"]
 placements = None  # None: every block, every second block, the second half of the backbone
 weightings = ["sdn", "sdn-depth", "sdn-ge"]
@@ -56,7 +56,7 @@ check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
 result = chapter.run(profile, seeds=seeds, ablation_seeds=ablation_seeds, regimes=regimes, total_epochs=total_epochs,
-                     criteria=criteria, heads=heads, placements=placements, weightings=weightings,
+                     policies=policies, heads=heads, placements=placements, weightings=weightings,
                      weighting_regimes=weighting_regimes, device=device, executor=executor, workers=workers,
                      **overrides)
 result.save()  # every table below and the findings, into the profile's figures folder

@@ -1,0 +1,68 @@
+"""The chapters called from Python, without papermill: what a user's script does."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")  # a script, not a notebook: no inline backend here
+
+from mexlib import chapters, verdicts  # noqa: E402
+from mexlib.chapters import gradients, regimes  # noqa: E402
+from mexlib.config import figures_dir  # noqa: E402
+
+
+@pytest.mark.slow
+def test_a_chapter_runs_from_a_script_and_saves_what_it_declares():
+    result = regimes.run("smoke", seeds=[0, 1], epochs=1)
+    study = result["study"]
+    # its tables are the study's, and its findings the verdicts computed from them
+    assert result.tables["regimes_budget_table_raw"].frame.equals(study.budget_table())
+    assert result.findings == [("Regimes", verdicts.regime_findings(study))]
+    assert "regimes_against_the_paper" not in result.tables  # the smoke profile is not the paper's
+    result.save()
+    fig = result.figure("regimes_tradeoff")
+    assert fig.axes
+    with pytest.raises(ValueError, match="this chapter's figures: regimes_tradeoff, regimes_exits"):
+        result.figure("regimes_tradeof")
+    written = {p.name for p in figures_dir("smoke").iterdir()}
+    assert {"regimes_tradeoff.png", "regimes_tradeoff.pdf", "regimes_findings.md"} <= written
+    assert {f"{name}.csv" for name in result.tables} <= written
+    assert {p.split(".")[0] for p in written} <= set(chapters.outputs(regimes))
+    text = (figures_dir("smoke") / "regimes_findings.md").read_text()
+    assert text == "".join(f"- {line}\n" for line in verdicts.regime_findings(study))
+
+
+def test_a_chapter_rejects_bad_parameters_with_the_valid_choices():
+    with pytest.raises(ValueError, match="valid regimes: joint, mixed"):
+        gradients.run("smoke", regimes=["disjoint", "joint"])
+    with pytest.raises(ValueError, match="valid profiles: smoke, cpu, paper"):
+        regimes.run("laptop")
+
+
+def test_our_numbers_stand_beside_the_papers_only_in_its_settings():
+    """The paper-profile table of ours against Table 1 (never made at the smoke or cpu scale)."""
+    import numpy as np
+    import pandas as pd
+
+    from mexlib.chapters.base import against_the_paper
+    from mexlib.config import make_config
+    from mexlib.settings import SETTINGS, setting_config
+    from mexlib.study import Study, StudyRun
+
+    def study_of(configs):
+        runs = [StudyRun(dict(arch=c.arch, regime=c.regime), c.seed, c, None, None, "confidence", None,
+                         pd.DataFrame(), pd.DataFrame()) for c in configs]
+        return Study(runs, ("arch", "regime"))
+
+    regimes = ["disjoint", "joint", "mixed"]
+    paper = [setting_config("resnet34-cifar100", regime=r) for r in regimes]
+    ours = [make_config("smoke", regime=r) for r in regimes]
+    index = pd.MultiIndex.from_tuples([(c.arch, c.regime) for c in paper + ours], names=["arch", "regime"])
+    columns = pd.MultiIndex.from_product([[1.0], ["mean", "std"]], names=["budget", "stat"])
+    table = pd.DataFrame(np.tile([0.7512, 0.0031], (6, 1)), index=index, columns=columns)
+    beside = against_the_paper(study_of(paper + ours), table, within="arch")
+    assert list(beside.index) == [(paper[0].arch, r) for r in regimes]  # the smoke rows have no paper numbers
+    assert beside["paper (100 %)"].tolist() == [f"{SETTINGS['resnet34-cifar100'].paper[r]:.2f}" for r in regimes]
+    assert beside["ours (100 %)"].tolist() == ["75.1 ± 0.3"] * 3
+    assert against_the_paper(study_of(ours), table.loc[[c.arch for c in ours]], within="arch") is None
