@@ -103,11 +103,11 @@ def test_unknown_profile_stops_the_notebook_with_the_valid_ones(tmp_path):
 @pytest.mark.notebooks
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_reproduction, monkeypatch):
-    """papermill executes the notebook with profile=smoke; nbval then reruns the executed copy
-    and compares the outputs of the cells marked NBVAL_CHECK_OUTPUT. The executed copy and its
-    figures are kept for the report test (``smoke_reproduction``). The notebooks share one run
-    store, as in ``make reproduce PROFILE=smoke``: a run one notebook trained, the next reads."""
+def test_notebook_runs_at_smoke_scale(notebook, tmp_path, smoke_reproduction, monkeypatch):
+    """papermill executes the notebook with profile=smoke; the executed copy and its figures are
+    kept for nbval (the next test) and the report test (``smoke_reproduction``). The notebooks
+    share one run store, as in ``make reproduce PROFILE=smoke``: a run one notebook trained, the
+    next reads."""
     monkeypatch.setenv("MEXLIB_RUNS", str(smoke_reproduction / "runs"))
     executed = tmp_path / notebook.name
     _execute(notebook, executed, **reproduce.unattended_parameters(notebook, "smoke"),
@@ -120,12 +120,35 @@ def test_notebook_runs_at_smoke_scale_and_validates(notebook, tmp_path, smoke_re
     # every file it wrote is one its chapter declares, so the report files it under this notebook
     owners = {p.name: getattr(chapters.owner(p.stem), "NOTEBOOK", None) for p in figures.iterdir() if p.is_file()}
     assert {name for name, owner in owners.items() if owner != notebook.stem} == set(), owners
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "--nbval-lax", "--nbval-sanitize-with", str(SANITIZE), str(executed)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     checked = sum("NBVAL_CHECK_OUTPUT" in c.source for c in nbformat.read(executed, 4).cells)
     assert checked >= 1
     shutil.copy2(executed, smoke_reproduction / "build" / "notebooks" / "smoke" / notebook.name)
     for saved_file in figures.iterdir():
         shutil.copy2(saved_file, smoke_reproduction / "figures" / "smoke" / saved_file.name)
+
+
+@pytest.mark.notebooks
+@pytest.mark.timeout(900)
+def test_every_executed_notebook_reruns_to_its_own_outputs_under_nbval(tmp_path, smoke_reproduction, monkeypatch):
+    """nbval reruns each executed notebook and compares the outputs of the cells marked
+    NBVAL_CHECK_OUTPUT: the second run reads every run and analysis back from the store, so a
+    result that changes once cached fails here. One nbval process for all notebooks (each still
+    in a kernel of its own): a pytest start per notebook was a repeated cost of the suite. A
+    notebook the previous test did not execute in this session (this test run alone) is
+    executed first."""
+    monkeypatch.setenv("MEXLIB_RUNS", str(smoke_reproduction / "runs"))
+    folder = smoke_reproduction / "build" / "notebooks" / "smoke"
+    for notebook in NOTEBOOKS:
+        if not (folder / notebook.name).is_file():
+            _execute(notebook, folder / notebook.name, **reproduce.unattended_parameters(notebook, "smoke"),
+                     **SMOKE_TEST_PARAMETERS.get(notebook.stem, {}))
+    executed = [folder / nb.name for nb in NOTEBOOKS]
+    for notebook in executed:  # nbval reruns a copy, so the report's copies keep their first outputs
+        shutil.copy2(notebook, tmp_path / notebook.name)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                             "--nbval-sanitize-with", str(SANITIZE), *[str(tmp_path / nb.name) for nb in executed]],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=840)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", result.stdout)
+    cells = sum(c.cell_type == "code" for nb in executed for c in nbformat.read(nb, 4).cells)
+    assert passed and int(passed.group(1)) == cells, result.stdout[-2000:]  # every code cell ran and passed
