@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import pickle
 import shutil
 import time
 import uuid
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -332,7 +335,7 @@ class RunStore:
         that another process finished first is kept instead."""
         _check_name(name)
         writers = {file: (lambda path, obj=obj: path.write_text(json.dumps(obj, indent=1)))
-                   if file.endswith(".json") else (lambda path, obj=obj: torch.save(obj, path))
+                   if file.endswith(".json") else (lambda path, obj=obj: torch.save(_plain(obj), path))
                    for file, obj in objects.items()}
         return write_entry(self.root / name, writers)
 
@@ -344,8 +347,16 @@ class RunStore:
             return None
         path = self.root / name
         files = json.loads((path / "manifest.json").read_text())
-        return {file: json.loads((path / file).read_text()) if file.endswith(".json")
-                else torch.load(path / file, weights_only=False) for file in files}
+        try:
+            return {file: json.loads((path / file).read_text()) if file.endswith(".json")
+                    else _unplain(torch.load(path / file, weights_only=True)) for file in files}
+        except pickle.UnpicklingError as error:  # written by older code as a pickle of objects
+            damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
+            damaged.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(damaged)
+            warnings.warn(f"stored entry {path} holds more than tensors and plain values ({error}); moved it to "
+                          f"{damaged} and computing it again", DamagedRunWarning, stacklevel=2)
+            return None
 
     def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()) -> Any:
         """``compute()``'s result, kept as the entry ``result-<name>-<key>``: the key hashes
@@ -425,6 +436,48 @@ def verify(path: Path, required=_FILES) -> str | None:
 def _describe(file: Path) -> dict:
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     return {"bytes": file.stat().st_size, "sha256": digest}
+
+
+def _plain(obj):
+    """``obj`` as tensors and plain values only, so that reading it back runs no code (torch.load's
+    ``weights_only``): a DataFrame becomes its columns, each a tensor (numbers, bit for bit) or a
+    list (text), with its index the same way."""
+    if isinstance(obj, pd.DataFrame):
+        return {_FRAME: True, "columns": [_column(obj[c]) for c in obj.columns], "names": list(obj.columns),
+                "index": [_column(obj.index.get_level_values(i)) for i in range(obj.index.nlevels)],
+                "index_names": list(obj.index.names), "range_index": isinstance(obj.index, pd.RangeIndex)}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _column(values) -> Tensor | list:
+    array = np.asarray(values)
+    return torch.from_numpy(array.copy()) if array.dtype.kind in "biuf" else array.tolist()
+
+
+def _unplain(obj):
+    if isinstance(obj, dict) and obj.get(_FRAME):
+        def values(column):
+            return column.numpy() if isinstance(column, Tensor) else column
+        frame = pd.DataFrame({n: values(c) for n, c in zip(obj["names"], obj["columns"])}, columns=obj["names"])
+        if not obj["range_index"]:
+            levels = [values(c) for c in obj["index"]]
+            frame.index = (pd.Index(levels[0], name=obj["index_names"][0]) if len(levels) == 1
+                           else pd.MultiIndex.from_arrays(levels, names=obj["index_names"]))
+        return frame
+    if isinstance(obj, dict):
+        return {k: _unplain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_unplain(v) for v in obj)
+    return obj
+
+
+_FRAME = "__mexlib_dataframe__"
 
 
 def _check_name(name: str) -> None:

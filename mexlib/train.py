@@ -301,7 +301,7 @@ def _read_checkpoint(checkpoint: Path | None, device: torch.device) -> dict | No
     if checkpoint is None or not checkpoint.is_file():
         return None
     try:
-        return torch.load(checkpoint, weights_only=False, map_location=device)
+        return torch.load(checkpoint, weights_only=True, map_location=device)  # tensors and plain values only
     except Exception as error:  # a truncated or foreign file: start the phase afresh
         warnings.warn(f"cannot resume from {checkpoint} ({type(error).__name__}: {error}); "
                       f"training the phase from its start")
