@@ -156,3 +156,119 @@ def test_the_longest_test_files_that_go_first_exist():
 
     assert LONGEST_UNITS and all((paths.ROOT / unit).is_file() for unit in LONGEST_UNITS)
     assert set(SHARED_UNITS.values()) <= set(LONGEST_UNITS)
+
+
+# --- tools/install.py: uv with pip's settings -------------------------------------------------
+
+INSTALL = ROOT / "tools" / "install.py"
+
+
+def _install_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_tool", INSTALL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _settings_under(env: dict) -> dict:
+    """pip_settings() in a fresh interpreter whose pip sees only ``env``'s configuration."""
+    import json
+    import subprocess
+    import sys
+
+    code = (f"import json, runpy; m = runpy.run_path({str(INSTALL)!r}); "
+            "print(json.dumps(m['pip_settings']()))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _pip_free_env(tmp_path, **variables) -> dict:
+    """The environment without any PIP_* variable, pip's site-wide files out of reach
+    (XDG_CONFIG_DIRS), and the given variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(XDG_CONFIG_DIRS=str(tmp_path / "no-site-config"), HOME=str(tmp_path / "home"), **variables)
+    return env
+
+
+def test_uv_is_given_what_pip_would_use_in_pips_order_of_precedence(tmp_path):
+    config = tmp_path / "pip.conf"
+    config.write_text(textwrap.dedent("""\
+        [global]
+        index-url = https://mirror.example/simple
+        extra-index-url =
+            file:///srv/a/simple
+            file:///srv/b/simple
+        find-links = /wheels/from-file
+        constraint = /global-constraints.txt
+        timeout = 42
+        [install]
+        constraint = /install-constraints.txt
+        """))
+    env = _pip_free_env(tmp_path, PIP_CONFIG_FILE=str(config), PIP_FIND_LINKS="/wheels/from-env")
+    settings = _settings_under(env)
+    # the install section overrides the global one, a variable overrides the file, as in pip
+    assert settings["constraints"] == ["/install-constraints.txt"]
+    assert settings["find_links"] == ["/wheels/from-env"]
+    command, uv_env = _install_module().uv_command(settings, python="/env/bin/python", uv="/bin/uv")
+    assert command[:6] == ["/bin/uv", "pip", "install", "--quiet", "--python", "/env/bin/python"]
+    assert "--compile-bytecode" in command
+    pairs = list(zip(command, command[1:]))
+    assert ("--index-url", "https://mirror.example/simple") in pairs
+    assert ("--extra-index-url", "file:///srv/a/simple") in pairs and ("--extra-index-url", "file:///srv/b/simple") in pairs
+    assert ("--find-links", "/wheels/from-env") in pairs and ("--constraint", "/install-constraints.txt") in pairs
+    assert uv_env["UV_HTTP_TIMEOUT"] == "42"
+    no_index = _settings_under({**env, "PIP_NO_INDEX": "1"})
+    command, _ = _install_module().uv_command(no_index, python="/env/bin/python", uv="/bin/uv")
+    assert "--no-index" in command and "--index-url" not in command
+
+
+def _wheel(folder, name: str, version: str, code: str):
+    """A pure-Python wheel written by hand (a module, METADATA, WHEEL and RECORD)."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": code,
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+    return path
+
+
+def test_uv_installs_and_byte_compiles_with_pips_settings_offline(tmp_path):
+    """A real uv install, offline: a wheel from a local folder (PIP_FIND_LINKS, PIP_NO_INDEX)
+    into a new environment, byte-compiled as pip would."""
+    import shutil
+    import subprocess
+    import sys
+    import venv
+
+    uv = shutil.which("uv", path=os.path.dirname(sys.executable))
+    if uv is None:
+        pytest.skip("this environment was installed with pip (INSTALLER=pip, or uv could not be had)")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "mexlib_probe", "1.0", "ANSWER = 6 * 7\n")
+    venv.create(tmp_path / "env", with_pip=False)
+    python = str(tmp_path / "env" / "bin" / "python")
+    env = _pip_free_env(tmp_path, PIP_FIND_LINKS=str(wheels), PIP_NO_INDEX="1", UV_CACHE_DIR=str(tmp_path / "cache"))
+    command, uv_env = _install_module().uv_command(_settings_under(env), python=python, uv=uv)
+    done = subprocess.run(command + ["mexlib_probe"], env=uv_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = subprocess.run([python, "-c", "import mexlib_probe; print(mexlib_probe.ANSWER)"],
+                            capture_output=True, text=True, timeout=60)
+    assert answer.stdout.strip() == "42", answer.stderr
+    assert list((tmp_path / "env").rglob("__pycache__/mexlib_probe.*.pyc")), "not byte-compiled"
+
+
+def test_an_unknown_installer_names_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as stop:
+        _install_module().main(["--installer", "conda", "-e", "."])
+    assert stop.value.code == 2
+    assert "valid installers: uv, pip" in capsys.readouterr().err

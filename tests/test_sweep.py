@@ -104,15 +104,18 @@ def test_local_jobs_two_at_a_time_one_killed_and_resumed_match_a_sequential_run(
     assert (again["status"] == "done").all() and again["submitted"].sum() == 1
     resumed = store.find(victim)
     assert len(resumed.history[0]["history"]) == 6
-    # everything equals a sequential run in one process with the same thread count
+    # what the jobs stored equals a sequential run in one process with the same thread count: the
+    # resumed run, and the mixed run, whose job started from a backbone another job trained (the
+    # other two are trained as these are; leaving them out keeps the test's time to what it checks)
+    compared = [victim, configs[2]]
     threads = torch.get_num_threads()
     try:
-        reference = sweep(configs, "inline", threads=1, store=_store(tmp_path / "sequential"), progress=False)
+        reference = sweep(compared, "inline", threads=1, store=_store(tmp_path / "sequential"), progress=False)
     finally:
         torch.set_num_threads(threads)
     assert (reference["status"] == "done").all()
     sequential = _store(tmp_path / "sequential")
-    for config in configs:
+    for config in compared:
         for split in ("val", "test"):
             torch.testing.assert_close(store.find(config).logits(split), sequential.find(config).logits(split),
                                        rtol=0, atol=0)
