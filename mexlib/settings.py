@@ -2,7 +2,7 @@
 
 Each setting is the ``paper`` profile with a few overrides (:func:`setting_config`); its
 ``paper`` numbers are the accuracy (%) at the 100 % budget of each regime as third parties
-read them from the paper's Table 1 (unconfirmed: STUDY.md §6). :func:`paper_numbers` finds the
+read them from the paper's Table 1 (unconfirmed: STUDY.md §6). :func:`setting_for` finds the
 setting of any configuration, so a paper-profile table can print the paper's value beside ours.
 
 Where the study's choice is not known we say so in ``chosen``. Every setting runs: the ImageNet-1k
@@ -77,7 +77,7 @@ def setting_config(name: str, **overrides) -> RunConfig:
     return make_config("paper", **{**get_setting(name).overrides, **overrides})
 
 
-def paper_numbers(config: RunConfig) -> Setting | None:
+def setting_for(config: RunConfig) -> Setting | None:
     """The setting whose architecture and data ``config`` has (paper profile only), or
     None: where a table should print the paper's numbers beside ours."""
     if not profile_settings(config.profile).beside_the_paper:
@@ -88,4 +88,4 @@ def paper_numbers(config: RunConfig) -> Setting | None:
     return None
 
 
-__all__ = ["SETTINGS", "Setting", "get_setting", "paper_numbers", "setting_config"]
+__all__ = ["SETTINGS", "Setting", "get_setting", "setting_for", "setting_config"]

@@ -258,12 +258,17 @@ class RunStore:
         problem = verify(path, required)
         if problem is None:
             return True
+        self._set_aside(name, f"is damaged ({problem})", stacklevel=5)
+        return False
+
+    def _set_aside(self, name: str, problem: str, stacklevel: int) -> None:
+        """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so."""
+        path = self.root / name
         damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
         damaged.parent.mkdir(parents=True, exist_ok=True)
         path.rename(damaged)
-        warnings.warn(f"stored entry {path} is damaged ({problem}); moved it to {damaged} and "
-                      f"computing it again", DamagedRunWarning, stacklevel=4)
-        return False
+        warnings.warn(f"stored entry {path} {problem}; moved it to {damaged} and computing it again",
+                      DamagedRunWarning, stacklevel=stacklevel)
 
     def _check_code(self, path: Path) -> None:
         stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
@@ -351,11 +356,7 @@ class RunStore:
             return {file: json.loads((path / file).read_text()) if file.endswith(".json")
                     else _unplain(torch.load(path / file, weights_only=True)) for file in files}
         except pickle.UnpicklingError as error:  # written by older code as a pickle of objects
-            damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
-            damaged.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(damaged)
-            warnings.warn(f"stored entry {path} holds more than tensors and plain values ({error}); moved it to "
-                          f"{damaged} and computing it again", DamagedRunWarning, stacklevel=2)
+            self._set_aside(name, f"holds more than tensors and plain values ({error})", stacklevel=3)
             return None
 
     def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()) -> Any:

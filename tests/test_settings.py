@@ -11,7 +11,7 @@ from mexlib import evaluate
 from mexlib.config import make_config
 from mexlib.data import dataset_spec
 from mexlib.methods import get_method
-from mexlib.settings import SETTINGS, get_setting, paper_numbers, setting_config
+from mexlib.settings import SETTINGS, get_setting, setting_for, setting_config
 from mexlib.train import build_model, step_rule
 
 def test_every_table_1_row_is_a_setting_with_the_papers_numbers():
@@ -53,9 +53,9 @@ def test_a_setting_builds_counts_its_exits_and_trains_each_phase(name):
         assert any(n.startswith("heads.") for n in moved) == (phase != "backbone"), phase
 
 
-def test_paper_numbers_are_found_for_a_settings_configuration_only_in_the_paper_profile():
-    assert paper_numbers(setting_config("vit-t-cifar100")).name == "vit-t-cifar100"
-    assert paper_numbers(setting_config("vit-s-imagenet")).name == "vit-s-imagenet"
-    assert paper_numbers(make_config("paper")).name == "resnet34-cifar100"  # the profile's default
-    assert paper_numbers(make_config("cpu")) is None
-    assert paper_numbers(make_config("paper", arch="resnet18")) is None
+def test_the_setting_of_a_configuration_is_found_in_the_paper_profile_only():
+    assert setting_for(setting_config("vit-t-cifar100")).name == "vit-t-cifar100"
+    assert setting_for(setting_config("vit-s-imagenet")).name == "vit-s-imagenet"
+    assert setting_for(make_config("paper")).name == "resnet34-cifar100"  # the profile's default
+    assert setting_for(make_config("cpu")) is None
+    assert setting_for(make_config("paper", arch="resnet18")) is None

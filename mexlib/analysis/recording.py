@@ -207,7 +207,8 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
             backbone = store.get_or_run_backbone(config).state_dict()
         stored = store.find_backbone(config) if phase1 else store.find(config)  # not trained for this
         with store.training(name) as workdir:
-            missing = [r for r, entry in zip(recorders, entries) if store.kept(entry) is None]  # another process?
+            entry_of = dict(zip((r.key for r in recorders), entries))
+            missing = [r for r in missing if store.kept(entry_of[r.key]) is None]  # another process's?
             if missing:
                 fresh = [copy.deepcopy(r) for r in missing]
                 data = store.device_data(config)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import plots
 from ..evaluate import format_mean_std
-from ..settings import paper_numbers
+from ..settings import setting_for
 
 
 @dataclass
@@ -90,7 +90,7 @@ def against_the_paper(study, table: pd.DataFrame, within: str | None = None) -> 
     rows = []
     for value in study.values(within) if within else [None]:
         part = study.select(**{within: value}) if within else study
-        setting = paper_numbers(part.runs[0].config)
+        setting = setting_for(part.runs[0].config)
         for regime in part.regimes if setting is not None else ():
             key = (value, regime) if within else regime
             rows.append({**({within: value} if within else {}), "regime": regime,
