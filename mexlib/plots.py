@@ -11,9 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
 import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -122,16 +124,35 @@ def save_text(text: str, name: str, profile: str) -> Path:
     return path
 
 
+def _base_regime(value) -> str | None:
+    """The regime a value names: the regime itself, or the one an equal-compute control
+    (``"joint, 20 epochs"``) varies; None for any other value."""
+    base = str(value).split(",")[0]
+    return base if base in REGIME_ORDER else None
+
+
 def _ordered(values) -> list:
-    return sorted(values, key=lambda r: REGIME_ORDER.index(r) if r in REGIME_ORDER else 99)
+    """The regimes in their order, each followed by its controls; any other value after them."""
+    def rank(value):
+        base = _base_regime(value)
+        return (REGIME_ORDER.index(base) if base else 99, base != value)
+    return sorted(values, key=rank)
 
 
 def colors_for(values) -> dict:
-    """One colour per value: the regimes' fixed colours, else seaborn's default palette."""
+    """One colour per value: the regimes' fixed colours (an equal-compute control: its regime's,
+    darker), else seaborn's default palette."""
     values = list(values)
-    if all(v in REGIME_COLORS for v in values):
-        return {v: REGIME_COLORS[v] for v in values}
+    if all(v in REGIME_COLORS or _base_regime(v) for v in values):
+        return {v: REGIME_COLORS[v] if v in REGIME_COLORS else
+                matplotlib.colors.to_hex(np.array(matplotlib.colors.to_rgb(REGIME_COLORS[_base_regime(v)])) * 0.55)
+                for v in values}
     return dict(zip(values, sns.color_palette(n_colors=len(values))))
+
+
+def is_control(value) -> bool:
+    """Whether a value of ``regime`` is an equal-compute control (drawn dashed)."""
+    return _base_regime(value) is not None and str(value) != _base_regime(value)
 
 
 def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title: str | None = None,
@@ -150,7 +171,8 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
         acc = pd.concat([c["accuracy"] for c in curves], axis=1) * 100
         mean, std = acc.mean(axis=1), acc.std(axis=1).fillna(0)
         ranked = cost.argsort()
-        ax.plot(cost.iloc[ranked], mean.iloc[ranked], color=colors[value], label=str(value), lw=1.8)
+        ax.plot(cost.iloc[ranked], mean.iloc[ranked], color=colors[value], label=str(value), lw=1.8,
+                ls="--" if is_control(value) else "-")
         ax.fill_between(cost.iloc[ranked], (mean - std).iloc[ranked], (mean + std).iloc[ranked],
                         color=colors[value], alpha=0.18, lw=0)
     exits = study.per_exit_accuracy()

@@ -12,7 +12,7 @@ numbers, never assumed. Notebooks call these and plot; they hold no logic.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from . import evaluate
-from .config import REGIMES, RunConfig, grid_points, profile_seeds
+from .config import REGIMES, RunConfig, grid_points, make_config, profile_seeds
 from .data import dataset_spec
 from .methods import get_method
 from .store import RunStore, StoredRun
@@ -31,6 +31,8 @@ from .train import build_model
 THRESHOLDS = torch.linspace(0, 1, 100)
 #: The label of the reference row (the plain backbone, phase 1 alone) in the budget tables.
 BACKBONE_ROW = "backbone alone (no exits)"
+#: How a budget's operating point is picked: the best test point, or a threshold fixed on validation.
+PICKED = ("test", "validation")
 
 
 @dataclass
@@ -46,6 +48,7 @@ class StudyRun:
     costs: evaluate.ExitCosts
     curve: pd.DataFrame = field(repr=False)  # the test set's accuracy-cost sweep
     val_curve: pd.DataFrame = field(repr=False)
+    control: bool = False  # an equal-compute control: its backbone is not the study's reference one
 
     def logits(self, split: str = "test"):
         return self.run.logits(split)
@@ -152,7 +155,7 @@ class Study:
     def backbone_accuracy(self) -> list[float]:
         """The plain backbones (phase 1, no heads) on the test set, one value per distinct
         backbone (one per seed when the grid varies only regime and method)."""
-        backbones = {r.backbone.path: r.backbone for r in self.runs if r.backbone is not None}
+        backbones = {r.backbone.path: r.backbone for r in self.runs if r.backbone is not None and not r.control}
         return [float(evaluate.per_exit_accuracy(*b.logits("test"))[-1]) for b in backbones.values()]
 
     def budget_table(self, by=None, reference: bool = True) -> pd.DataFrame:
@@ -193,6 +196,28 @@ class Study:
         extra = evaluate.budget_table({0: rows})
         extra.index = self._index([label], by)
         return extra
+
+    def seed_table(self, by=None, picked: str = "test") -> pd.DataFrame:
+        """Each run's accuracy at each budget, the values the budget tables average: the grid
+        fields ``by``, ``seed``, ``budget``, ``accuracy`` (NaN where no point fits) and the
+        test ``cost`` of the point. ``picked``: ``"test"``, the best test point within the
+        budget (:meth:`budget_table`), or ``"validation"``, the threshold fixed on validation
+        (:meth:`validation_budget_table`)."""
+        if picked not in PICKED:
+            raise ValueError(f"unknown picked {picked!r}; valid: {', '.join(PICKED)}")
+        by = self.by_fields(by)
+        rows = []
+        for run in self.runs:
+            if picked == "validation":
+                points = evaluate.choose_on_validation(run.val_curve, run.curve)
+                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
+            else:
+                points = evaluate.best_points(run.curve)
+                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
+            for budget, a, c in zip(evaluate.BUDGETS, accuracy, cost):
+                rows.append({**{f: run.values[f] for f in by}, "seed": run.seed, "budget": budget,
+                             "accuracy": float(a), "cost": float(c)})
+        return pd.DataFrame(rows)
 
     def validation_budget_table(self, by=None) -> pd.DataFrame:
         """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
@@ -293,7 +318,9 @@ class Study:
         for run in self.runs:
             if run.backbone is not None and run.backbone.path not in seen:
                 seen.add(run.backbone.path)
-                rows.append(dict(run="backbone (phase 1)", seed=run.seed,
+                label = f"backbone (phase 1, {run.config.backbone_phase.epochs} epochs)" if run.control else \
+                    "backbone (phase 1)"
+                rows.append(dict(run=label, seed=run.seed,
                                  seconds=run.backbone.provenance["wall_time_seconds"],
                                  stored=run.backbone.path.name, **dict.fromkeys(self.fields)))
         for run in self.runs:
@@ -377,10 +404,56 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
 
 def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"),
                     method: str = "sdn", policy: str | None = None, device: str = "auto",
-                    progress: bool = True, store: RunStore | None = None, **overrides) -> Study:
-    """The regime comparison of one method: :func:`run_study` over ``regimes``."""
-    return run_study(profile, {"regime": list(regimes)}, seeds, policy, device, progress, store,
-                     method=method, **overrides)
+                    progress: bool = True, store: RunStore | None = None, controls: bool = False,
+                    **overrides) -> Study:
+    """The regime comparison of one method: :func:`run_study` over ``regimes``; with
+    ``controls``, and the equal-compute controls of :func:`equal_compute_controls` beside them
+    (as values of the ``regime`` field, labelled as :data:`CONTROLS` says)."""
+    how = {k: overrides.pop(k) for k in ("executor", "workers", "executor_options") if k in overrides}
+    study = run_study(profile, {"regime": list(regimes)}, seeds, policy, device, progress, store,
+                      method=method, **how, **overrides)
+    if not controls:
+        return study
+    control = equal_compute_controls(profile, seeds, method, policy, device, progress, store, **how, **overrides)
+    return Study(study.runs + control.runs, study.fields, study.seconds + control.seconds,
+                 list(dict.fromkeys(study.trained + control.trained)))
 
 
-__all__ = ["BACKBONE_ROW", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]
+#: The equal-compute controls (STUDY.md §2, "epochs trained, not caps"): mixed trains the
+#: backbone for the epochs of phase 1 and phase 2 together, so joint gets that many epochs, and
+#: disjoint a backbone trained that long (then its heads, as disjoint's are trained).
+CONTROLS = {"joint": "joint, {epochs} epochs", "disjoint": "disjoint, {epochs}-epoch backbone"}
+
+
+def control_epochs(profile: str, method: str = "sdn", **overrides) -> int:
+    """The epochs mixed trains its backbone for (phase 1 and phase 2 together): the controls'."""
+    config = make_config(profile, method=method, regime="mixed", **overrides)
+    return config.backbone_phase.epochs + config.joint_phase.epochs
+
+
+def equal_compute_controls(profile: str = "cpu", seeds=None, method: str = "sdn", policy: str | None = None,
+                           device: str = "auto", progress: bool = True, store: RunStore | None = None,
+                           **overrides) -> Study:
+    """Joint trained for as many epochs as mixed trains its backbone in total, and disjoint on a
+    backbone trained that long: the pretraining splits k = 0 and k = N of N =
+    :func:`control_epochs` (:func:`mexlib.config.with_pretraining_split`). Their long phase has no
+    early stopping (``patience=None``), so it trains every one of the N epochs (a stopper on a
+    schedule far from its end stops on a noisy peak: STUDY.md §2) and ends on its best epoch, as
+    every phase does. The study's ``regime`` field holds the labels of :data:`CONTROLS`."""
+    how = {k: overrides.pop(k) for k in ("executor", "workers", "executor_options") if k in overrides}
+    phases = {}
+    for phase in ("backbone_phase", "joint_phase"):
+        given = overrides.pop(phase, {})
+        if not isinstance(given, Mapping):
+            raise ValueError(f"with controls, give {phase} as a dict of changes (e.g. {{'lr': 0.01}}), not {given!r}")
+        phases[phase] = {**given, "patience": None}
+    epochs = control_epochs(profile, method, **{k: {x: y for x, y in v.items() if x != "patience"}
+                                                for k, v in phases.items()}, **overrides)
+    study = run_study(profile, {"backbone_epochs": [0, epochs]}, seeds, policy, device, progress, store,
+                      method=method, total_epochs=epochs, **how, **phases, **overrides)
+    labels = {0: CONTROLS["joint"].format(epochs=epochs), epochs: CONTROLS["disjoint"].format(epochs=epochs)}
+    runs = [replace(run, values={"regime": labels[run.values["backbone_epochs"]]}, control=True) for run in study.runs]
+    return Study(runs, ("regime",), study.seconds, study.trained)
+
+
+__all__ = ["BACKBONE_ROW", "CONTROLS", "PICKED", "control_epochs", "equal_compute_controls", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]

@@ -10,9 +10,28 @@ import pytest
 import torch
 
 from mexlib import evaluate, plots, study, verdicts
+from mexlib.stats import t_interval
 from mexlib.store import RunStore
 
 matplotlib.use("Agg")
+
+
+def _expected(study_, by, group, rival, budget, picked="validation"):
+    """The comparison ``group − rival`` at ``budget`` computed here from the per-seed table:
+    the seeds both have a point for, their differences, and the t interval of those."""
+    table = study_.seed_table(by, picked)
+    table = table[table["budget"] == budget]
+
+    def values(key):
+        key = key if isinstance(key, tuple) else (key,)
+        mask = np.logical_and.reduce([table[f].map(lambda v, k=k: v == k) for f, k in zip(by, key)])
+        return table[mask].set_index("seed")["accuracy"].dropna()
+
+    mine, theirs = values(group), values(rival)
+    common = mine.index.intersection(theirs.index)
+    differences = (mine[common] - theirs[common]).to_numpy()
+    mean, low, high = t_interval(differences)
+    return mean, low, high, len(common)
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +102,42 @@ def test_summary_and_exit_tables(comparison):
 
 
 def test_findings_follow_the_numbers(comparison):
-    table = comparison.budget_table()
+    table = comparison.validation_budget_table()  # the verdicts read the thresholds fixed on validation
     findings = verdicts.regime_findings(comparison)
     for budget, line in zip(evaluate.BUDGETS, findings):
-        assert f"{budget:.0%}" in line
+        assert f"{budget:.0%}" in line and "thresholds fixed on validation" in line
         means = {r: table.loc[r, (budget, "mean")] for r in comparison.regimes}
-        if all(math.isnan(m) for m in means.values()):
+        fitting = sorted((r for r in means if not math.isnan(means[r])), key=means.get, reverse=True)
+        if not fitting:
             assert "no regime" in line
-        else:
-            best = max((r for r in means if not math.isnan(means[r])), key=means.get)
-            assert f"best {best}" in line
+        elif len(fitting) > 1:
+            best, second = fitting[:2]
+            assert f"; {best} against {second}: " in line
+            mean, low, high, n = _expected(comparison, ["regime"], best, second, budget)
+            assert f"{100 * mean:+.2f} points" in line and f"n = {n}" in line
+            verdict = "ahead" if low > 0 else "behind" if high < 0 else "not distinguishable"
+            assert f": {verdict}" in line
     assert any(line.startswith("Paper's claim") for line in findings)
     assert any(line.startswith("First exit") for line in findings)
+
+
+def test_seed_tables_hold_the_values_the_budget_tables_average(comparison):
+    for picked, table in (("test", comparison.budget_table(reference=False)),
+                          ("validation", comparison.validation_budget_table())):
+        seeds = comparison.seed_table(picked=picked)
+        assert len(seeds) == len(comparison.runs) * len(evaluate.BUDGETS)
+        for regime in comparison.regimes:
+            for budget in evaluate.BUDGETS:
+                values = seeds[(seeds["regime"] == regime) & (seeds["budget"] == budget)]
+                assert sorted(values["seed"]) == sorted(comparison.seeds)
+                got = table.loc[regime, (budget, "mean")]
+                expected = values["accuracy"].mean(skipna=False)
+                assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+                if picked == "validation":
+                    assert (math.isnan(got) or
+                            table.loc[regime, (budget, "cost")] == pytest.approx(values["cost"].mean()))
+    with pytest.raises(ValueError, match="valid: test, validation"):
+        comparison.seed_table(picked="oracle")
 
 
 def test_figures_are_drawn_and_saved(comparison):
@@ -176,41 +219,45 @@ def test_grid_tables_group_by_any_field(grid):
     assert np.allclose(shares.sum(axis=1), 1.0)
 
 
-def test_advantage_verdicts_follow_the_table(grid):
+def test_advantage_verdicts_follow_the_per_seed_differences(grid):
     frame = verdicts.advantage(grid, "mixed", "regime", within="method")
-    table = grid.budget_table(["method", "regime"], reference=False)
+    table = grid.validation_budget_table(["method", "regime"])
     assert set(frame["method"]) == {"sdn", "pbee", "ztw"}
     for _, row in frame.iterrows():
         others = {r: table.loc[(row["method"], r), (row["budget"], "mean")] for r in ("disjoint", "joint")}
         others = {r: v for r, v in others.items() if not math.isnan(v)}
         assert row["best other"] == max(others, key=others.get)
-        gap = table.loc[(row["method"], "mixed"), (row["budget"], "mean")] - others[row["best other"]]
-        assert row["gap"] == pytest.approx(gap)
-        expected = "best" if gap > row["spread"] else "behind" if gap < -row["spread"] else "tied"
-        assert row["verdict"] == expected
+        mean, low, high, n = _expected(grid, ["method", "regime"], (row["method"], "mixed"),
+                                       (row["method"], row["best other"]), row["budget"])
+        assert row["gap"] == pytest.approx(mean) and row["seeds"] == n and row["paired"]
+        assert (row["low"], row["high"]) == pytest.approx((low, high), nan_ok=True)
+        assert row["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "not distinguishable")
     lines = verdicts.advantage_findings(grid, "mixed", "regime", within="method")
     assert len(lines) == 3 and all(line.split(":")[0] in ("sdn", "pbee", "ztw") for line in lines)
     for line, (method, part) in zip(lines, frame.groupby("method", sort=False)):
-        assert f"best at {(part['verdict'] == 'best').sum()}," in line
+        assert f"is ahead of the best other regime at {(part['verdict'] == 'ahead').sum()}," in line
+        assert f"behind at {(part['verdict'] == 'behind').sum()} of {len(part)} budgets" in line
+    on_test = verdicts.advantage(grid, "mixed", "regime", within="method", picked="test")
+    test_table = grid.budget_table(["method", "regime"], reference=False)
+    for _, row in on_test.iterrows():
+        assert row["mixed"] == pytest.approx(test_table.loc[(row["method"], "mixed"), (row["budget"], "mean")])
 
 
-def test_against_a_reference_group_follows_the_table(grid):
+def test_against_a_reference_group_follows_the_per_seed_differences(grid):
     reference = {"method": "sdn", "regime": "mixed"}
     frame = verdicts.against(grid, reference)
-    table = grid.budget_table(["method", "regime"], reference=False)
+    table = grid.validation_budget_table(["method", "regime"])
     assert set(zip(frame["method"], frame["regime"])) <= set(table.index) - {("sdn", "mixed")}
     assert len(set(zip(frame["method"], frame["regime"]))) == 8
     for _, row in frame.iterrows():
-        mine, ref = (table.loc[key, (row["budget"], "mean")] for key in [(row["method"], row["regime"]), ("sdn", "mixed")])
-        assert row["gap"] == pytest.approx(mine - ref)
-        stds = [table.loc[key, (row["budget"], "std")] for key in [(row["method"], row["regime"]), ("sdn", "mixed")]]
-        assert row["spread"] == pytest.approx(np.nanmax(stds))
-        assert row["verdict"] == ("ahead" if mine - ref > row["spread"] else
-                                  "behind" if mine - ref < -row["spread"] else "tied")
+        mean, low, high, n = _expected(grid, ["method", "regime"], (row["method"], row["regime"]), ("sdn", "mixed"),
+                                       row["budget"])
+        assert row["gap"] == pytest.approx(mean) and row["seeds"] == n
+        assert row["verdict"] == ("ahead" if low > 0 else "behind" if high < 0 else "not distinguishable")
     lines = verdicts.against_findings(grid, reference, budgets=[1.0])
-    assert len(lines) == 8 and all(" against sdn, mixed: " in line for line in lines)
+    assert len(lines) == 8 and all(" against sdn, mixed (thresholds fixed on validation): " in line for line in lines)
     assert lines[0].startswith("sdn, disjoint against")
-    one_field = verdicts.against(grid.select(method="sdn"), {"regime": "joint"}, single_seed_spread=0.5)
+    one_field = verdicts.against(grid.select(method="sdn"), {"regime": "joint"})
     assert set(one_field["regime"]) <= {"disjoint", "mixed"}
     with pytest.raises(ValueError, match="no runs with"):
         verdicts.against(grid, {"method": "l2w", "regime": "mixed"})
@@ -275,27 +322,19 @@ def test_a_field_with_tuple_values_groups_selects_and_judges(store, comparison):
     assert table.index.nlevels == 1 and list(table.index) == [(1, 2), (2,)]
     costs = placement.cost_table("exit_after_blocks")
     assert costs.loc[[(2,)]].isna().to_numpy().sum() == 1  # two exits, not three
-    by_both = placement.budget_table(["exit_after_blocks", "regime"], reference=False)
+    by_both = placement.validation_budget_table(["exit_after_blocks", "regime"])
     frame = verdicts.advantage(placement, "mixed", "regime", within="exit_after_blocks")
     assert set(map(tuple, frame["exit_after_blocks"])) == {(1, 2), (2,)}
-    assert (frame["verdict"] == "one seed").all() and frame["spread"].isna().all()
-    judged = verdicts.advantage(placement, "mixed", "regime", within="exit_after_blocks", single_seed_spread=0.01)
-    for _, row in judged.iterrows():
+    assert (frame["verdict"] == "one seed").all() and frame["low"].isna().all() and (frame["seeds"] == 1).all()
+    for _, row in frame.iterrows():  # one seed: the difference alone
         mine = by_both.loc[[(row["exit_after_blocks"], "mixed")], (row["budget"], "mean")].iloc[0]
         other = by_both.loc[[(row["exit_after_blocks"], "disjoint")], (row["budget"], "mean")].iloc[0]
         assert row["gap"] == pytest.approx(mine - other)
-        assert row["verdict"] == ("best" if mine - other > 0.01 else "behind" if mine - other < -0.01 else "tied")
     lines = verdicts.advantage_findings(placement, "mixed", "regime", within="exit_after_blocks")
     assert [line.split(":")[0] for line in lines] == ["(1, 2)", "(2,)"] and "one seed" in lines[0]
     assert "cannot be judged" in verdicts.paper_claim(placement, "exit_after_blocks")
-    claim = verdicts.paper_claim(placement, "exit_after_blocks", single_seed_spread=0.01)
-    behind = (judged["verdict"] == "behind").any()
-    assert ("does not hold" if behind else "holds") in claim
-    assert f"({(judged['verdict'] != 'behind').sum()} of {len(judged)} budgets and groups" in claim
     unjudged = verdicts.ranking(placement, "regime", within="exit_after_blocks", budgets=[1.0])
-    assert all("one seed and no spread to judge by" in line for line in unjudged if "ahead by" in line)
-    judged = verdicts.ranking(placement, "regime", within="exit_after_blocks", budgets=[1.0], single_seed_spread=1.0)
-    assert all("the spread given for one-seed groups" in line for line in judged if "ahead by" in line)
+    assert all("one seed (" in line for line in unjudged if " against " in line)
     fig = plots.plot_tradeoff_panels(placement, panel="exit_after_blocks", hue="regime")
     assert sum(ax.get_visible() for ax in fig.axes) == 2
     matplotlib.pyplot.close(fig)
@@ -308,17 +347,15 @@ def test_a_pretraining_split_grid_reuses_the_joint_and_disjoint_runs(store, comp
     middle = split.run(0, backbone_epochs=1)
     assert middle.config.regime == "mixed" and middle.config.backbone_phase.epochs == 1
     assert middle.config.joint_phase.epochs == 1 and middle.backbone.path != comparison.run(0, regime="mixed").backbone.path
-    table = split.budget_table("backbone_epochs", reference=False)
-    frame = verdicts.best_versus(split, "backbone_epochs", [1], [0, 2], single_seed_spread=0.01)
-    assert len(frame) and (frame["verdict"] != "one seed").all()
+    table = split.validation_budget_table("backbone_epochs")
+    frame = verdicts.best_versus(split, "backbone_epochs", [1], [0, 2])
+    assert len(frame) and (frame["verdict"] == "one seed").all()
     for _, row in frame.iterrows():
         ends = {k: table.loc[k, (row["budget"], "mean")] for k in (0, 2)}
         ends = {k: v for k, v in ends.items() if not math.isnan(v)}
         assert row["best rival"] == max(ends, key=ends.get) and row["best"] == 1
         gap = table.loc[1, (row["budget"], "mean")] - ends[row["best rival"]]
-        assert row["gap"] == pytest.approx(gap) and row["spread"] == 0.01
-        assert row["verdict"] == ("best" if gap > 0.01 else "behind" if gap < -0.01 else "tied")
-    assert (verdicts.best_versus(split, "backbone_epochs", [1], [0, 2])["verdict"] == "one seed").all()
+        assert row["gap"] == pytest.approx(gap) and row["seeds"] == 1
 
 
 def test_a_grid_over_architectures_has_a_backbone_row_per_architecture(store, comparison, grid):
@@ -337,3 +374,43 @@ def test_a_grid_over_architectures_has_a_backbone_row_per_architecture(store, co
     # methods share phase 1: one backbone row for all of them
     rows = grid.budget_table(["method", "regime"]).index
     assert sum(study.BACKBONE_ROW in key for key in rows) == 1
+
+
+def test_equal_compute_controls_train_as_long_as_mixed_trains_its_backbone(store, comparison):
+    epochs = study.control_epochs("smoke")
+    mixed = comparison.run(0, regime="mixed").config
+    assert epochs == mixed.backbone_phase.epochs + mixed.joint_phase.epochs
+    controlled = study.compare_regimes("smoke", store=store, controls=True)
+    labels = [study.CONTROLS[r].format(epochs=epochs) for r in ("joint", "disjoint")]
+    assert controlled.regimes == ["disjoint", "joint", "mixed"] + labels
+    for seed in controlled.seeds:
+        joint = controlled.run(seed, regime=labels[0])
+        (phase,) = [p for p in joint.run.history if "history" in p]
+        assert phase["phase"] == "joint" and len(phase["history"]) == epochs  # every epoch trained
+        assert joint.config.regime == "joint" and joint.config.joint_phase.patience is None
+        disjoint = controlled.run(seed, regime=labels[1])
+        assert disjoint.config.regime == "disjoint" and len(disjoint.backbone.history[0]["history"]) == epochs
+        assert disjoint.config.heads_phase == comparison.run(seed, regime="disjoint").config.heads_phase
+        assert disjoint.backbone.path != comparison.run(seed, regime="disjoint").backbone.path
+        for regime in ("disjoint", "joint", "mixed"):  # the regimes' own runs, read back
+            assert controlled.run(seed, regime=regime).run.path == comparison.run(seed, regime=regime).run.path
+    # the reference row is the regimes' phase-1 backbone, not the controls' longer one
+    assert controlled.backbone_accuracy() == comparison.backbone_accuracy()
+    wall = controlled.wall_times()
+    assert (wall["run"] == f"backbone (phase 1, {epochs} epochs)").sum() == len(controlled.seeds)
+    findings = verdicts.regime_findings(controlled)
+    (headline,) = [line for line in findings if line.startswith("Under equal compute")]
+    for label in labels:
+        (line,) = [line for line in findings if line.startswith(f"Mixed against {label} ")]
+        for budget in evaluate.BUDGETS:
+            if f"at {budget:.0%} " in line:
+                mean, low, high, n = _expected(controlled, ["regime"], "mixed", label, budget)
+                verdict = "ahead" if low > 0 else "behind" if high < 0 else "not distinguishable"
+                assert f"at {budget:.0%} {verdict}" in line and f"{100 * mean:+.2f} points" in line
+    counted = sum(line.count(" ahead (") for line in findings if line.startswith("Mixed against"))
+    assert f"mixed is ahead in {counted}," in headline
+    # the paper's claim is judged among the three regimes
+    (claim,) = [line for line in findings if line.startswith("Paper's claim")]
+    assert claim == verdicts.paper_claim(comparison)
+    with pytest.raises(ValueError, match="as a dict of changes"):
+        study.equal_compute_controls("smoke", store=store, joint_phase=3)

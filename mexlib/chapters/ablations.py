@@ -3,11 +3,12 @@
 
 :func:`run` varies, one at a time, the choices the regime comparison held fixed, each through
 the same study piece (a grid → runs from the store → offline evaluation → tables), and checks
-the paper's central claim under each change (mixed best or near best, within the seeds' spread):
+the paper's central claim under each change (mixed best or near best: not behind the best other
+regime, by the 95 % interval over seeds of :mod:`mexlib.verdicts`; a section trained with one
+seed has no interval and says so):
 
 1. **exit criterion** (no training): max-softmax confidence, normalised entropy and patience on
-   the regimes chapter's runs; its default configuration gives the seeds' spread that judges
-   one-seed differences elsewhere;
+   the regimes chapter's runs;
 2. **pretraining length**: N epochs split k : N − k between phase 1 and phase 2;
 3. **head depth**; 4. **placement** of the heads; 5. **loss weighting**.
 """
@@ -19,7 +20,7 @@ import math
 import pandas as pd
 
 from .. import plots, verdicts
-from ..config import make_config, profile_seeds, profile_settings
+from ..config import make_config, profile_settings
 from ..evaluate import format_budget_table
 from ..models import arch_spec
 from ..study import run_study
@@ -49,7 +50,6 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
     weightings, weighting_regimes = list(weightings), list(weighting_regimes)
     if ablation_seeds is None:
         ablation_seeds = seeds
-    trained_seeds = profile_seeds(profile, ablation_seeds)
     how = dict(device=device, progress=profile_settings(profile).progress, executor=executor, workers=workers)
     base = make_config(profile, **overrides)
     num_blocks = arch_spec(base.arch).num_blocks
@@ -68,52 +68,44 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
         result.add(f"ablation_{name}_budget_table_raw", table, percent=True)
         return table
 
-    # 2 · exit criterion, first: its default configuration gives the seeds' spread
+    # 2 · exit criterion, on the regimes chapter's runs
     criterion = run_study(profile, {"policy": policies, "regime": regimes}, seeds=seeds, **how, **overrides)
     section("criterion", criterion, ["policy", "regime"], panel="policy")
-    default_table = criterion.select(policy=policies[0]).budget_table("regime", reference=False)
-    spread = float(default_table.xs("std", axis=1, level="stat").max().max())
-    spread = None if math.isnan(spread) else spread
-    result.data["single_seed_spread"] = spread
-    result.findings.append(("Exit criterion", _criterion_findings(criterion, policies, regimes, spread,
-                                                                  trained_seeds)))
+    result.findings.append(("Exit criterion", _criterion_findings(criterion, policies, regimes)))
     # 1 · pretraining length
     pretraining = run_study(profile, {"backbone_epochs": splits}, seeds=ablation_seeds, **how,
                             total_epochs=total_epochs, **overrides)
     table = section("pretraining", pretraining, "backbone_epochs", panel=None, hue="backbone_epochs", backbone=False)
-    result.findings.append(("Pretraining length", _pretraining_findings(pretraining, table, total_epochs, spread)))
+    result.findings.append(("Pretraining length", _pretraining_findings(pretraining, table, total_epochs)))
     # 3 · head depth
     head_study = run_study(profile, {"head": heads, "regime": regimes}, seeds=ablation_seeds, **how, **overrides)
     section("heads", head_study, ["head", "regime"], panel="head")
     result.add("ablation_heads_exit_costs", head_study.cost_table("head"), percent=True)
-    lines = verdicts.advantage_findings(head_study, "mixed", "regime", within="head", single_seed_spread=spread)
-    lines += verdicts.ranking(head_study, "head", within="regime", budgets=[0.25, 0.5, 1.0],
-                              single_seed_spread=spread)
+    lines = verdicts.advantage_findings(head_study, "mixed", "regime", within="head")
+    lines += verdicts.ranking(head_study, "head", within="regime", budgets=[0.25, 0.5, 1.0])
     if "mixed" in regimes:
-        lines.append(verdicts.paper_claim(head_study, "head", single_seed_spread=spread))
+        lines.append(verdicts.paper_claim(head_study, "head"))
     result.findings.append(("Head depth", lines))
     # 4 · placement
     placement = run_study(profile, {"exit_after_blocks": placements, "regime": regimes}, seeds=ablation_seeds,
                           **how, **overrides)
     section("placement", placement, ["exit_after_blocks", "regime"], panel="exit_after_blocks")
-    lines = verdicts.advantage_findings(placement, "mixed", "regime", within="exit_after_blocks",
-                                        single_seed_spread=spread)
-    lines += verdicts.ranking(placement, "exit_after_blocks", within="regime", budgets=[0.25, 0.5, 1.0],
-                              single_seed_spread=spread)
+    lines = verdicts.advantage_findings(placement, "mixed", "regime", within="exit_after_blocks")
+    lines += verdicts.ranking(placement, "exit_after_blocks", within="regime", budgets=[0.25, 0.5, 1.0])
     if "mixed" in regimes:
-        lines.append(verdicts.paper_claim(placement, "exit_after_blocks", single_seed_spread=spread))
+        lines.append(verdicts.paper_claim(placement, "exit_after_blocks"))
     result.findings.append(("Placement", lines))
     # 5 · loss weighting
     weighting = run_study(profile, {"method": weightings, "regime": weighting_regimes}, seeds=ablation_seeds,
                           **how, **overrides)
     section("weighting", weighting, ["method", "regime"], panel="regime", hue="method")
-    lines = verdicts.ranking(weighting, "method", within="regime", single_seed_spread=spread)
+    lines = verdicts.ranking(weighting, "method", within="regime")
     if "mixed" in weighting_regimes:  # can a weighting reach the default loss's mixed training?
         lines += verdicts.against_findings(weighting, {"method": weightings[0], "regime": "mixed"},
-                                           budgets=[0.25, 0.5, 1.0], single_seed_spread=spread)
+                                           budgets=[0.25, 0.5, 1.0])
     if {"mixed", "joint"} <= set(weighting_regimes):
         lines.append("Mixed against joint with each loss: "
-                     + verdicts.paper_claim(weighting, "method", single_seed_spread=spread))
+                     + verdicts.paper_claim(weighting, "method"))
     result.findings.append(("Loss weighting", lines))
     wall = _wall_times(result.data["sections"])
     result.add("ablation_wall_times", wall.set_index(["section", "run", "seed"]))
@@ -122,7 +114,7 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
     return result
 
 
-def _criterion_findings(criterion, policies, regimes, spread, trained_seeds) -> list[str]:
+def _criterion_findings(criterion, policies, regimes) -> list[str]:
     lines, orders = [], {}
     for policy in policies:
         part = criterion.select(policy=policy)
@@ -135,34 +127,33 @@ def _criterion_findings(criterion, policies, regimes, spread, trained_seeds) -> 
     lines.append("The order of the regimes at 25 % and 50 % of the cost is "
                  + ("the same under every criterion" if same else "not the same under every criterion")
                  + ": " + "; ".join(f"{p}: {o[0.25]} (25 %), {o[0.5]} (50 %)" for p, o in orders.items()) + ".")
-    if spread is not None:
-        lines.append(f"The seeds' spread of the default configuration: {100 * spread:.2f} points"
-                     + (" (used below to judge the one-seed differences)." if len(trained_seeds) == 1 else "."))
     return lines
 
 
-def _pretraining_findings(pretraining, table: pd.DataFrame, total_epochs: int, spread) -> list[str]:
-    lines = verdicts.ranking(pretraining, "backbone_epochs", single_seed_spread=spread)
+def _pretraining_findings(pretraining, table: pd.DataFrame, total_epochs: int) -> list[str]:
+    lines = verdicts.ranking(pretraining, "backbone_epochs")
+    values = verdicts.seed_values(pretraining, "backbone_epochs")
     best = {}
     for b in (0.25, 0.5, 1.0):
-        column = table[(b, "mean")].dropna().sort_values(ascending=False)
-        if len(column) > 1:
-            # judged as the ranking above: against the largest std over seeds of any split
-            _, verdict = verdicts.judge(column.iloc[0] - column.iloc[1], table[(b, "std")].tolist(), spread)
-            best[b] = f"k = {column.index[0]}" + ("" if verdict == "ahead" else " (not beyond the spread)")
+        ranked, comparison = verdicts.lead(values, b)
+        if comparison is not None:  # the leader against the runner-up, as the ranking above judges it
+            best[b] = f"k = {next(iter(ranked))}" + ("" if comparison.verdict == "ahead" else
+                                                    f" ({comparison.verdict} from k = {list(ranked)[1]})")
     lines.append("Best split (backbone epochs k of N = "
-                 f"{total_epochs}): " + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
+                 f"{total_epochs}; thresholds fixed on validation): "
+                 + (", ".join(f"{k} at {b:.0%}" for b, k in best.items()) or "none")
                  + ". k = 0 is the joint regime, k = N the disjoint one, every k between a mixed run.")
     ends = [k for k in (0, total_epochs) if k in table.index]  # joint and disjoint
     between = [k for k in table.index if k not in ends]  # the mixed splits
     if ends and between:
-        judged = verdicts.best_versus(pretraining, "backbone_epochs", between, ends, single_seed_spread=spread)
+        judged = verdicts.best_versus(pretraining, "backbone_epochs", between, ends)
         judged = judged[judged["verdict"] != "one seed"]
         near_best = int((judged["verdict"] != "behind").sum())
         holds = "holds" if len(judged) and near_best == len(judged) else "does not hold"
-        lines.append("Paper's claim 'mixed is best or near best (within the seeds' spread) at every budget', with a "
-                     f"fixed budget of N = {total_epochs} epochs: {holds} "
-                     f"here (the best mixed split is best or near best at {near_best} of {len(judged)} budgets).")
+        lines.append("Paper's claim 'mixed is best or near best at every budget', with a fixed budget of "
+                     f"N = {total_epochs} epochs: {holds} here (the best mixed split is not behind the better "
+                     f"end at {near_best} of {len(judged)} budgets, ahead at "
+                     f"{int((judged['verdict'] == 'ahead').sum())}; 95 % interval over seeds).")
     return lines
 
 

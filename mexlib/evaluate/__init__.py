@@ -33,13 +33,13 @@ from .common import BUDGETS
 from .costs import FLOP_UNIT, MAC_UNIT, ExitCosts, exit_costs, exit_latency, expected_time
 from .rules import (POLICIES, ExitDecision, confidence_policy, entropy_policy, exit_distribution, exit_points,
                     patience_policy, per_exit_accuracy, run_policy, tradeoff_curve)
-from .tables import (Overthinking, accuracy_at_budgets, area_under_curve, budget_table, choose_on_validation,
+from .tables import (Overthinking, accuracy_at_budgets, area_under_curve, best_points, budget_table, choose_on_validation,
                      format_budget_table, format_mean_std, oracle_accuracy, overthinking)
 
 __all__ = [
     "BUDGETS", "FLOP_UNIT", "MAC_UNIT", "POLICIES", "ExitCosts", "ExitDecision", "Overthinking",
     "exit_costs", "exit_latency", "expected_time", "confidence_policy", "entropy_policy", "patience_policy", "run_policy",
-    "tradeoff_curve", "exit_points", "per_exit_accuracy", "accuracy_at_budgets",
+    "tradeoff_curve", "exit_points", "per_exit_accuracy", "accuracy_at_budgets", "best_points",
     "choose_on_validation",
     "budget_table", "format_budget_table", "format_mean_std", "area_under_curve", "oracle_accuracy",
     "overthinking", "exit_distribution",

@@ -31,6 +31,25 @@ def accuracy_at_budgets(curve: pd.DataFrame, budgets: Sequence[float] = BUDGETS)
     return pd.Series(best, index=pd.Index(list(budgets), name="budget"), name="accuracy")
 
 
+def best_points(curve: pd.DataFrame, budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
+    """The points :func:`accuracy_at_budgets` picks: per budget, the most accurate point of the
+    curve within it (the cheapest of equally accurate ones), its ``accuracy`` and ``cost``;
+    NaN where no point fits. Rows: budgets."""
+    _check_curve(curve)
+    cost = curve["cost"].to_numpy(dtype=np.float64)
+    accuracy = curve["accuracy"].to_numpy(dtype=np.float64)
+    rows = []
+    for budget in budgets:
+        fits = np.flatnonzero((cost <= budget + COST_TOLERANCE) & ~np.isnan(accuracy))
+        if len(fits) == 0:
+            rows.append(dict(budget=budget, accuracy=np.nan, cost=np.nan))
+            continue
+        best = fits[accuracy[fits] == accuracy[fits].max()]
+        pick = best[np.argmin(cost[best])]
+        rows.append(dict(budget=budget, accuracy=accuracy[pick], cost=cost[pick]))
+    return pd.DataFrame(rows).set_index("budget")
+
+
 def choose_on_validation(val_curve: pd.DataFrame, test_curve: pd.DataFrame,
                          budgets: Sequence[float] = BUDGETS) -> pd.DataFrame:
     """Operating points fixed on validation data, reported on the test set.

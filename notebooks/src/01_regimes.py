@@ -13,6 +13,9 @@
 #   together (phase 2), starting from the phase-1 weights with fresh exits.
 #
 # This notebook trains (or loads from the run store) the three regimes for several seeds,
+# and beside them two **equal-compute controls** (mixed trains its backbone in phase 1 *and* in
+# phase 2, twice as many epochs as the others; the controls give joint, and disjoint's backbone,
+# as many epochs),
 # evaluates every exit once on the test set, and simulates the early-exit rule offline: for a
 # sweep of 100 confidence thresholds τ, a sample leaves at the first exit whose top softmax
 # probability exceeds τ. Each threshold gives one point of *accuracy against expected cost*.
@@ -20,11 +23,12 @@
 
 # %% [parameters]
 profile = "cpu"
-seeds = None  # None: the profile's seeds (smoke: 0, 1; cpu and paper: 0, 1, 2)
+seeds = None  # None: the profile's seeds for this chapter (smoke: 0, 1; cpu: 0 to 4; paper: 0, 1, 2)
 regimes = ["disjoint", "joint", "mixed"]
 method = "sdn"
 policy = None  # None: the method's exit rule (SDN: max-softmax confidence)
 distribution_threshold = 0.9  # the confidence threshold at which exits taken are counted
+controls = True  # the equal-compute controls beside the regimes (needs "mixed" among the regimes)
 device = "auto"
 executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
 workers = 2  # jobs at a time with the local executor
@@ -43,7 +47,7 @@ check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
 result = chapter.run(profile, seeds=seeds, regimes=regimes, method=method, policy=policy,
-                     distribution_threshold=distribution_threshold, device=device, executor=executor,
+                     distribution_threshold=distribution_threshold, controls=controls, device=device, executor=executor,
                      workers=workers, **overrides)
 result.save()  # every table below and the findings, into the profile's figures folder
 comparison = result["study"]
@@ -69,7 +73,8 @@ result.tables["regimes_exit_costs"].frame
 # ## The main figure: accuracy against cost
 # One line per regime: the mean over seeds of the threshold sweep, with a band of ± one
 # standard deviation of accuracy. Dots mark each exit used alone (every sample leaves there).
-# The grey star is the plain backbone trained without exits (phase 1), at 100 % cost.
+# The grey star is the plain backbone trained without exits (phase 1), at 100 % cost. The
+# equal-compute controls are dashed, in a darker shade of the regime they extend.
 
 # %%
 fig = result.figure("regimes_tradeoff")
@@ -95,10 +100,26 @@ if "regimes_against_the_paper" in result.tables:  # the paper profile of a Table
 # accurate validation point within the budget) and scored on the test set, as a deployed model
 # would be. Where it matches the table above, tuning the threshold on test data did not flatter
 # the results. `cost` is the mean test cost of the chosen points (it may exceed the budget a
-# little, since the budget was met on validation data).
+# little, since the budget was met on validation data). **The verdicts below are computed from
+# this table**, seed by seed: `regimes_budget_table_seeds.csv` holds every seed's value of both
+# tables, so any comparison can be tested again.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 print(result.tables["regimes_budget_table_validation"].frame.to_markdown())
+
+# %% [markdown]
+# ## Equal compute: the epochs each phase trained
+# A comparison of regimes is fair only at matched training, counted in epochs actually trained,
+# not in caps (STUDY.md §2). Each phase stops early once every monitored exit has gone
+# `patience` epochs without improving its validation accuracy, and ends on its best epoch; the
+# controls' long phase has no early stopping, so it trains every epoch of its cap. The table
+# gives, per regime and phase, the cap, the fewest and most epochs trained over seeds, how many
+# seeds stopped early and the epoch the phase ended on (its best, averaged over seeds).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(result.tables["regimes_epochs_trained"].frame.to_markdown())
 
 # %% [markdown]
 # ## Every exit, and where samples leave
@@ -128,7 +149,11 @@ plt.show()
 # %% [markdown]
 # ## What we found
 # The statements below are computed from the numbers above each time the notebook runs; they
-# are not written by hand and may contradict the paper.
+# are not written by hand and may contradict the paper. Every comparison is the difference in
+# accuracy seed by seed (the runs of a seed share their initialisation; disjoint and mixed also
+# their phase-1 backbone), with its 95 % Student-t interval and the number of seeds: "ahead"
+# or "behind" only when the interval excludes zero, otherwise "not distinguishable" with that
+# many seeds.
 
 # %%
 display(Markdown(result.section("Regimes")))
@@ -137,10 +162,12 @@ display(Markdown(result.section("Regimes")))
 # ### Reading these results
 # The paper (STUDY.md §6) reports that mixed training is best or close to best everywhere,
 # that joint training helps early exits but can cost final-exit accuracy, and that disjoint
-# training keeps the backbone intact but leaves weak early exits. The `cpu` profile is a much
-# smaller setting (a 6-block ResNet on Fashion-MNIST, a few epochs), so differences are a few
-# tenths of a point and the seeds' spread matters: read the statements above with the
-# standard deviations in the budget table. The `paper` profile (ResNet-34 and ViT-T on
-# CIFAR-100, `make reproduce PROFILE=paper` on a GPU) runs the comparison at the paper's scale.
+# training keeps the backbone intact but leaves weak early exits. Two questions to put to the
+# statements above: does mixed's lead over the three regimes survive the controls, i.e. is it
+# the order of the phases or the extra epochs of backbone training? And which of the leads have
+# an interval that excludes zero with this many seeds? The `cpu` profile is a much smaller
+# setting than the paper's (a 6-block ResNet on Fashion-MNIST); the `paper` profile (ResNet-34
+# and ViT-T on CIFAR-100, `make reproduce PROFILE=paper` on a GPU) runs the comparison at the
+# paper's scale.
 #
 # Next: [02 · Does the best regime depend on the early-exit method?](02_methods.ipynb)

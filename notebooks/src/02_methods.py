@@ -91,9 +91,10 @@ print(result.tables["methods_budget_table_validation"].frame.to_markdown())
 
 # %% [markdown]
 # ## Is mixed the best regime for every method?
-# For each method and budget: mixed's mean accuracy against the best other regime's, the gap
-# in points, and the largest standard deviation over seeds among the three regimes. "best"
-# means ahead by more than that spread, "behind" behind by more, "tied" in between.
+# For each method and budget (thresholds fixed on validation): mixed's mean accuracy against the
+# best other regime's, and the difference seed by seed (`gap`, its 95 % interval `low` to
+# `high`, over `seeds` seeds, paired: the regimes of a seed share their initialisation).
+# "ahead" or "behind" when the interval excludes zero, else "not distinguishable".
 
 # %%
 print(result.tables["methods_mixed_advantage"].markdown())
@@ -127,8 +128,8 @@ display(Markdown(result.section("Methods")))
 # ### Reading these results
 # The paper (STUDY.md §6) finds mixed training best or near best for most methods, with the
 # largest gains at small budgets. The `cpu` profile is a small setting (a 6-block ResNet on
-# Fashion-MNIST, capped at 10 epochs per phase), where the methods differ by tenths of a point
-# to a few points and the seeds' spread decides what counts as a difference; the verdicts above
-# use that spread. The `paper` profile runs the same grid at the paper's scale on a GPU.
+# Fashion-MNIST, capped at 10 epochs per phase); whether a difference counts is decided by its
+# interval over seeds, so read "not distinguishable" as "this many seeds cannot tell", not as
+# "equal". The `paper` profile runs the same grid at the paper's scale on a GPU.
 #
 # Next: [03 · Loss landscapes: do the regimes end in one basin or in several?](03_landscape.ipynb)

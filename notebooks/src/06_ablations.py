@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 06 · Ablations: what else decides how a multi-exit model should be trained?
 #
-# The regimes notebook found mixed training (backbone first, then everything together) best or
-# tied at every budget for SDN in the `cpu` profile. This notebook varies, one at a time, the
+# The regimes notebook compares mixed training (backbone first, then everything together) with
+# the other regimes for SDN; its findings say where mixed leads. This notebook varies, one at a time, the
 # choices that comparison held fixed, each through the same study piece (a grid of
 # configurations → runs from the store → offline evaluation → tables). **The question of this
 # chapter:** does the ranking of the regimes survive each change?
@@ -24,8 +24,8 @@
 #
 # The paper ran ablations on the loss weighting, head depth, placement and the entropy
 # criterion, but their outcomes are not known to us (`STUDY.md` §6). So each section checks the
-# paper's central claim under its change: mixed training is best or near best (within the
-# seeds' spread) at every budget.
+# paper's central claim under its change: mixed training is best or near best (not behind the
+# best other regime by the 95 % interval over seeds) at every budget.
 
 # %% [parameters]
 profile = "cpu"
@@ -66,14 +66,12 @@ print(f"{result['base'].arch} ({result['num_blocks']} blocks) on {result['base']
 
 # %% [markdown]
 # ## Seeds
-# Every section uses the regimes notebook's seeds (three in the `cpu` profile): many of the
-# differences below are within a point, and a difference counts only when it exceeds the
-# seeds' spread (the larger standard deviation over seeds of the groups compared).
-# `ablation_seeds` can cut the sections that train new runs to fewer seeds (a `cpu`-profile
-# run takes 2 to 7 minutes of one core). A one-seed difference is then judged against the
-# spread that three seeds of the default configuration show (the largest standard deviation
-# over seeds of any regime at any budget, measured in the next section); smaller ones are
-# reported as ties.
+# Every section uses the profile's seeds (three in the `cpu` profile). A difference is judged
+# seed by seed: the 95 % Student-t interval of the per-seed differences (paired; thresholds
+# fixed on validation) must exclude zero for "ahead" or "behind", otherwise the two are "not
+# distinguishable" with that many seeds. `ablation_seeds` can cut the sections that train new
+# runs to fewer seeds (a `cpu`-profile run takes 2 to 7 minutes of one core); with one seed
+# there is no interval, and such a difference is reported as "one seed", not judged.
 
 # %% [markdown]
 # ## 2 · Exit criterion (all seeds, no training)
