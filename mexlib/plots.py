@@ -171,6 +171,11 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
         acc = pd.concat([c["accuracy"] for c in curves], axis=1) * 100
         mean, std = acc.mean(axis=1), acc.std(axis=1).fillna(0)
         ranked = cost.argsort()
+        if all(r.policy == "patience" for r in groups[value]):
+            # a handful of operating points (one per patience): points, not a line between them
+            ax.errorbar(cost.iloc[ranked], mean.iloc[ranked], yerr=std.iloc[ranked], color=colors[value],
+                        label=str(value), ls="none", marker="o", ms=4, capsize=2, lw=1)
+            continue
         ax.plot(cost.iloc[ranked], mean.iloc[ranked], color=colors[value], label=str(value), lw=1.8,
                 ls="--" if is_control(value) else "-")
         ax.fill_between(cost.iloc[ranked], (mean - std).iloc[ranked], (mean + std).iloc[ranked],
@@ -203,13 +208,14 @@ def _seeds(study) -> str:
 
 
 def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", columns: int = 3,
-                         share_y: bool = True, backbone: bool = True) -> plt.Figure:
+                         share_y: bool = True, backbone: bool = True, share_x: bool = True) -> plt.Figure:
     """:func:`plot_tradeoff` once per value of ``panel`` (e.g. one panel per method, the
-    regimes' curves in each), on shared axes."""
+    regimes' curves in each), on shared axes (``share_x=False``: each panel's cost axis fits
+    its own data, where the panels' models differ in cost)."""
     values = study.values(panel)
     rows = -(-len(values) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.6 * rows), squeeze=False,
-                             sharex=True, sharey=share_y, layout="constrained")
+                             sharex=share_x, sharey=share_y, layout="constrained")
     for ax, value in zip(axes.flat, values):
         part = study.select(**{panel: value})
         title = (f"{value} rule" if panel == "policy" else f"{value} ({part.policy} rule)" if panel == "method"

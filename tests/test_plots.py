@@ -42,3 +42,19 @@ def test_save_table_keeps_full_precision_in_csv_and_writes_the_readable_markdown
     assert np.allclose(again[("accuracy", "mean")], table[("accuracy", "mean")])
     text = markdown.read_text()
     assert "accuracy (%)" in text and "90.8 ± 0.2" in text and "('accuracy', 'mean')" not in text
+
+
+def test_an_equal_compute_control_has_its_regimes_colour_darker_and_comes_after_it():
+    import matplotlib.colors
+
+    values = ["mixed", "joint, 20 epochs", "disjoint, 20-epoch backbone", "joint", "disjoint"]
+    colors = plots.colors_for(values)
+    for control, regime in (("joint, 20 epochs", "joint"), ("disjoint, 20-epoch backbone", "disjoint")):
+        assert colors[regime] == plots.REGIME_COLORS[regime]
+        mine, base = (np.array(matplotlib.colors.to_rgb(colors[v])) for v in (control, regime))
+        assert np.allclose(mine, base * 0.55, atol=1 / 255)  # the same hue, darker
+        assert plots.is_control(control) and not plots.is_control(regime)
+    assert plots._ordered(values) == ["disjoint", "disjoint, 20-epoch backbone", "joint", "joint, 20 epochs", "mixed"]
+    other = plots.colors_for(["pool", "conv2"])  # not regimes: the default palette
+    shown = {matplotlib.colors.to_hex(c) for c in other.values()}
+    assert len(shown) == 2 and not shown & {c.lower() for c in plots.REGIME_COLORS.values()}

@@ -268,6 +268,17 @@ def test_against_a_reference_group_follows_the_per_seed_differences(grid):
 def test_grid_panels_figure(grid):
     fig = plots.plot_tradeoff_panels(grid, panel="method", hue="regime")
     assert sum(ax.get_visible() for ax in fig.axes) == 3
+    panels = {ax.get_title().split()[0]: ax for ax in fig.axes if ax.get_visible()}
+    # PBEE's patience rule has a handful of operating points: drawn as points, not joined
+    assert sorted(c.get_label() for c in panels["pbee"].containers) == ["disjoint", "joint", "mixed"]
+    assert not [line for line in panels["pbee"].lines if line.get_label() in ("disjoint", "joint", "mixed")]
+    assert all(line.get_linestyle() == "-" for line in panels["sdn"].lines
+               if line.get_label() in ("disjoint", "joint", "mixed"))
+    assert panels["sdn"].get_shared_x_axes().joined(panels["sdn"], panels["ztw"])
+    apart = plots.plot_tradeoff_panels(grid, panel="method", hue="regime", share_x=False)
+    first, second = [ax for ax in apart.axes if ax.get_visible()][:2]
+    assert not first.get_shared_x_axes().joined(first, second)
+    matplotlib.pyplot.close(apart)
     written = plots.save_figure(fig, "test_panels", "smoke")
     assert all(p.stat().st_size > 1000 for p in written)
     matplotlib.pyplot.close(fig)

@@ -118,7 +118,8 @@ def _time_findings(latency: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def draw_tradeoff(result: Result):
-    return plots.plot_tradeoff_panels(result["study"], panel="arch", hue="regime", columns=len(result["archs"]))
+    return plots.plot_tradeoff_panels(result["study"], panel="arch", hue="regime", columns=len(result["archs"]),
+                                      share_x=False)  # the architectures differ in what their exits cost
 
 
 def draw_time(result: Result):
