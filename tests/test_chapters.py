@@ -66,3 +66,34 @@ def test_our_numbers_stand_beside_the_papers_only_in_its_settings():
     assert beside["paper (100 %)"].tolist() == [f"{SETTINGS['resnet34-cifar100'].paper[r]:.2f}" for r in regimes]
     assert beside["ours (100 %)"].tolist() == ["75.1 ± 0.3"] * 3
     assert against_the_paper(study_of(ours), table.loc[[c.arch for c in ours]], within="arch") is None
+
+
+def test_the_count_baseline_is_the_share_of_internal_exits_whose_gradient_reaches_each_block():
+    """Each exit's loss alone, backpropagated through the smoke and cpu models: the blocks it
+    reaches (a nonzero gradient), counted per block, give the gradients chapter's baseline."""
+    import torch
+
+    from mexlib.analysis import block_parameter_counts
+    import torch.nn.functional as F
+    from mexlib.analysis.recording import _block_parameters
+    from mexlib.config import make_config
+    from mexlib.train import build_model
+
+    for profile in ("smoke", "cpu"):
+        config = make_config(profile)
+        model = build_model(config)
+        blocks = [(name, params) for name, params in _block_parameters(model) if name != "heads"]
+        assert [name for name, _ in blocks] == list(block_parameter_counts(model))
+        x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        y = torch.tensor([0, 1, 2, 3])
+        reached = []  # per exit, the blocks its loss sends a gradient to
+        for k in range(model.num_exits):
+            model.zero_grad(set_to_none=True)
+            logits = model.forward_context(x, outputs=False).logits
+            F.cross_entropy(logits[k], y).backward()
+            reached.append([any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+                            for _, params in blocks])
+        final = model.num_exits - 1
+        expected = [sum(reached[k][b] for k in range(final)) / sum(reached[k][b] for k in range(model.num_exits))
+                    for b in range(len(blocks))]
+        assert gradients.count_baseline(config.exit_after_blocks, len(blocks)).tolist() == pytest.approx(expected)
