@@ -364,3 +364,25 @@ def test_model_at_a_snapshot_is_the_model_with_those_weights():
     model = model_at(config.to_dict(), trained.state_dict())
     assert not model.training
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_effective_rank_is_the_exponential_of_the_singular_values_entropy():
+    from mexlib.analysis import effective_rank, effective_rank_interval
+
+    generator = torch.Generator().manual_seed(3)
+    u, _ = torch.linalg.qr(torch.randn(400, 40, generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(60, 40, generator=generator, dtype=torch.float64))
+    u = u - u.mean(0, keepdim=True)  # centred columns: centring leaves the planted spectrum
+    u, _ = torch.linalg.qr(u)
+    for planted in (torch.ones(7), torch.logspace(0, -3, 40, dtype=torch.float64), torch.tensor([5.0, 1.0, 0.1])):
+        k = len(planted)
+        matrix = u[:, :k] @ torch.diag(planted.double()) @ v[:, :k].T
+        p = planted.double() / planted.double().sum()
+        expected = math.exp(-float((p * p.log()).sum()))
+        assert effective_rank(matrix) == pytest.approx(expected, rel=1e-6)
+    assert effective_rank(u[:, :7] @ v[:, :7].T) == pytest.approx(7.0, rel=1e-6)  # k equal values give k
+    value, low, high = effective_rank_interval(u[:, :10] @ torch.diag(torch.logspace(0, -1, 10, dtype=torch.float64))
+                                               @ v[:, :10].T, resamples=50)
+    assert low <= high and low < value * 1.05 and high > value * 0.8
+    with pytest.raises(ValueError, match="at least 2"):
+        effective_rank_interval(u, resamples=1)

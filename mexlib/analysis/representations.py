@@ -9,6 +9,11 @@ information with the labels.
   it is meaningful only with at least as many samples as the rank it measures
   (:func:`numerical_rank` reports the bound); the tolerance is a choice, so the notebooks show
   how the result moves with it (:func:`rank_profile`).
+- **Effective rank** (:func:`effective_rank`, O. Roy and M. Vetterli, "The effective rank: a
+  measure of effective dimensionality", EUSIPCO 2007): ``exp(H(p))`` with ``p_i = σ_i / Σ σ_j``
+  the singular values normalised to sum to one. It needs no tolerance: k equal singular values
+  give k, a spectrum that decays gives a value between 1 and the rank. Its uncertainty over the
+  sampled images comes from a bootstrap over them (:func:`effective_rank_interval`).
 - **I(T;Y)** (:func:`mutual_information`): Ross's k-nearest-neighbour estimator for the mutual
   information between a continuous variable and a discrete one (B. C. Ross, "Mutual
   Information between Discrete and Continuous Data Sets", PLoS ONE 9(2), 2014), a relative of
@@ -78,6 +83,32 @@ def numerical_rank(features: Tensor, rel_tol: float = 1e-3) -> int:
     if values.numel() == 0 or values[0] == 0:
         return 0
     return int((values > rel_tol * values[0]).sum())
+
+
+def effective_rank(features: Tensor) -> float:
+    """Roy and Vetterli's effective rank of the centred matrix: exp of the entropy of its
+    singular values normalised to sum to one (1 for a rank-one matrix, k for k equal values). From
+    the SVD itself: the Gram matrix's eigenvalues leave values of about 1e-8 of the largest where
+    the true ones are zero, and many of them would add to the entropy."""
+    values = singular_values(features, exact=True)
+    total = float(values.sum())
+    if total == 0:
+        return 0.0
+    p = values[values > 0] / total
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def effective_rank_interval(features: Tensor, resamples: int = 200, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """The effective rank and its bootstrap percentile interval over the samples (rows drawn
+    with replacement ``resamples`` times): ``(value, low, high)``."""
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, got {resamples}")
+    generator = torch.Generator().manual_seed(seed)
+    n = features.shape[0]
+    draws = [effective_rank(features[torch.randint(0, n, (n,), generator=generator)]) for _ in range(resamples)]
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return effective_rank(features), float(low), float(high)
 
 
 def rank_profile(features: dict[int, Tensor], tolerances: Sequence[float] = (1e-2, 1e-3, 1e-4)) -> pd.DataFrame:
@@ -154,5 +185,6 @@ def gaussian_mixture_information(separation: float, points: int = 200_001, span:
     return float(entropy_t - entropy_t_given_y)
 
 
-__all__ = ["block_features", "gaussian_mixture_information", "mutual_information", "numerical_rank",
+__all__ = ["block_features", "effective_rank", "effective_rank_interval", "gaussian_mixture_information",
+           "mutual_information", "numerical_rank",
            "principal_components", "rank_profile", "singular_values"]
