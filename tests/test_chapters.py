@@ -97,3 +97,14 @@ def test_the_count_baseline_is_the_share_of_internal_exits_whose_gradient_reache
         expected = [sum(reached[k][b] for k in range(final)) / sum(reached[k][b] for k in range(model.num_exits))
                     for b in range(len(blocks))]
         assert gradients.count_baseline(config.exit_after_blocks, len(blocks)).tolist() == pytest.approx(expected)
+
+
+def test_equal_basins_are_reported_as_a_tie():
+    import pandas as pd
+
+    from mexlib.chapters.landscape import _widest
+
+    plane = 625  # a 25 × 25 plane: shares are counts of its points
+    assert _widest(pd.Series({"disjoint": 80 / plane, "joint": 69 / plane, "mixed": 80 / plane})) == \
+        "widest: disjoint and mixed, tied."
+    assert _widest(pd.Series({"disjoint": 80 / plane, "joint": 69 / plane, "mixed": 81 / plane})) == "widest: mixed."

@@ -119,11 +119,18 @@ def barrier_table(paths: dict[str, pd.DataFrame], exits: list[str]) -> pd.DataFr
     return barriers
 
 
+def _widest(shares: pd.Series) -> str:
+    """The regime with the widest basin, or every regime tied at the widest (the shares count grid
+    points, so equal shares are common)."""
+    widest = [r for r, v in shares.items() if v == shares.max()]
+    return f"widest: {widest[0]}." if len(widest) == 1 else f"widest: {' and '.join(widest)}, tied."
+
+
 def _basin_findings(wide: pd.DataFrame, regimes: list[str], exits: list[str], span: float, scope: str) -> list[str]:
     total = wide.loc["total"]
     lines = ["Share of the plane where the total loss stays below twice its value at the solution: "
              + ", ".join(f"{r} {total[r]:.0%}" for r in regimes) + f" (plane ±{span}, {scope} weights); "
-             + ("the same for every regime." if total.nunique() == 1 else f"widest: {total.idxmax()}.")]
+             + ("the same for every regime." if total.nunique() == 1 else _widest(total[regimes]))]
     early, late = exits[0], exits[-1]
     lines.append(f"The first exit's basin ({early}) is " + ", ".join(f"{r} {wide.loc[early, r]:.0%}" for r in regimes)
                  + f"; the final exit's ({late}) " + ", ".join(f"{r} {wide.loc[late, r]:.0%}" for r in regimes) + ".")
