@@ -6,6 +6,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 
 import pytest
 import torch
@@ -68,7 +69,13 @@ def test_interpolation_ends_and_barrier():
         assert row[f"accuracy {len(losses) - 1}"] == pytest.approx(float(accuracy[-1]))
     flat = interpolate(a, a, batch, bn, steps=3)
     assert barrier(flat) == pytest.approx(0.0, abs=1e-5)
-    assert barrier(path) == pytest.approx(path["total"].max() - (path["total"].iloc[0] + path["total"].iloc[-1]) / 2)
+    line = path["total"].iloc[0] + path["alpha"] * (path["total"].iloc[-1] - path["total"].iloc[0])
+    assert barrier(path) == pytest.approx((path["total"] - line).max())
+    # a path that only climbs from one end to the other, straight: no barrier, whatever its ends
+    ramp = pd.DataFrame({"alpha": np.linspace(0, 1, 11), "total": np.linspace(0.2, 1.4, 11)})
+    assert barrier(ramp) == pytest.approx(0.0, abs=1e-12)
+    bump = ramp.assign(total=ramp["total"] + 0.3 * np.sin(np.pi * ramp["alpha"]))
+    assert barrier(bump) == pytest.approx(0.3)
     other = build_model(make_config("smoke", exit_after_blocks=(2,)))
     with pytest.raises(ValueError, match="one architecture"):
         interpolate(a, other, batch, bn)

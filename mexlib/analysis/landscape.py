@@ -138,10 +138,14 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, batch: tuple[Tensor, Ten
 
 
 def barrier(path: pd.DataFrame, column: str = "total") -> float:
-    """The loss barrier of an interpolation path: the highest loss on it minus the mean of its
-    two ends (0 or below: no barrier)."""
+    """The loss barrier of an interpolation path as Frankle et al. define it ("Linear mode
+    connectivity and the lottery ticket hypothesis", ICML 2020): the largest excess of the loss
+    on the path over the straight line between its two ends' losses, max over α of
+    L(α) − ((1 − α)·L(0) + α·L(1)) (0 or below: no barrier). Unlike the highest point minus the
+    mean of the ends, it does not count the difference between the ends as a barrier."""
     values = path[column].to_numpy()
-    return float(values.max() - (values[0] + values[-1]) / 2)
+    alpha = path["alpha"].to_numpy()
+    return float((values - ((1 - alpha) * values[0] + alpha * values[-1])).max())
 
 
 __all__ = ["SCOPES", "barrier", "exit_losses", "filter_normalized_direction", "interpolate", "loss_surface",
