@@ -18,9 +18,10 @@
 #    multi-exit loss (the mean over exits, the training loss) and for each exit's own loss, on
 #    one fixed batch of test images without augmentation.
 # 2. **Linear mode connectivity**: the loss and accuracy of every exit along the straight line
-#    θ(α) = (1 − α)·θ_A + α·θ_B between two solutions. A *barrier* (the highest loss on the path
-#    minus the mean of its two ends) near zero means the two solutions lie in one basin; a high
-#    one, that a ridge separates them (Frankle et al., ICML 2020).
+#    θ(α) = (1 − α)·θ_A + α·θ_B between two solutions. A *barrier* (the largest excess of the
+#    loss on the path over the straight line between its two ends' losses, as Frankle et al.,
+#    ICML 2020, define it) near zero means the two solutions lie in one basin; a high one, that
+#    a ridge separates them.
 #
 # **BatchNorm.** A ResNet's stored BatchNorm statistics belong to its own weights. Every
 # perturbed or interpolated model here gets its BatchNorm statistics recomputed on a fixed set
