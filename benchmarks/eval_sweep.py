@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from mexlib.arguments import non_negative_int, positive_int
 from mexlib.evaluate import tradeoff_curve
 
 TARGET_MS = 50.0
@@ -43,16 +44,16 @@ def median_ms(run, warmup: int, repeats: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10_000)
-    parser.add_argument("--exits", type=int, default=7)
-    parser.add_argument("--classes", type=int, nargs="+", default=[10, 100])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, nargs="+",
+    parser.add_argument("--samples", type=positive_int, default=10_000)
+    parser.add_argument("--exits", type=positive_int, default=7)
+    parser.add_argument("--classes", type=positive_int, nargs="+", default=[10, 100])
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument("--threads", type=positive_int, nargs="+",
                         default=sorted({1, torch.get_num_threads()}))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     print(f"torch {torch.__version__}; {args.samples} samples, {args.exits} exits; median of "
           f"{args.repeats} runs after {args.warmup} warm-up runs; target < {TARGET_MS:.0f} ms "

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from mexlib.arguments import non_negative_int, positive_int
 from mexlib import evaluate
 from mexlib.config import make_config
 from mexlib.data import dataset_spec
@@ -40,10 +41,10 @@ def measure(arch: str, batches=(1, 128), threads=(1, 2), warmup: int = 5, repeat
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--archs", nargs="+", default=["resnet-cpu", "vit-cpu"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 128])
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="all threads (1 is always measured)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 128])
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count(), help="all threads (1 is always measured)")
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=30)
     parser.add_argument("--out", default=None, help="CSV to write (e.g. figures/exit_latency.csv)")
     args = parser.parse_args(argv)
     print(f"load average before: {os.getloadavg()[0]:.2f}; threads 1 and {args.threads}; "

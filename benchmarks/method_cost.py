@@ -32,6 +32,7 @@ from dataclasses import replace
 
 import torch
 
+from mexlib.arguments import non_negative_int, positive_float, positive_int
 from mexlib.config import make_config
 from mexlib.data import load_dataset
 from mexlib.methods import get_method
@@ -159,13 +160,13 @@ def report(result: dict, budget: float = 45.0) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu"])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--ensemble-epochs", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=45.0, help="minutes")
+    parser.add_argument("--steps", type=positive_int, default=30)
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--rounds", type=positive_int, default=2)
+    parser.add_argument("--ensemble-epochs", type=positive_int, default=50)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--budget", type=positive_float, default=45.0, help="minutes")
     args = parser.parse_args(argv)
     try:
         result = measure(args.profile, args.steps, args.warmup, args.rounds, args.ensemble_epochs,

@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from mexlib.arguments import non_negative_int, positive_int
+
 
 def worker(threads: int, steps: int, warmup: int) -> float:
     import torch
@@ -65,14 +67,14 @@ def run(processes: int, threads: int, steps: int, warmup: int) -> float:
     return sum(float(job.communicate()[0].strip().splitlines()[-1]) for job in jobs)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cores", type=int, default=os.cpu_count())
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cores", type=positive_int, default=os.cpu_count())
+    parser.add_argument("--steps", type=positive_int, default=60)
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker is not None:
         print(worker(args.worker, args.steps, args.warmup))
         return

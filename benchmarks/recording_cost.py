@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from mexlib.arguments import positive_int
 from mexlib.analysis.recording import GradientRecorder, SnapshotRecorder, _Fanout
 from mexlib.config import make_config
 from mexlib.data import load_dataset
@@ -86,9 +87,9 @@ def report(result: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu"])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--steps", type=positive_int, default=100)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--every", type=positive_int, default=10)
     args = parser.parse_args(argv)
     try:
         result = measure(args.profile, args.steps, args.repeats, args.every)

@@ -53,6 +53,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from mexlib.arguments import non_negative_int, positive_int
 from mexlib import paths
 from mexlib.config import make_config
 from mexlib.data import dataset_spec, load_dataset
@@ -223,11 +224,11 @@ def report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per run (default 200)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default 10)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of a b c (default 3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers for (c) (default 0)")
+    parser.add_argument("--steps", type=positive_int, default=200, help="timed steps per run (default 200)")
+    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first (default 10)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of a b c (default 3)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--workers", type=non_negative_int, default=0, help="DataLoader workers for (c) (default 0)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default cpu")
     parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
                         help="default: the cpu profile's (fp32)")

@@ -60,7 +60,8 @@ import pandas as pd
 import torch
 
 from . import paths
-from .config import RunConfig, grid_configs, profile_seeds
+from .arguments import int_list, positive_int
+from .config import PROFILES, RunConfig, grid_configs, profile_seeds
 from .hardware import threads_per_job
 from .store import RunStore, backbone_key, run_key
 
@@ -365,7 +366,7 @@ def _pairs(items: Sequence[str], what: str) -> dict:
     pairs = {}
     for item in items or ():
         if "=" not in item:
-            raise SystemExit(f"--{what} takes name=value, got {item!r}")
+            raise ValueError(f"--{what} takes name=value, got {item!r}")
         name, value = item.split("=", 1)
         pairs[name] = _values(value) if what == "grid" else _value(value)
     return pairs
@@ -374,21 +375,27 @@ def _pairs(items: Sequence[str], what: str) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mexlib.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=("status", "run"))
-    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--profile", default="cpu", choices=tuple(PROFILES))
     parser.add_argument("--grid", action="append", help="name=v1,v2 (repeatable; a list literal also works)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    parser.add_argument("--seeds", type=int_list, default=None, help="comma-separated seeds (default: the profile's)")
     parser.add_argument("--set", action="append", help="name=value fixed for every run (repeatable)")
     parser.add_argument("--executor", default="local", choices=tuple(EXECUTORS))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workers", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--slurm", action="append", help=f"SLURM option name=value: {', '.join(SLURM_OPTIONS)}")
     args = parser.parse_args(argv)
-    seeds = profile_seeds(args.profile, None if args.seeds is None else [int(s) for s in args.seeds.split(",")])
-    configs = grid_configs(args.profile, _pairs(args.grid, "grid"), seeds, **_pairs(args.set, "set"))
+    try:  # a bad name or value in --grid, --set or --slurm: the usage error, with the valid ones
+        seeds = profile_seeds(args.profile, args.seeds)
+        configs = grid_configs(args.profile, _pairs(args.grid, "grid"), seeds, **_pairs(args.set, "set"))
+        slurm = _pairs(args.slurm, "slurm")
+        unknown = set(slurm) - set(SLURM_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown SLURM options {sorted(unknown)}; valid: {', '.join(SLURM_OPTIONS)}")
+    except ValueError as error:
+        parser.error(str(error))
     store = RunStore(progress=args.command == "run")
     if args.command == "run":
-        state = sweep(configs, args.executor, args.workers, args.threads, store=store,
-                      slurm=_pairs(args.slurm, "slurm"))
+        state = sweep(configs, args.executor, args.workers, args.threads, store=store, slurm=slurm)
     else:
         state = sweep_state(configs, store)
     counts = state["status"].value_counts()

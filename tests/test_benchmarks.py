@@ -149,3 +149,25 @@ def test_method_cost_estimates_follow_the_measured_steps(capsys):
     with pytest.raises(SystemExit):
         method_cost.main(["--profile", "smoke", "--steps", "100"])
     assert "use steps + warmup <=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script,bad,named", [
+    ("parallel_jobs", ["--steps", "0"], "argument --steps: 0 is too small: 1 or more"),
+    ("parallel_jobs", ["--cores", "two"], "argument --cores: 'two' is not a whole number"),
+    ("eval_sweep", ["--repeats", "-1"], "argument --repeats: -1 is too small: 1 or more"),
+    ("eval_sweep", ["--warmup", "-2"], "argument --warmup: -2 is too small: 0 or more"),
+    ("exit_latency", ["--batches", "0"], "argument --batches: 0 is too small: 1 or more"),
+    ("method_cost", ["--budget", "0"], "argument --budget: 0 is too small: above 0"),
+    ("method_cost", ["--profile", "laptop"], "argument --profile: invalid choice: 'laptop'"),
+    ("recording_cost", ["--every", "0"], "argument --every: 0 is too small: 1 or more"),
+    ("train_throughput", ["--workers", "-1"], "argument --workers: -1 is too small: 0 or more"),
+])
+def test_a_benchmark_refuses_a_bad_argument_with_its_usage(script, bad, named, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as stop:
+        module.main(bad)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: ") and named in error

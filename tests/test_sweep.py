@@ -271,3 +271,23 @@ def test_a_backbone_that_ends_between_two_looks_still_releases_its_runs(tmp_path
     monkeypatch.setattr("mexlib.sweep.time.sleep", lambda _: None)
     submitted = _run_local(Runner(), [(t, t) for t in tasks], workers=2, poll_s=0, log=lambda *a: None)
     assert [t.kind for t, _ in submitted] == ["backbone", "run"]
+
+
+@pytest.mark.parametrize("bad,named", [
+    (["status", "--profile", "laptop"], "argument --profile: invalid choice: 'laptop' (choose from 'smoke', 'cpu', 'paper')"),
+    (["status", "--seeds", "a"], "argument --seeds: 'a' is not a whole number"),
+    (["status", "--seeds", ","], "give at least one whole number"),
+    (["run", "--workers", "0"], "argument --workers: 0 is too small: 1 or more"),
+    (["status", "--profile", "smoke", "--grid", "regime=both"], "valid regimes: disjoint, joint, mixed"),
+    (["status", "--profile", "smoke", "--set", "foo=1"], "unknown configuration names ['foo']"),
+    (["status", "--grid", "regime"], "--grid takes name=value, got 'regime'"),
+    (["run", "--profile", "smoke", "--slurm", "bogus=1"], "unknown SLURM options ['bogus']; valid: partition"),
+])
+def test_the_sweep_command_refuses_bad_input_with_its_usage(bad, named, capsys):
+    from mexlib.sweep import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(bad)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("usage: python -m mexlib.sweep") and named in error
