@@ -194,8 +194,19 @@ class WorkArea:
             (self.root / f"{key}.{marker}.json").unlink(missing_ok=True)
 
     def _read(self, key: str, marker: str) -> dict | None:
+        """The record, or None when there is none. A record that cannot be read (cut short by a
+        full disk or a killed process, or not a JSON object) comes back as ``{"damaged": ...}``,
+        naming the file and what is wrong with it, so a status shows it instead of failing."""
         path = self.root / f"{key}.{marker}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return {"damaged": f"{path} cannot be read ({error})"}
+        if not isinstance(record, dict):
+            return {"damaged": f"{path} holds a {type(record).__name__}, not a record"}
+        return record
 
     def _write(self, key: str, marker: str, record: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -71,7 +71,7 @@ EXECUTORS = {
     "slurm": "submitit's SLURM executor (partition, GPUs, time limit, array parallelism)",
     "debug": "submitit's debug executor (in this process, through the submission path)",
 }
-STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing")
+STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing", "damaged")
 #: SLURM options of :func:`sweep` and their submitit names.
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_job": "gpus_per_node",
                  "time_limit_min": "timeout_min", "cpus_per_task": "cpus_per_task",
@@ -133,6 +133,9 @@ def task_state(task: Task, store: RunStore) -> dict:
     if checkpoints:
         row["checkpoint"] = ", ".join(p.name for p in checkpoints)
     failure, queued = store.work.failure(task.key), store.work.queued(task.key)
+    damaged = [record["damaged"] for record in (failure, queued) if record is not None and "damaged" in record]
+    if damaged:  # a state file cut short: shown as it is; the task is submitted again like a failed one
+        return {**row, "status": "damaged", "error": "; ".join(damaged)}
     if failure is not None:
         return {**row, "status": "failed", "error": failure.get("error", ""), "log": failure.get("log") or ""}
     if queued is not None:
@@ -401,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = state["status"].value_counts()
     print(state.drop(columns=["key"]).to_markdown(index=False))
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
-    return 1 if counts.get("failed", 0) else 0
+    return 1 if counts.get("failed", 0) or counts.get("damaged", 0) else 0
 
 
 if __name__ == "__main__":

@@ -291,3 +291,27 @@ def test_the_sweep_command_refuses_bad_input_with_its_usage(bad, named, capsys):
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("usage: python -m mexlib.sweep") and named in error
+
+
+def test_damaged_state_files_are_shown_as_damaged_and_the_task_trains_again(tmp_path, monkeypatch, capsys):
+    """A failed.json cut short (a full disk, a killed process) and a queued.json that is JSON but
+    not a record: the status names each file, the command does not crash, and a sweep trains
+    the tasks again."""
+    monkeypatch.setenv("MEXLIB_RUNS", str(tmp_path / "runs"))
+    store = _store(tmp_path / "runs")
+    joint, disjoint = (make_config("smoke", regime=r, seed=0) for r in ("joint", "disjoint"))
+    work = tmp_path / "runs" / "work"
+    work.mkdir(parents=True)
+    (work / f"{run_key(joint)}.failed.json").write_text('{"error": "Runtime')  # cut short
+    backbone = [t for t in plan([disjoint], store) if t.kind == "backbone"][0]
+    (work / f"{backbone.key}.queued.json").write_text("[1, 2]")
+    state = sweep_state([joint, disjoint], store).set_index("key")
+    assert "damaged" in STATUSES
+    assert state.loc[run_key(joint), "status"] == "damaged"
+    assert f"{run_key(joint)}.failed.json cannot be read" in state.loc[run_key(joint), "error"]
+    assert state.loc[backbone.key, "status"] == "damaged"
+    assert "holds a list, not a record" in state.loc[backbone.key, "error"]
+    assert main(["status", "--profile", "smoke", "--grid", "regime=joint,disjoint", "--seeds", "0"]) == 1
+    assert "2 damaged" in capsys.readouterr().out
+    again = sweep([joint, disjoint], "inline", store=store, progress=False)
+    assert (again["status"] == "done").all() and int(again["submitted"].sum()) == 3
