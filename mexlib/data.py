@@ -38,6 +38,11 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is neither on disk nor downloadable; the message says how to get it."""
 
 
+class DatasetCorruptError(RuntimeError):
+    """A dataset's files are on disk but cannot be read (cut short, or not what they should be);
+    the message names them and says how to get them again."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """What the rest of the package needs to know about a dataset."""
@@ -135,11 +140,18 @@ def _load_fashion_mnist(spec: DatasetSpec, root: Path) -> ImageData:
                 for a in archives:
                     _gunzip(folder / a, raw / Path(a).stem)
                 break
+    present = _torchvision_has_files(cls, root)
     try:
         # torchvision reads the idx files when present and downloads them otherwise.
         train = cls(root, train=True, download=True)
         test = cls(root, train=False, download=True)
-    except Exception as error:  # offline, a proxy, a corrupt file: all end the same way
+    except Exception as error:
+        if present:  # the files were there: they are what failed, not the download
+            files = [str(raw / Path(a).stem) for a in archives]
+            raise DatasetCorruptError(
+                f"Fashion-MNIST's files are on disk but cannot be read ({type(error).__name__}: {error}): "
+                f"{', '.join(files)}. Delete them (and {raw}'s other files) to unpack or download them again."
+            ) from error
         raise DatasetNotFoundError(
             f"Fashion-MNIST was not found (looked in: {', '.join(tried)}) and torchvision "
             f"could not download it ({type(error).__name__}: {error}).\n"
@@ -168,6 +180,16 @@ def _gunzip(source: Path, target: Path) -> None:
         raise
 
 
+def _verified(path: Path, md5: str) -> bool:
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest() == md5
+
+
 def _torchvision_has_files(cls, root: Path) -> bool:
     probe = cls.__new__(cls)
     probe.root = str(root)
@@ -178,6 +200,13 @@ def _load_cifar(spec: DatasetSpec, root: Path) -> ImageData:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if spec.name == "cifar10" else torchvision.datasets.CIFAR100
+    archive = root / cls.filename
+    probe = cls.__new__(cls)
+    probe.root = str(root)
+    if archive.is_file() and not probe._check_integrity() and not _verified(archive, cls.tgz_md5):
+        raise DatasetCorruptError(f"{archive} is on disk but is not {spec.name}'s archive (its MD5 is not "
+                                  f"{cls.tgz_md5}): cut short or another file. Delete it to download it again, "
+                                  f"or copy the archive from {cls.url} in its place.")
     try:
         train = cls(root, train=True, download=True)
         test = cls(root, train=False, download=True)

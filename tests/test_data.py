@@ -692,3 +692,30 @@ def test_specs_are_consistent():
         assert spec.name == name
         assert len(spec.mean) == len(spec.std) == spec.channels
         assert (name in data._LOADERS) != spec.streamed  # a streamed one has its own reader (mexlib.device_data)
+
+
+# --- corrupt datasets ---------------------------------------------------------------------------
+
+def test_fashion_mnist_files_cut_short_are_reported_as_corrupt_not_missing(tmp_path, monkeypatch):
+    """The four idx files are where torchvision looks, but each holds only its first bytes: the
+    error names them and says they are corrupt (nothing is downloaded)."""
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", [UNREACHABLE])
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for url, _ in torchvision.datasets.FashionMNIST.resources:
+        name = Path(url).name.removesuffix(".gz")
+        (raw / name).write_bytes(b"\x00\x00\x08\x03\x00\x00")  # an idx header cut short
+    with pytest.raises(data.DatasetCorruptError) as info:
+        data.load_dataset("fashion-mnist", root=tmp_path)
+    message = str(info.value)
+    assert "on disk but cannot be read" in message and str(raw / "train-images-idx3-ubyte") in message
+    assert "Delete them" in message
+
+
+def test_a_cifar_archive_that_is_not_cifar_is_reported_as_corrupt(tmp_path, monkeypatch):
+    cls = torchvision.datasets.CIFAR10
+    monkeypatch.setattr(cls, "url", UNREACHABLE + cls.filename)
+    (tmp_path / cls.filename).write_bytes(b"not an archive")
+    with pytest.raises(data.DatasetCorruptError) as info:
+        data.load_dataset("cifar10", root=tmp_path)
+    assert f"{tmp_path / cls.filename} is on disk but is not cifar10's archive" in str(info.value)
