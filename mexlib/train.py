@@ -36,14 +36,12 @@ from . import hardware
 from .config import PhaseConfig, RunConfig
 from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
-from .methods import Method, StepRule, cross_entropy_per_exit, get_method
+from .methods import Method, StepRule, TrainingDiverged, cross_entropy_per_exit, get_method
 from .models import ExitContext, MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the phase, epoch and exit."""
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -275,6 +273,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         train_loss = (loss_sum / seen).tolist()
         _check_finite(train_loss, phase, epoch, model.num_exits)
         val_acc, val_loss = _validate(model, phase, data.eval_loader("val"), method, autocast)
+        _check_finite(val_loss, phase, epoch, model.num_exits, "validation loss")
         result.history.append(dict(epoch=epoch, lr=lr,
                                    train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
                                    seconds=time.perf_counter() - started))
@@ -308,11 +307,13 @@ def _read_checkpoint(checkpoint: Path | None, device: torch.device) -> dict | No
         return None
 
 
-def _check_finite(losses: list[float], phase: str, epoch: int, num_exits: int) -> None:
+def _check_finite(losses: list[float], phase: str, epoch: int, num_exits: int, what: str = "loss") -> None:
+    """Stop a phase whose training ``loss`` (or ``validation loss``: the model's logits on held-out
+    data) is NaN or infinite, naming the phase, the epoch and the exit."""
     for i, value in enumerate(losses):
         if not math.isfinite(value):
             exit_name = "the final exit" if phase == "backbone" or i == num_exits - 1 else f"exit {i}"
-            raise TrainingDiverged(f"training diverged in phase {phase!r}, epoch {epoch}: the loss of "
+            raise TrainingDiverged(f"training diverged in phase {phase!r}, epoch {epoch}: the {what} of "
                                    f"{exit_name} is {value}; lower the learning rate or check the data")
 
 

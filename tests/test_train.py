@@ -96,6 +96,43 @@ def test_nan_loss_stops_with_phase_epoch_and_exit(fashion):
         train_regime(config, _device_data(config, fashion), CPU, progress=False)
 
 
+class _RuinedStatistics:
+    """A recorder (the trainer's hook into every step) that sets a BatchNorm layer's running
+    variance to NaN: training, on batch statistics, stays finite; the model on held-out data,
+    on the running ones, does not."""
+
+    def on_step(self, model, phase, epoch, step, exit_losses):
+        pass
+
+    def on_epoch_end(self, model, phase, epoch):  # after epoch 0's validation: epoch 1's sees it
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        bn.running_var.fill_(float("nan"))
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_nan_validation_logits_stop_the_phase_by_name(fashion):
+    config = make_config("smoke", regime="joint", train_size=500)
+    with pytest.raises(TrainingDiverged, match=r"phase 'joint', epoch 1: the validation loss of (exit \d|the final exit) is nan"):
+        train_regime(config, _device_data(config, fashion), CPU, progress=False, recorder=_RuinedStatistics())
+
+
+def test_a_diverging_ztw_ensemble_stops_by_name(fashion):
+    from mexlib.methods.ztw import EnsembleStage
+
+    config = make_config("smoke", regime="joint", method="ztw", train_size=500)
+    model = build_model(config)
+    with torch.no_grad():  # the first head's outputs ruined: what its ensemble is trained on
+        for parameter in model.heads[0].parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"stage 'ensembles', epoch 0: the ensemble loss of exit 0 is nan"):
+        EnsembleStage(epochs=3).run(model, _device_data(config, fashion), CPU, progress=False)
+
+
 RESUME_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(int(sys.argv[3]))  # the parent's count: results depend on it

@@ -4,9 +4,9 @@ itself: SDN and PBEE (:mod:`.sdn`), GPF (:mod:`.gpf`), ZTW (:mod:`.ztw`), L2W (:
 for the ablations (:mod:`.weighting`).
 """
 
-from .base import (METHODS, Method, Stage, StepRule, cross_entropy_per_exit, cross_entropy_per_sample,
-                   get_method, register, training_method)
+from .base import (METHODS, Method, Stage, StepRule, TrainingDiverged, cross_entropy_per_exit,
+                   cross_entropy_per_sample, get_method, register, training_method)
 from . import sdn, gpf, ztw, l2w, weighting  # noqa: E402,F401  (each registers its methods)
 
-__all__ = ["METHODS", "Method", "Stage", "StepRule", "cross_entropy_per_exit", "cross_entropy_per_sample",
+__all__ = ["METHODS", "Method", "Stage", "StepRule", "TrainingDiverged", "cross_entropy_per_exit", "cross_entropy_per_sample",
            "get_method", "register", "training_method"]

@@ -76,6 +76,11 @@ class StepRule:
         pass
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss or the logits became NaN or infinite; the message names the phase (or stage),
+    the epoch and the exit."""
+
+
 class Stage:
     """A training stage a method runs after the regime's phases (ZTW's ensembles).
 

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import ContextHead, ExitContext, FeatureInfo, build_head, exit_logits
-from .base import Method, Stage, register
+from .base import Method, Stage, TrainingDiverged, register
 
 
 class GeometricEnsemble(nn.Module):
@@ -111,11 +112,17 @@ class EnsembleStage(Stage):
                 optimizer.step()
                 total += losses.detach() * len(index)
                 seen += len(index)
+            mean = (total / seen).tolist()
+            for m, value in enumerate(mean):
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"training diverged in stage 'ensembles', epoch {epoch}: the ensemble "
+                                           f"loss of exit {m} is {value}; lower the ensembles' learning rate "
+                                           f"(now {self.lr:g}) or check the heads' outputs")
             if epoch % 50 == 0 or epoch == self.epochs - 1:
                 with torch.no_grad():
                     val_acc = [(e(val_log_probs[:m + 1]).argmax(1) == val_labels).double().mean().item()
                                for m, e in enumerate(ensembles)]
-                history.append(dict(epoch=epoch, train_loss=(total / seen).tolist(), val_acc=val_acc))
+                history.append(dict(epoch=epoch, train_loss=mean, val_acc=val_acc))
         for p, flag in trainable.items():  # as the phase left them
             p.requires_grad_(flag)
         finished = time.perf_counter()
