@@ -29,8 +29,10 @@ with the labels).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
+import io
 import json
 import pickle
 import shutil
@@ -65,6 +67,12 @@ ANALYSIS_CODE = ("analysis",)
 
 class DamagedRunWarning(UserWarning):
     """A stored entry failed its integrity check and will be computed again."""
+
+
+class StoreWriteError(OSError):
+    """The store could not write an entry (a full disk, a read-only store, a permission): the
+    message names the entry and the cause; what the store held before is untouched and no
+    temporary folder is left behind."""
 
 
 class StaleCodeWarning(UserWarning):
@@ -273,13 +281,21 @@ class RunStore:
         return False
 
     def _set_aside(self, name: str, problem: str, stacklevel: int) -> None:
-        """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so."""
+        """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so.
+        Another process may have moved it first (then there is nothing left to move); a store
+        that cannot be written (read-only, shared) keeps it where it is, and the warning says so."""
         path = self.root / name
         damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
-        damaged.parent.mkdir(parents=True, exist_ok=True)
-        path.rename(damaged)
-        warnings.warn(f"stored entry {path} {problem}; moved it to {damaged} and computing it again",
-                      DamagedRunWarning, stacklevel=stacklevel)
+        try:
+            damaged.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(damaged)
+            where = f"moved it to {damaged}"
+        except FileNotFoundError:  # moved aside by another process that found it as well
+            where = "another process moved it aside"
+        except OSError as error:  # a read-only store: leave it, read around it
+            where = f"could not move it aside ({error.strerror or error}), so it stays and is not read"
+        warnings.warn(f"stored entry {path} {problem}; {where}; computing it again", DamagedRunWarning,
+                      stacklevel=stacklevel)
 
     def _check_code(self, path: Path) -> None:
         stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
@@ -351,7 +367,7 @@ class RunStore:
         that another process finished first is kept instead."""
         _check_name(name)
         writers = {file: (lambda path, obj=obj: path.write_text(json.dumps(obj, indent=1)))
-                   if file.endswith(".json") else (lambda path, obj=obj: torch.save(_plain(obj), path))
+                   if file.endswith(".json") else (lambda path, obj=obj: save_tensors(_plain(obj), path))
                    for file, obj in objects.items()}
         return write_entry(self.root / name, writers)
 
@@ -403,26 +419,43 @@ class RunStore:
             "config.json": lambda p: p.write_text(json.dumps(config, indent=1)),
             "history.json": lambda p: p.write_text(json.dumps(phases, indent=1)),
             "provenance.json": lambda p: p.write_text(json.dumps(record, indent=1)),
-            "weights.pt": lambda p: torch.save({k: v.detach().cpu() for k, v in weights.items()}, p),
-            "logits.pt": lambda p: torch.save(logits, p)})
+            "weights.pt": lambda p: save_tensors({k: v.detach().cpu() for k, v in weights.items()}, p),
+            "logits.pt": lambda p: save_tensors(logits, p)})
         shutil.rmtree(workdir, ignore_errors=True)
         self.trained.append(name)
         return StoredRun(final)
 
 
+def save_tensors(obj, path: Path) -> None:
+    """``torch.save`` through memory, then one plain write: a full disk or a read-only store then
+    raises the OSError that says so (``torch.save`` to a file reports it as an iostream error)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getbuffer())
+
+
 def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path:
     """Write each file with its writer into a temporary folder beside ``final``, add
     ``manifest.json`` and rename the folder to ``final``; if another process finished ``final``
-    first, keep theirs."""
+    first, keep theirs. A write that fails (:class:`StoreWriteError` for a full disk, a read-only
+    store, ...) removes its temporary folder and leaves every stored entry as it was."""
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    for file, write in writers.items():
-        write(tmp / file)
-    (tmp / "manifest.json").write_text(json.dumps({f: _describe(tmp / f) for f in writers}, indent=1))
     try:
+        tmp.mkdir(parents=True)
+        for file, write in writers.items():
+            write(tmp / file)
+        (tmp / "manifest.json").write_text(json.dumps({f: _describe(tmp / f) for f in writers}, indent=1))
         tmp.rename(final)
-    except OSError:  # another process finished the same entry first: keep theirs
-        shutil.rmtree(tmp)
+    except BaseException as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # another process renamed its own copy into place first: keep theirs
+        if isinstance(error, OSError) and error.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.is_dir():
+            return final
+        if isinstance(error, OSError) and not isinstance(error, StoreWriteError):
+            cause = error.strerror or str(error)
+            raise StoreWriteError(error.errno, f"could not store {final}: {cause} "
+                                               f"(nothing stored before was changed)") from error
+        raise
     return final
 
 
@@ -434,8 +467,10 @@ def verify(path: Path, required=_FILES) -> str | None:
         return "no manifest.json"
     try:
         expected = json.loads(manifest.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return f"unreadable manifest.json ({error})"
+    if not isinstance(expected, dict):
+        return f"manifest.json holds a {type(expected).__name__}, not a list of files"
     for name in dict.fromkeys([*required, *expected]):
         file = path / name
         if not file.is_file():
@@ -502,5 +537,6 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
     return RunStore(device=device, progress=progress).get_or_run(config)
 
 
-__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StoredRun", "WorkArea",
+__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StoreWriteError", "StoredRun",
+           "WorkArea",
            "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]

@@ -6,7 +6,9 @@ that only read; tests that damage or retrain copy a run into their own folder fi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -565,3 +567,75 @@ def test_kept_entries_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert store.kept("records-b") is None  # the half-written folder is not an entry
     with pytest.raises(ValueError, match="entry's name"):
         store.keep("../elsewhere", {"x.pt": 1})
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str):
+    """A real file system of ``size`` (a tmpfs) at ``path``: root only; skipped where it cannot
+    be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=30)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def test_a_full_disk_names_the_entry_and_leaves_the_store_as_it_was(tmp_path):
+    from mexlib.store import StoreWriteError
+
+    with _small_disk(tmp_path / "small", "256k") as root:
+        store = RunStore(root, device="cpu", progress=False)
+        store.keep("result-small-1", {"values.pt": torch.arange(100.0)})
+        with pytest.raises(StoreWriteError, match="No space left on device") as info:
+            store.keep("result-large-1", {"values.pt": torch.zeros(200_000)})  # 800 kB on a 256 kB disk
+        assert str(root / "result-large-1") in str(info.value)
+        assert not list(root.glob(".tmp-*"))  # nothing half-written left
+        assert torch.equal(store.kept("result-small-1")["values.pt"], torch.arange(100.0))
+        assert store.kept("result-large-1") is None
+
+
+def test_a_read_only_store_is_read_and_refuses_a_write_by_name(tmp_path):
+    from mexlib.store import StoreWriteError
+
+    with _small_disk(tmp_path / "shared", "1m") as root:
+        writer = RunStore(root, device="cpu", progress=False)
+        writer.keep("result-kept-1", {"values.pt": torch.ones(3)})
+        writer.keep("result-damaged-1", {"values.pt": torch.ones(3)})
+        values = root / "result-damaged-1" / "values.pt"
+        data = bytearray(values.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one byte flipped: its checksum no longer matches
+        values.write_bytes(bytes(data))
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True, timeout=30)
+        store = RunStore(root, device="cpu", progress=False)
+        assert torch.equal(store.kept("result-kept-1")["values.pt"], torch.ones(3))
+        # a damaged entry it cannot move aside: the damaged-entry warning, not a PermissionError
+        with pytest.warns(DamagedRunWarning, match="could not move it aside .Read-only file system."):
+            assert store.kept("result-damaged-1") is None
+        with pytest.raises(StoreWriteError, match="Read-only file system") as info:
+            store.keep("result-new-1", {"values.pt": torch.ones(3)})
+        assert str(root / "result-new-1") in str(info.value)
+
+
+def test_a_manifest_that_is_json_but_not_a_list_of_files_is_damaged(tmp_path):
+    store = RunStore(tmp_path / "runs", device="cpu", progress=False)
+    store.keep("result-odd-1", {"values.pt": torch.ones(2)})
+    (tmp_path / "runs" / "result-odd-1" / "manifest.json").write_text("[1, 2, 3]")
+    with pytest.warns(DamagedRunWarning, match="holds a list, not a list of files"):
+        assert store.kept("result-odd-1") is None
+
+
+def test_two_processes_that_find_one_damaged_entry_both_go_on(tmp_path):
+    """The second finds the entry already moved aside by the first: a warning, no error."""
+    first, second = (RunStore(tmp_path / "runs", device="cpu", progress=False) for _ in range(2))
+    first.keep("result-shared-1", {"values.pt": torch.ones(3)})
+    (tmp_path / "runs" / "result-shared-1" / "manifest.json").write_text("{")
+    with pytest.warns(DamagedRunWarning, match="moved it to"):
+        assert first.kept("result-shared-1") is None
+    with pytest.warns(DamagedRunWarning, match="another process moved it aside"):
+        second._set_aside("result-shared-1", "is damaged (found by both)", stacklevel=2)
