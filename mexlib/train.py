@@ -22,6 +22,7 @@ only on the seed and the epoch.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 import warnings
@@ -207,9 +208,18 @@ def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list
 
 
 def _save_atomic(obj, path: Path) -> None:
+    """A checkpoint, written whole or not at all: serialised in memory, written to a temporary
+    file and renamed over the last one. A full disk raises its OSError and leaves the previous
+    checkpoint (and no temporary file) behind."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(buffer.getbuffer())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
