@@ -1,8 +1,9 @@
 """Where a result came from: the code that computed it and the machine that ran it.
 
-- :func:`code_fingerprint`: a hash of the code that determines what a *run* produces (config,
-  data, the data on the device, methods, models, the trainer), stored with every run: a run
-  trained by other code is reported, and a checkpoint left by other code is not resumed.
+- :func:`code_fingerprint`: a hash of the code that determines what a *run* produces (the
+  trainer, the run store and every module of the package they import: config, data, the data on
+  the device, hardware rules, methods, models; :func:`result_modules`), stored with every run: a
+  run trained by other code is reported, and a checkpoint left by other code is not resumed.
 - :func:`source_fingerprint`: a hash of the code of any functions and modules, for the store's
   cached results (:meth:`mexlib.store.RunStore.cached`): a result is keyed by the source of the
   code that computed it, so editing that code computes it afresh.
@@ -14,6 +15,7 @@ Hashes ignore comments, docstrings and layout (:func:`code_without_comments`).
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import platform
@@ -21,13 +23,53 @@ import subprocess
 import sys
 import types
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
 from . import __version__, hardware, paths
 
-#: The modules whose code determines what a run produces.
-RESULT_MODULES = ("config.py", "data.py", "device_data.py", "methods", "train.py", "models")
+#: Where the code that determines what a run produces starts: the trainer and the run store (which
+#: resolves a configuration for its device: precision, memory layout). Everything they import from
+#: the package, however indirectly, counts too (:func:`result_modules`).
+RESULT_ROOTS = ("train", "store")
+
+
+@functools.lru_cache(maxsize=None)
+def result_modules(roots: tuple[str, ...] = RESULT_ROOTS) -> tuple[str, ...]:
+    """The package's files (relative to ``mexlib/``) that ``roots`` import, directly or not, and
+    the roots themselves: derived from the code's own imports, never a list kept by hand."""
+    package = paths.PACKAGE
+
+    def file_of(module: str) -> Path | None:
+        target = package.joinpath(*module.split(".")[1:])
+        for candidate in (target / "__init__.py", target.with_suffix(".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def imports(module: str) -> set[str]:
+        file = file_of(module)
+        here = module if file.name == "__init__.py" else module.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = here.split(".")[:len(here.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
+                if target.split(".")[0] == "mexlib":
+                    found |= {f"{target}.{a.name}" if file_of(f"{target}.{a.name}") else target for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "mexlib"}
+        return {m for m in found if file_of(m) is not None}
+
+    seen: set[str] = set()
+    todo = [f"mexlib.{root}" for root in roots]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(imports(module))
+    return tuple(sorted(file_of(m).relative_to(package).as_posix() for m in seen))
 
 
 def files_fingerprint(names) -> str:
@@ -47,7 +89,7 @@ def code_fingerprint() -> str:
     """A hash of the code that produces results (not evaluation, plots or notebooks), without
     its comments and docstrings: editing those neither warns about stored runs nor discards
     the checkpoints of runs in progress."""
-    return files_fingerprint(RESULT_MODULES)
+    return files_fingerprint(result_modules())
 
 
 def code_without_comments(source: str) -> str:
@@ -121,4 +163,4 @@ def _git_commit() -> str | None:
     return (commit + ("-dirty" if dirty else "")) or None
 
 
-__all__ = ["RESULT_MODULES", "code_fingerprint", "code_without_comments", "files_fingerprint", "provenance", "source_fingerprint"]
+__all__ = ["RESULT_ROOTS", "result_modules", "code_fingerprint", "code_without_comments", "files_fingerprint", "provenance", "source_fingerprint"]

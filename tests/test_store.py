@@ -639,3 +639,39 @@ def test_two_processes_that_find_one_damaged_entry_both_go_on(tmp_path):
         assert first.kept("result-shared-1") is None
     with pytest.warns(DamagedRunWarning, match="another process moved it aside"):
         second._set_aside("result-shared-1", "is damaged (found by both)", stacklevel=2)
+
+
+def test_the_code_fingerprint_covers_every_module_a_run_depends_on(tmp_path, monkeypatch):
+    """The list is derived from the imports of the trainer and the store: each module in it,
+    edited in a copy of the package, changes the fingerprint (a comment does not); the modules
+    the issue found missing are in it; what only evaluates or draws is not; and a new import
+    from a result module brings its target in."""
+    from mexlib.provenance import code_fingerprint, result_modules
+
+    modules = result_modules()
+    for needed in ("hardware.py", "device_data.py", "store.py", "train.py", "config.py", "data.py",
+                   "methods/ztw.py", "models/msdnet.py", "models/heads.py"):
+        assert needed in modules, needed
+    for other in ("plots.py", "study.py", "verdicts.py", "evaluate/tables.py", "chapters/regimes.py", "sweep.py"):
+        assert other not in modules, other
+    copy = tmp_path / "mexlib"
+    shutil.copytree(paths.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(paths, "PACKAGE", copy)
+    result_modules.cache_clear()
+    try:
+        assert result_modules() == modules
+        base = code_fingerprint()
+        for module in modules:
+            file = copy / module
+            original = file.read_text()
+            file.write_text(original + "\n# a comment changes nothing\n")
+            assert code_fingerprint() == base, module
+            file.write_text(original + "\n_EDITED = 1\n")
+            assert code_fingerprint() != base, module
+            file.write_text(original)
+        train = copy / "train.py"
+        train.write_text(train.read_text() + "\nfrom . import verdicts  # noqa: E402,F401\n")
+        result_modules.cache_clear()
+        assert "verdicts.py" in result_modules() and "study.py" in result_modules()
+    finally:
+        result_modules.cache_clear()
