@@ -316,7 +316,7 @@ def test_hash_is_the_same_in_a_fresh_interpreter():
             "print(stable_hash(RunConfig.from_dict(json.loads(sys.argv[1])).to_dict()))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(config.to_dict())], env=env,
-                         capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+                         capture_output=True, text=True, check=True, timeout=100).stdout.strip()
     assert out == stable_hash(config.to_dict())
 
 

@@ -259,7 +259,7 @@ def test_uv_installs_and_byte_compiles_with_pips_settings_offline(tmp_path):
     python = str(tmp_path / "env" / "bin" / "python")
     env = _pip_free_env(tmp_path, PIP_FIND_LINKS=str(wheels), PIP_NO_INDEX="1", UV_CACHE_DIR=str(tmp_path / "cache"))
     command, uv_env = _install_module().uv_command(_settings_under(env), python=python, uv=uv)
-    done = subprocess.run(command + ["mexlib_probe"], env=uv_env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command + ["mexlib_probe"], env=uv_env, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
     answer = subprocess.run([python, "-c", "import mexlib_probe; print(mexlib_probe.ANSWER)"],
                             capture_output=True, text=True, timeout=60)

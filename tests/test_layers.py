@@ -21,7 +21,7 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess:
     if not LINT.is_file():
         pytest.fail(f"{LINT} is missing: import-linter is a test dependency (pyproject.toml)")
     return subprocess.run([str(LINT), "--config", str(cwd / "pyproject.toml"), "--no-cache"], cwd=cwd,
-                          capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(cwd), "PATH": ""})
+                          capture_output=True, text=True, timeout=100, env={"PYTHONPATH": str(cwd), "PATH": ""})
 
 
 def test_the_package_keeps_its_layers_and_has_no_cycles():

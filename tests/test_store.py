@@ -505,7 +505,7 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     processes = [subprocess.Popen([__import__("sys").executable, "-c", script, str(tmp_path)],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in processes]
+    outputs = [p.communicate(timeout=100) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]
     counts = sorted(int(out.split()[0]) for out, _ in outputs)
     names = {out.split()[1] for out, _ in outputs}

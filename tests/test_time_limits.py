@@ -76,3 +76,40 @@ def test_the_suite_sets_a_limit_on_every_test(request):
     assert request.config.getini("timeout_method") == "signal"
     for item in request.session.items:
         assert 0 < time_limit(item) <= 600, item.nodeid
+
+
+def _limit(decorators, default: float) -> float:
+    import ast
+
+    for decorator in decorators:
+        if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute)
+                and decorator.func.attr == "timeout" and decorator.args
+                and isinstance(decorator.args[0], ast.Constant)):
+            return float(decorator.args[0].value)
+    return default
+
+
+def test_no_inner_timeout_outlasts_the_test_that_sets_it():
+    """A subprocess or wait given more time than its test has would be cut short by the test's
+    own limit, with a less useful message: every literal ``timeout=`` inside a test is below
+    the test's limit, and inside a helper or fixture below the largest limit of its module's
+    tests (the tests that may call it)."""
+    import ast
+    import tomllib
+
+    default = float(tomllib.loads((paths.ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["timeout"])
+    too_long = []
+    for file in sorted(TESTS.glob("test_*.py")):
+        tree = ast.parse(file.read_text())
+        functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        tests = {f.name: _limit(f.decorator_list, default) for f in functions if f.name.startswith("test_")}
+        module_limit = max(tests.values(), default=default)
+        for function in functions:
+            limit = tests.get(function.name, module_limit)
+            for node in ast.walk(function):
+                for keyword in getattr(node, "keywords", []) if isinstance(node, ast.Call) else []:
+                    if (keyword.arg == "timeout" and isinstance(keyword.value, ast.Constant)
+                            and isinstance(keyword.value.value, (int, float)) and keyword.value.value >= limit):
+                        too_long.append(f"{file.name}:{node.lineno} {function.name}: timeout={keyword.value.value} "
+                                        f"against a limit of {limit:g} s")
+    assert not too_long, "\n".join(too_long)
