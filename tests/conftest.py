@@ -1,13 +1,18 @@
-"""Shared fixtures. Tests never write into the repository's data, runs or figures folders.
+"""Shared fixtures. Tests never write into the repository's data, runs, figures or build folders
+(checked at the end of every session: a change there fails the run, naming the files).
 Every test has a time limit (pyproject.toml); ``hang_watchdog`` ends a run whose test hangs."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
+from mexlib import paths
 from mexlib.hardware import threads_per_job
 
 pytest_plugins = ["hang_watchdog"]
@@ -52,6 +57,51 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the collection's order: the longest unit first
     return SharedUnitScheduling(config, log)
+
+
+#: The repository's folders the tests must leave as they found them (the run store, which a
+#: training in the background may be filling meanwhile, apart: every test has its own).
+KEPT_AS_FOUND = ("data", "build")
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    found = {}
+    for name in KEPT_AS_FOUND:
+        folder = paths.ROOT / name
+        for path in folder.rglob("*") if folder.is_dir() else ():
+            if path.is_relative_to(paths.ROOT / "data" / "runs"):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            found[str(path.relative_to(paths.ROOT))] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def pytest_configure(config):
+    """Datasets and build output of this test session in scratch folders of its own (inherited by
+    every process a test starts: kernels, jobs, checks), never the repository's."""
+    if not os.environ.get("MEXLIB_TEST_SCRATCH"):
+        scratch = Path(tempfile.mkdtemp(prefix="mexlib-tests-"))
+        os.environ["MEXLIB_TEST_SCRATCH"] = str(scratch)  # xdist workers inherit it: one for all
+    scratch = Path(os.environ["MEXLIB_TEST_SCRATCH"])
+    os.environ["MEXLIB_DATA"] = str(scratch / "data")
+    os.environ["MEXLIB_BUILD"] = str(scratch / "build")
+    if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
+        config._found_in_repository = _snapshot()
+
+
+def pytest_unconfigure(config):
+    before = getattr(config, "_found_in_repository", None)
+    if before is None:
+        return
+    after = _snapshot()
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    shutil.rmtree(os.environ.get("MEXLIB_TEST_SCRATCH", ""), ignore_errors=True)
+    if changed:
+        raise pytest.UsageError("the tests changed the repository's " + " and ".join(KEPT_AS_FOUND)
+                                + " folders: " + ", ".join(changed[:20]))
 
 
 @pytest.fixture(autouse=True)
