@@ -315,3 +315,16 @@ def test_damaged_state_files_are_shown_as_damaged_and_the_task_trains_again(tmp_
     assert "2 damaged" in capsys.readouterr().out
     again = sweep([joint, disjoint], "inline", store=store, progress=False)
     assert (again["status"] == "done").all() and int(again["submitted"].sum()) == 3
+
+
+def test_a_diverging_run_in_a_local_job_ends_as_failed_with_its_message(tmp_path):
+    config = make_config("smoke", regime="joint", seed=0, lr=1e12, train_size=500)
+    store = _store(tmp_path / "runs")
+    state = sweep([config], "local", workers=1, threads=1, folder=tmp_path / "jobs", store=store, poll_s=0.1,
+                  progress=False)
+    (row,) = state.to_dict("records")
+    assert row["status"] == "failed"
+    assert "training diverged in phase 'joint', epoch 0" in row["error"]
+    record = store.work.failure(run_key(config))  # failed.json, as the job wrote it
+    assert record["error"].startswith("TrainingDiverged: training diverged in phase 'joint', epoch 0")
+    assert Path(row["log"]).is_file()
