@@ -109,6 +109,9 @@ class RunConfig:
     backbone_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
     joint_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
     heads_phase: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=6, lr=0.05))
+    # CUDA only: deterministic kernels (mexlib.hardware.deterministic_kernels), so a rerun on the same
+    # GPU and software is bit-identical, at some cost in speed; the CPU's runs are bit-identical already
+    deterministic: bool = False
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed"))
@@ -151,13 +154,19 @@ class RunConfig:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
         trained backbone."""
         keys = ("profile", "dataset", "train_size", "val_size", "test_size", "val_fraction", "arch", "seed",
-                "precision", "augment", "trivial_augment", "backbone_phase")
+                "precision", "augment", "trivial_augment", "backbone_phase", "deterministic")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     # --- serialisation and hashing -------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The configuration as plain values; a field added after runs were stored is left out at
+        its default (:data:`LATER_FIELDS`), so those runs keep their store keys."""
+        values = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if values.get(name) == default:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -166,6 +175,11 @@ class RunConfig:
             if isinstance(values.get(name), dict):
                 values[name] = PhaseConfig(**values[name])
         return cls(**values)
+
+
+#: Fields added to :class:`RunConfig` after runs were stored, with their defaults: left out of
+#: :meth:`RunConfig.to_dict` (and so of every store key) at the default.
+LATER_FIELDS = {"deterministic": False}
 
 
 def stable_hash(values: dict, salt: str = "") -> str:

@@ -29,6 +29,7 @@ variable once, when it first runs: set it before the process starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import warnings
@@ -127,5 +128,32 @@ def describe(device: str | torch.device = "cpu") -> dict:
     return info
 
 
-__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "cpu_has_native_bf16", "describe",
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device | str, on: bool = True):
+    """While inside, on a CUDA device and with ``on``: PyTorch's deterministic algorithms (an op
+    without one raises, naming itself), cuDNN's deterministic convolutions without autotuning, and
+    cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which must be set before the
+    process's first matrix product on the GPU: a job sets it at its start). Two runs of one
+    configuration on the same GPU, driver and PyTorch are then bit-identical; it costs speed
+    (cuDNN's fastest algorithms and atomics-based kernels are off). Everything is restored on
+    leaving. On the CPU nothing changes: its kernels already give identical results run after
+    run at a fixed thread count."""
+    if not on or torch.device(device).type != "cuda":
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[1], previous[2]
+        if previous[3] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "cpu_has_native_bf16", "describe", "deterministic_kernels",
            "has_native_bf16", "memory_format", "onednn_isa_cap", "training_precision"]

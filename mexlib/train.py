@@ -341,9 +341,10 @@ def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
     """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed);
     ``recorder`` observes it (:func:`train_phase`)."""
     model = build_model(config, device)
-    result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
-                         device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
-                         config.precision, recorder)
+    with hardware.deterministic_kernels(device, config.deterministic):
+        result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
+                             device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
+                             config.precision, recorder)
     return model, result
 
 
@@ -361,13 +362,14 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
                              f"pass backbone_state from train_backbone")
         model.backbone.load_state_dict(backbone_state)
     method = get_method(config.method)
-    results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
-                           progress, f"seed {config.seed} {config.regime} ", config.precision, recorder)
-               for p in phases]
-    for stage in method.stages():  # e.g. ZTW's ensembles, trained after the heads
-        record = stage.run(model, data, device, progress)
-        results.append(PhaseResult(stage.name, record["history"], record.get("best_epoch"),
-                                   wall_time=record.get("wall_time", 0.0)))
+    with hardware.deterministic_kernels(device, config.deterministic):
+        results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
+                               progress, f"seed {config.seed} {config.regime} ", config.precision, recorder)
+                   for p in phases]
+        for stage in method.stages():  # e.g. ZTW's ensembles, trained after the heads
+            record = stage.run(model, data, device, progress)
+            results.append(PhaseResult(stage.name, record["history"], record.get("best_epoch"),
+                                       wall_time=record.get("wall_time", 0.0)))
     model.set_freeze_mode("all")
     return model, results
 

@@ -438,3 +438,40 @@ def test_an_incomplete_or_conflicting_split_raises(names):
         make_config("smoke", **names)
     with pytest.raises(ValueError, match="backbone_epochs must lie in 0..8"):
         make_config("smoke", total_epochs=8, backbone_epochs=9)
+
+
+def test_a_field_added_later_leaves_the_keys_of_stored_runs_as_they_were():
+    """``deterministic`` came after runs were stored: at its default it is not part of the
+    configuration's dictionary, so every stored run keeps its key; set, it makes a run of its own."""
+    import dataclasses
+
+    from mexlib.config import LATER_FIELDS, RunConfig, stable_hash
+    from mexlib.store import RESULTS_VERSION, backbone_key, run_key
+
+    config = make_config("smoke", regime="mixed")
+    before = {k: v for k, v in dataclasses.asdict(config).items() if k not in LATER_FIELDS}  # as runs were keyed
+    assert "deterministic" in LATER_FIELDS and "deterministic" not in config.to_dict()
+    assert run_key(config) == stable_hash(before, salt=f"run-v{RESULTS_VERSION}")
+    strict = make_config("smoke", regime="mixed", deterministic=True)
+    assert strict.to_dict()["deterministic"] is True
+    assert run_key(strict) != run_key(config) and backbone_key(strict) != backbone_key(config)
+    assert RunConfig.from_dict(strict.to_dict()) == strict and RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_deterministic_kernels_are_switched_on_for_cuda_only_and_restored():
+    import os
+
+    import torch
+
+    from mexlib.hardware import deterministic_kernels
+
+    state = lambda: (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,  # noqa: E731
+                     torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    before = state()
+    with deterministic_kernels(torch.device("cpu"), True):
+        assert state() == before  # the CPU's kernels are deterministic already
+    with deterministic_kernels(torch.device("cuda"), False):
+        assert state() == before
+    with deterministic_kernels(torch.device("cuda"), True):  # the flags need no GPU to be set
+        assert state()[:3] == (True, True, False) and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert state() == before
