@@ -405,16 +405,18 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
 def compare_regimes(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"),
                     method: str = "sdn", policy: str | None = None, device: str = "auto",
                     progress: bool = True, store: RunStore | None = None, controls: bool = False,
-                    **overrides) -> Study:
+                    control_seeds=None, **overrides) -> Study:
     """The regime comparison of one method: :func:`run_study` over ``regimes``; with
     ``controls``, and the equal-compute controls of :func:`equal_compute_controls` beside them
-    (as values of the ``regime`` field, labelled as :data:`CONTROLS` says)."""
+    (as values of the ``regime`` field, labelled as :data:`CONTROLS` says), for ``control_seeds``
+    (None: ``seeds``)."""
     how = {k: overrides.pop(k) for k in ("executor", "workers", "executor_options") if k in overrides}
     study = run_study(profile, {"regime": list(regimes)}, seeds, policy, device, progress, store,
                       method=method, **how, **overrides)
     if not controls:
         return study
-    control = equal_compute_controls(profile, seeds, method, policy, device, progress, store, **how, **overrides)
+    control = equal_compute_controls(profile, seeds if control_seeds is None else control_seeds, method, policy,
+                                     device, progress, store, **how, **overrides)
     return Study(study.runs + control.runs, study.fields, study.seconds + control.seconds,
                  list(dict.fromkeys(study.trained + control.trained)))
 

@@ -31,15 +31,18 @@ TABLES = ("regimes_exit_costs", "regimes_budget_table", "regimes_budget_table_ra
 
 
 def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"), method: str = "sdn",
-        policy: str | None = None, distribution_threshold: float = 0.9, controls: bool = True, device: str = "auto",
-        executor: str = "inline", workers: int = 2, **overrides) -> Result:
+        policy: str | None = None, distribution_threshold: float = 0.9, controls: bool = True, control_seeds=None,
+        device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
     """The regime comparison of ``method`` (``policy``: its exit rule unless given) over ``seeds``
     (None: the profile's for this chapter), with the equal-compute controls unless ``controls``
-    is False; ``distribution_threshold``: where the exits taken are counted."""
+    is False, for ``control_seeds`` (None: the profile's seeds, as the other chapters have;
+    each control trains twice as long as a regime's phase); ``distribution_threshold``: where the
+    exits taken are counted."""
     comparison = compare_regimes(profile, seeds=profile_seeds(profile, seeds, chapter="regimes"),
                                  regimes=list(regimes), method=method, policy=policy, device=device,
                                  progress=profile_settings(profile).progress, executor=executor, workers=workers,
-                                 controls=controls and "mixed" in regimes, **overrides)
+                                 controls=controls and "mixed" in regimes,
+                                 control_seeds=profile_seeds(profile, control_seeds), **overrides)
     result = Result(profile, "regimes_findings", FIGURES, flat_findings=True,
                     data=dict(study=comparison, threshold=distribution_threshold))
     result.add("regimes_exit_costs", comparison.costs.table())

@@ -29,6 +29,7 @@ method = "sdn"
 policy = None  # None: the method's exit rule (SDN: max-softmax confidence)
 distribution_threshold = 0.9  # the confidence threshold at which exits taken are counted
 controls = True  # the equal-compute controls beside the regimes (needs "mixed" among the regimes)
+control_seeds = None  # the controls' seeds; None: the profile's (smoke: 0, 1; cpu and paper: 0, 1, 2)
 device = "auto"
 executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
 workers = 2  # jobs at a time with the local executor
@@ -47,7 +48,8 @@ check_parameters()
 plots.use_style()
 pd.set_option("display.precision", 4)
 result = chapter.run(profile, seeds=seeds, regimes=regimes, method=method, policy=policy,
-                     distribution_threshold=distribution_threshold, controls=controls, device=device, executor=executor,
+                     distribution_threshold=distribution_threshold, controls=controls, control_seeds=control_seeds,
+                     device=device, executor=executor,
                      workers=workers, **overrides)
 result.save()  # every table below and the findings, into the profile's figures folder
 comparison = result["study"]
