@@ -203,8 +203,10 @@ def plot_tradeoff(study, hue: str = "regime", ax: plt.Axes | None = None, title:
 
 
 def _seeds(study) -> str:
-    count = len(study.seeds)
-    return f"{count} seed" + ("s" if count != 1 else "")
+    """"3 seeds", or "3–5 seeds" where the groups have different numbers of seeds (the controls)."""
+    counts = sorted({len({r.seed for r in runs}) for runs in study.groups().values()})
+    text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{text} seed" + ("s" if counts[-1] != 1 else "")
 
 
 def plot_tradeoff_panels(study, panel: str = "method", hue: str = "regime", columns: int = 3,
