@@ -28,9 +28,7 @@ with the labels).
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -39,7 +37,7 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +55,7 @@ from .methods import training_method
 from .models import MultiExitModel, exit_logits
 from .provenance import code_fingerprint, files_fingerprint, provenance, source_fingerprint
 from .train import build_model, train_backbone, train_regime
+from .work_area import WorkArea
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
 RESULTS_VERSION = 2
@@ -134,94 +133,6 @@ class StoredRun:
 
     def _json(self, name: str):
         return json.loads((self.path / name).read_text())
-
-
-class WorkArea:
-    """``work/`` of a store: what is in progress, by task key. A lock per key (one process trains
-    a key at a time), its epoch checkpoints, and markers a sweep leaves: a failed attempt's error
-    and a task queued on a cluster. Sweeps read a task's state through this, never the files."""
-
-    def __init__(self, root: Path, fingerprint: str):
-        self.root, self.fingerprint = Path(root) / "work", fingerprint
-
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[Path]:
-        """Hold ``work/<key>`` and yield it; a checkpoint left by other code is discarded."""
-        workdir = self.root / key
-        workdir.parent.mkdir(parents=True, exist_ok=True)
-        with open(workdir.with_name(f"{key}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            stamp = workdir / "code_fingerprint"
-            if stamp.is_file() and stamp.read_text() != self.fingerprint:
-                shutil.rmtree(workdir)
-            workdir.mkdir(exist_ok=True)
-            stamp.write_text(self.fingerprint)
-            try:
-                yield workdir
-            finally:
-                if workdir.is_dir() and not any(workdir.glob("*.ckpt")):
-                    shutil.rmtree(workdir, ignore_errors=True)  # nothing to resume
-                # The lock file stays: deleting it while another process waits on it would let
-                # a third process lock a new file and train the same key at the same time.
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def is_locked(self, key: str) -> bool:
-        """Whether some process holds ``key``'s lock now (is training it)."""
-        path = self.root / f"{key}.lock"
-        if not path.is_file():
-            return False
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
-
-    def checkpoints(self, key: str) -> list[Path]:
-        """The epoch checkpoints an interrupted attempt left, from which the next one resumes."""
-        return sorted((self.root / key).glob("*.ckpt"))
-
-    def failure(self, key: str) -> dict | None:
-        """The last attempt's error, traceback and log file, if it failed."""
-        return self._read(key, "failed")
-
-    def record_failure(self, key: str, record: dict) -> None:
-        self._write(key, "failed", record)
-
-    def queued(self, key: str) -> dict | None:
-        """The cluster job a sweep queued the task as, if it has not started yet."""
-        return self._read(key, "queued")
-
-    def mark_queued(self, key: str, record: dict) -> None:
-        self._write(key, "queued", record)
-
-    def starting(self, key: str) -> None:
-        """An attempt starts: it is neither failed nor queued any more."""
-        for marker in ("failed", "queued"):
-            (self.root / f"{key}.{marker}.json").unlink(missing_ok=True)
-
-    def _read(self, key: str, marker: str) -> dict | None:
-        """The record, or None when there is none. A record that cannot be read (cut short by a
-        full disk or a killed process, or not a JSON object) comes back as ``{"damaged": ...}``,
-        naming the file and what is wrong with it, so a status shows it instead of failing."""
-        path = self.root / f"{key}.{marker}.json"
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            return {"damaged": f"{path} cannot be read ({error})"}
-        if not isinstance(record, dict):
-            return {"damaged": f"{path} holds a {type(record).__name__}, not a record"}
-        return record
-
-    def _write(self, key: str, marker: str, record: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{key}.{marker}.json"
-        tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
 
 
 class RunStore:

@@ -58,7 +58,54 @@ class StudyRun:
         return len(self.costs.relative)
 
 
-class Study:
+class SeedTables:
+    """The per-seed side of :class:`Study`'s tables: every run's accuracy at each budget, picked
+    on the test curve or on validation (what the means, stds and intervals are computed from)."""
+
+    def seed_table(self, by=None, picked: str = "test") -> pd.DataFrame:
+        """Each run's accuracy at each budget, the values the budget tables average: the grid
+        fields ``by``, ``seed``, ``budget``, ``accuracy`` (NaN where no point fits) and the
+        test ``cost`` of the point. ``picked``: ``"test"``, the best test point within the
+        budget (:meth:`budget_table`), or ``"validation"``, the threshold fixed on validation
+        (:meth:`validation_budget_table`)."""
+        if picked not in PICKED:
+            raise ValueError(f"unknown picked {picked!r}; valid: {', '.join(PICKED)}")
+        by = self.by_fields(by)
+        rows = []
+        for run in self.runs:
+            if picked == "validation":
+                points = evaluate.choose_on_validation(run.val_curve, run.curve)
+                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
+            else:
+                points = evaluate.best_points(run.curve)
+                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
+            for budget, a, c in zip(evaluate.BUDGETS, accuracy, cost):
+                rows.append({**{f: run.values[f] for f in by}, "seed": run.seed, "budget": budget,
+                             "accuracy": float(a), "cost": float(c)})
+        return pd.DataFrame(rows)
+
+    def validation_budget_table(self, by=None) -> pd.DataFrame:
+        """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
+        (:func:`mexlib.evaluate.choose_on_validation`) and its test accuracy reported; a
+        ``cost`` column pair gives the mean test cost of the chosen points."""
+        by = self.by_fields(by)
+        groups = self.groups(by)
+        rows = []
+        for runs in groups.values():
+            picks = [evaluate.choose_on_validation(r.val_curve, r.curve) for r in runs]
+            accuracy = np.stack([p["accuracy"].to_numpy() for p in picks])
+            cost = np.stack([p["cost"].to_numpy() for p in picks])
+            std = accuracy.std(axis=0, ddof=1) if len(picks) > 1 else np.full(accuracy.shape[1], np.nan)
+            values = []
+            for b in range(accuracy.shape[1]):
+                values += [accuracy[:, b].mean(), std[b], cost[:, b].mean()]
+            rows.append(values)
+        columns = pd.MultiIndex.from_product([list(evaluate.BUDGETS), ["mean", "std", "cost"]],
+                                             names=["budget", "stat"])
+        return pd.DataFrame(rows, index=self._index(list(groups), by), columns=columns)
+
+
+class Study(SeedTables):
     """Evaluated runs of a grid; every table groups them by grid fields (``by``)."""
 
     def __init__(self, runs: list[StudyRun], fields: Sequence[str], seconds: float = 0.0,
@@ -196,48 +243,6 @@ class Study:
         extra = evaluate.budget_table({0: rows})
         extra.index = self._index([label], by)
         return extra
-
-    def seed_table(self, by=None, picked: str = "test") -> pd.DataFrame:
-        """Each run's accuracy at each budget, the values the budget tables average: the grid
-        fields ``by``, ``seed``, ``budget``, ``accuracy`` (NaN where no point fits) and the
-        test ``cost`` of the point. ``picked``: ``"test"``, the best test point within the
-        budget (:meth:`budget_table`), or ``"validation"``, the threshold fixed on validation
-        (:meth:`validation_budget_table`)."""
-        if picked not in PICKED:
-            raise ValueError(f"unknown picked {picked!r}; valid: {', '.join(PICKED)}")
-        by = self.by_fields(by)
-        rows = []
-        for run in self.runs:
-            if picked == "validation":
-                points = evaluate.choose_on_validation(run.val_curve, run.curve)
-                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
-            else:
-                points = evaluate.best_points(run.curve)
-                accuracy, cost = points["accuracy"].to_numpy(), points["cost"].to_numpy()
-            for budget, a, c in zip(evaluate.BUDGETS, accuracy, cost):
-                rows.append({**{f: run.values[f] for f in by}, "seed": run.seed, "budget": budget,
-                             "accuracy": float(a), "cost": float(c)})
-        return pd.DataFrame(rows)
-
-    def validation_budget_table(self, by=None) -> pd.DataFrame:
-        """As :meth:`budget_table`, but each seed's threshold is fixed on the validation split
-        (:func:`mexlib.evaluate.choose_on_validation`) and its test accuracy reported; a
-        ``cost`` column pair gives the mean test cost of the chosen points."""
-        by = self.by_fields(by)
-        groups = self.groups(by)
-        rows = []
-        for runs in groups.values():
-            picks = [evaluate.choose_on_validation(r.val_curve, r.curve) for r in runs]
-            accuracy = np.stack([p["accuracy"].to_numpy() for p in picks])
-            cost = np.stack([p["cost"].to_numpy() for p in picks])
-            std = accuracy.std(axis=0, ddof=1) if len(picks) > 1 else np.full(accuracy.shape[1], np.nan)
-            values = []
-            for b in range(accuracy.shape[1]):
-                values += [accuracy[:, b].mean(), std[b], cost[:, b].mean()]
-            rows.append(values)
-        columns = pd.MultiIndex.from_product([list(evaluate.BUDGETS), ["mean", "std", "cost"]],
-                                             names=["budget", "stat"])
-        return pd.DataFrame(rows, index=self._index(list(groups), by), columns=columns)
 
     def cost_table(self, by=None) -> pd.DataFrame:
         """Each exit's cost relative to the plain backbone, a row per group (its first run's
@@ -458,4 +463,4 @@ def equal_compute_controls(profile: str = "cpu", seeds=None, method: str = "sdn"
     return Study(runs, ("regime",), study.seconds, study.trained)
 
 
-__all__ = ["BACKBONE_ROW", "CONTROLS", "PICKED", "control_epochs", "equal_compute_controls", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]
+__all__ = ["BACKBONE_ROW", "CONTROLS", "PICKED", "SeedTables", "control_epochs", "equal_compute_controls", "Study", "StudyRun", "THRESHOLDS", "compare_regimes", "run_study"]

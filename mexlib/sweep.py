@@ -16,7 +16,7 @@ Everything a sweep knows about its state comes from the store alone (:func:`swee
   names the job);
 - ``missing``: never started.
 
-The store's :class:`mexlib.store.WorkArea` keeps this state; a sweep reads and writes it only
+The store's :class:`mexlib.work_area.WorkArea` keeps this state; a sweep reads and writes it only
 through that API.
 
 :func:`sweep` submits the tasks that are not done or running (``failed``, ``interrupted`` and
