@@ -35,14 +35,15 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
         device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
     """The regime comparison of ``method`` (``policy``: its exit rule unless given) over ``seeds``
     (None: the profile's for this chapter), with the equal-compute controls unless ``controls``
-    is False, for ``control_seeds`` (None: the profile's seeds, as the other chapters have;
-    each control trains twice as long as a regime's phase); ``distribution_threshold``: where the
-    exits taken are counted."""
-    comparison = compare_regimes(profile, seeds=profile_seeds(profile, seeds, chapter="regimes"),
+    is False, for ``control_seeds`` (None: the regimes' seeds, so every control is paired with
+    every seed of mixed; each control trains twice as long as a regime's phase);
+    ``distribution_threshold``: where the exits taken are counted."""
+    seeds = profile_seeds(profile, seeds, chapter="regimes")
+    comparison = compare_regimes(profile, seeds=seeds,
                                  regimes=list(regimes), method=method, policy=policy, device=device,
                                  progress=profile_settings(profile).progress, executor=executor, workers=workers,
                                  controls=controls and "mixed" in regimes,
-                                 control_seeds=profile_seeds(profile, control_seeds), **overrides)
+                                 control_seeds=seeds if control_seeds is None else tuple(control_seeds), **overrides)
     result = Result(profile, "regimes_findings", FIGURES, flat_findings=True,
                     data=dict(study=comparison, threshold=distribution_threshold))
     result.add("regimes_exit_costs", comparison.costs.table())
