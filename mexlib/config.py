@@ -33,8 +33,20 @@ REGIMES = {
     "joint": "phase 2 only (backbone and heads together, from scratch)",
     "mixed": "phase 1 (backbone) then phase 2 (all, starting from the phase-1 backbone)",
 }
-#: The phases each regime runs, in order.
-REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint")}
+#: Regimes that are controls, not the paper's: trained and stored like the regimes, never part
+#: of a study's default grid.
+CONTROL_REGIMES = {
+    "continued": "phase 1 (backbone), the backbone alone again for phase 2's epochs and schedule (a warm "
+                 "restart, as mixed has), then phase 3 (heads only): the landscape chapter's control for "
+                 "mixed's fine-tuning from the phase-1 weights",
+}
+#: Every value the ``regime`` field takes.
+ALL_REGIMES = {**REGIMES, **CONTROL_REGIMES}
+#: The phases each regime runs, in order ("continue": the backbone alone, with phase 2's settings).
+REGIME_PHASES = {"disjoint": ("backbone", "heads"), "joint": ("joint",), "mixed": ("backbone", "joint"),
+                 "continued": ("backbone", "continue", "heads")}
+#: The phases that train the plain backbone alone, on its own classifier's loss.
+BACKBONE_ALONE = ("backbone", "continue")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
@@ -112,13 +124,17 @@ class RunConfig:
     # CUDA only: deterministic kernels (mexlib.hardware.deterministic_kernels), so a rerun on the same
     # GPU and software is bit-identical, at some cost in speed; the CPU's runs are bit-identical already
     deterministic: bool = False
+    # which initialisation of the heads: they draw from seed + 1,000,000 × (1 + head_init), so at
+    # the default every regime of a seed starts its heads from the same weights (the landscape
+    # chapter's control sets 1)
+    head_init: int = 0
 
     def __post_init__(self):
-        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed"))
+        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
         check(self.profile, PROFILES, "profile")
         dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
-        check(self.regime, tuple(REGIMES), "regime")
+        check(self.regime, tuple(ALL_REGIMES), "regime")
         check(self.method, tuple(METHODS), "method")
         check(self.precision, PRECISIONS, "precision")
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
@@ -128,6 +144,8 @@ class RunConfig:
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.head_init < 0:
+            raise ValueError(f"head_init must be 0 (the regimes' shared heads) or more, got {self.head_init}")
         for name in ("train_size", "val_size", "test_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -144,7 +162,7 @@ class RunConfig:
         return REGIME_PHASES[self.regime]
 
     def phase(self, name: str) -> PhaseConfig:
-        return {"backbone": self.backbone_phase, "joint": self.joint_phase,
+        return {"backbone": self.backbone_phase, "continue": self.joint_phase, "joint": self.joint_phase,
                 "heads": self.heads_phase}[name]
 
     def with_regime(self, regime: str) -> "RunConfig":
@@ -179,7 +197,7 @@ class RunConfig:
 
 #: Fields added to :class:`RunConfig` after runs were stored, with their defaults: left out of
 #: :meth:`RunConfig.to_dict` (and so of every store key) at the default.
-LATER_FIELDS = {"deterministic": False}
+LATER_FIELDS = {"deterministic": False, "head_init": 0}
 
 
 def stable_hash(values: dict, salt: str = "") -> str:
@@ -369,6 +387,7 @@ def with_pretraining_split(config: RunConfig, total_epochs: int, backbone_epochs
                    joint_phase=replace(config.joint_phase, epochs=total_epochs - backbone_epochs))
 
 
-__all__ = ["DATASETS", "METHODS", "PROFILES", "PhaseConfig", "Profile", "REGIMES", "RunConfig", "figures_dir",
+__all__ = ["ALL_REGIMES", "BACKBONE_ALONE", "CONTROL_REGIMES", "DATASETS", "METHODS", "PROFILES", "PhaseConfig",
+           "Profile", "REGIMES", "RunConfig", "figures_dir",
            "grid_configs", "grid_points", "make_config", "profile_seeds", "profile_settings", "stable_hash",
            "with_pretraining_split"]

@@ -59,8 +59,9 @@ if TYPE_CHECKING:  # imported where used: importing torchvision takes a second
     import torchvision
     from torchvision.transforms import v2
 
-#: Each phase's offset of the training batches' seed (a run's phases see different orders).
-PHASE_SEED = {"backbone": 1, "joint": 2, "heads": 3}
+#: Each phase's offset of the training batches' seed (a run's phases see different orders; the
+#: backbone's continuation sees the batches mixed's phase 2 sees).
+PHASE_SEED = {"backbone": 1, "joint": 2, "continue": 2, "heads": 3}
 EVAL_BATCH_SIZE = 256  # faster per image than 1000 on a 2-core CPU (cache)
 
 

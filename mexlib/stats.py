@@ -43,16 +43,17 @@ class Comparison:
             return "one seed" if self.n < 2 else "not distinguishable"
         return "ahead" if self.low > 0 else "behind" if self.high < 0 else "not distinguishable"
 
-    def words(self, ahead: str = "ahead", scale: float = 100.0, unit: str = " points") -> str:
+    def words(self, ahead: str = "ahead", scale: float = 100.0, unit: str = " points", behind: str = "behind",
+              digits: int = 2) -> str:
         """The verdict with its numbers, e.g. ``ahead (+0.39 points, 95 % CI +0.12 to +0.66,
-        paired, n = 5)``; ``ahead`` may be renamed (``best``)."""
-        verdict = {"ahead": ahead}.get(self.verdict, self.verdict)
+        paired, n = 5)``; ``ahead`` and ``behind`` may be renamed (``best``, ``higher``)."""
+        verdict = {"ahead": ahead, "behind": behind}.get(self.verdict, self.verdict)
         if verdict == "not distinguishable":
             verdict = f"not distinguishable with {self.n} seeds"
         if self.n < 2:
-            return f"{verdict} ({scale * self.difference:+.2f}{unit}, n = {self.n})"
-        return (f"{verdict} ({scale * self.difference:+.2f}{unit}, {100 * self.level:.0f} % CI "
-                f"{scale * self.low:+.2f} to {scale * self.high:+.2f}, "
+            return f"{verdict} ({scale * self.difference:+.{digits}f}{unit}, n = {self.n})"
+        return (f"{verdict} ({scale * self.difference:+.{digits}f}{unit}, {100 * self.level:.0f} % CI "
+                f"{scale * self.low:+.{digits}f} to {scale * self.high:+.{digits}f}, "
                 f"{'paired' if self.paired else 'unpaired'}, n = {self.n})")
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from . import evaluate
-from .config import REGIMES, RunConfig, grid_points, make_config, profile_seeds
+from .config import ALL_REGIMES, BACKBONE_ALONE, REGIMES, RunConfig, grid_points, make_config, profile_seeds
 from .data import dataset_spec
 from .methods import get_method
 from .store import RunStore, StoredRun
@@ -309,7 +309,7 @@ class Study(SeedTables):
                 for row in phase["history"]:
                     for metric in ("train_loss", "val_loss", "val_acc"):
                         for k, value in enumerate(row.get(metric, [])):
-                            exit_index = run.num_exits - 1 if phase["phase"] == "backbone" else k
+                            exit_index = run.num_exits - 1 if phase["phase"] in BACKBONE_ALONE else k
                             rows.append(dict(**run.values, phase=phase["phase"], epoch=row["epoch"],
                                              exit=exit_index, metric=metric, value=value))
         return pd.DataFrame(rows)
@@ -368,9 +368,9 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
         if unknown:
             raise ValueError(f"unknown policies {sorted(unknown)}; valid policies: {', '.join(evaluate.POLICIES)}")
     if "regime" in grid:
-        unknown = set(grid["regime"]) - set(REGIMES)
+        unknown = set(grid["regime"]) - set(ALL_REGIMES)
         if unknown:
-            raise ValueError(f"unknown regimes {sorted(unknown)}; valid regimes: {', '.join(REGIMES)}")
+            raise ValueError(f"unknown regimes {sorted(unknown)}; valid regimes: {', '.join(ALL_REGIMES)}")
     if policy is not None and policy not in evaluate.POLICIES:
         raise ValueError(f"unknown policy {policy!r}; valid policies: {', '.join(evaluate.POLICIES)}")
     seeds = profile_seeds(profile, seeds)

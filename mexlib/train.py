@@ -34,13 +34,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import hardware
-from .config import PhaseConfig, RunConfig
+from .config import BACKBONE_ALONE, PhaseConfig, RunConfig
 from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
 from .methods import Method, StepRule, TrainingDiverged, cross_entropy_per_exit, get_method
 from .models import ExitContext, MultiExitModel, arch_spec
 
-FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
+FREEZE_MODE = {"backbone": "backbone", "continue": "backbone", "joint": "all", "heads": "heads"}
 
 
 
@@ -49,13 +49,13 @@ FREEZE_MODE = {"backbone": "backbone", "joint": "all", "heads": "heads"}
 
 def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiExitModel:
     """The run's model on ``device`` in its layout there, with the heads of its method,
-    initialised from its seed. The backbone and the heads draw from separate seeds, so a
-    backbone's initialisation does not depend on its heads and every regime of a seed starts
-    from the same weights."""
+    initialised from its seed. The backbone and the heads draw from separate seeds (the heads'
+    ``seed + 1,000,000 × (1 + config.head_init)``), so a backbone's initialisation does
+    not depend on its heads and every regime of a seed starts from the same weights."""
     spec = dataset_spec(config.dataset)
     torch.manual_seed(config.seed)
     backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
-    torch.manual_seed(config.seed + 1_000_000)
+    torch.manual_seed(config.seed + 1_000_000 * (1 + config.head_init))
     features = [backbone.feature_info[b - 1] for b in config.exit_after_blocks]
     method = get_method(config.method)
     heads = method.build_heads(features, config.head_kind, spec.num_classes)
@@ -137,14 +137,14 @@ def make_scheduler(optimizer, phase: PhaseConfig, steps_per_epoch: int):
 def _exit_outputs(model: MultiExitModel, phase: str, x: Tensor) -> ExitContext:
     """What a phase's losses read: the forward pass's heads' own logits (not the inference
     outputs), or in phase 1 the plain backbone's logits alone."""
-    if phase == "backbone":
+    if phase in BACKBONE_ALONE:
         return ExitContext(model.heads, logits=[model.backbone_only(x)])
     return model.forward_context(x, outputs=False)
 
 
 def _monitored(model: MultiExitModel, phase: str) -> list[int]:
     """Exit indices whose validation accuracy early stopping watches."""
-    if phase == "backbone":
+    if phase in BACKBONE_ALONE:
         return [0]  # the only output in phase 1 is the final exit
     if phase == "heads":
         return list(range(model.num_exits - 1))
@@ -153,7 +153,7 @@ def _monitored(model: MultiExitModel, phase: str) -> list[int]:
 
 def _exit_losses(method: Method, phase: str, context: ExitContext, labels: Tensor) -> Tensor:
     # Phase 1 trains a plain backbone: plain cross-entropy, whatever the method.
-    if phase == "backbone":
+    if phase in BACKBONE_ALONE:
         return cross_entropy_per_exit(context.logits, labels)
     return method.exit_losses(context, labels)
 
@@ -170,8 +170,9 @@ class BackboneStep(StepRule):
 
 def step_rule(model: MultiExitModel, phase: str, method: Method, steps_per_epoch: int,
               epochs: int) -> StepRule:
-    """The per-batch loss computation of ``phase``: the method's own, except in phase 1."""
-    if phase == "backbone":
+    """The per-batch loss computation of ``phase``: the method's own, except in phase 1 (and
+    the backbone's continuation)."""
+    if phase in BACKBONE_ALONE:
         return BackboneStep(method)
     return method.step_rule(model, phase, steps_per_epoch, epochs)
 
@@ -322,7 +323,7 @@ def _check_finite(losses: list[float], phase: str, epoch: int, num_exits: int, w
     data) is NaN or infinite, naming the phase, the epoch and the exit."""
     for i, value in enumerate(losses):
         if not math.isfinite(value):
-            exit_name = "the final exit" if phase == "backbone" or i == num_exits - 1 else f"exit {i}"
+            exit_name = "the final exit" if phase in BACKBONE_ALONE or i == num_exits - 1 else f"exit {i}"
             raise TrainingDiverged(f"training diverged in phase {phase!r}, epoch {epoch}: the {what} of "
                                    f"{exit_name} is {value}; lower the learning rate or check the data")
 

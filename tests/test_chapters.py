@@ -108,3 +108,63 @@ def test_equal_basins_are_reported_as_a_tie():
     assert _widest(pd.Series({"disjoint": 80 / plane, "joint": 69 / plane, "mixed": 80 / plane})) == \
         "widest: disjoint and mixed, tied."
     assert _widest(pd.Series({"disjoint": 80 / plane, "joint": 69 / plane, "mixed": 81 / plane})) == "widest: mixed."
+
+
+def test_the_landscape_paths_cover_every_seed_once_and_the_controls():
+    from mexlib.chapters.landscape import CONTINUED, OTHER_HEADS, path_plan
+
+    regimes = ["disjoint", "joint", "mixed"]
+    plans = {s: path_plan(regimes, [0, 1, 2], s, controls=True) for s in (0, 1, 2)}
+    for s, plan in plans.items():
+        names = [p[0] for p in plan]
+        assert names[:3] == ["disjoint – joint", "disjoint – mixed", "joint – mixed"]
+        assert {f"disjoint – {CONTINUED}", f"mixed – {OTHER_HEADS}"} <= set(names)
+        assert all(a[1] == s for _, _, a, _ in plan)  # every path starts at its seed's run
+    # Seed to seed in a circle: each regime's three pairs of seeds once.
+    pairs = {(a[0], frozenset((a[1], b[1]))) for plan in plans.values() for _, kind, a, b in plan if kind == "seed to seed"}
+    assert len(pairs) == 9
+    two = [p for s in (0, 1) for p in path_plan(regimes, [0, 1], s, controls=False) if p[1] == "seed to seed"]
+    assert [(a, b) for _, _, a, b in two] == [((r, 0), (r, 1)) for r in regimes]
+    assert not [p for p in path_plan(regimes, [0], 0, controls=False) if p[1] == "seed to seed"]
+
+
+def _barriers(values: dict[str, list[float]]):
+    import pandas as pd
+
+    return pd.DataFrame([dict(path=name, kind="control" if "continued" in name or "other" in name else "regimes",
+                              seed=s, total=v, **{"ends (total)": 0.5}) for name, per_seed in values.items()
+                         for s, v in enumerate(per_seed)])
+
+
+def test_landscape_intervals_and_findings_follow_the_paired_barriers():
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from mexlib.chapters.landscape import interval_table, path_findings
+
+    values = {"disjoint – joint": [0.9, 1.0, 1.2], "disjoint – mixed": [0.03, 0.05, 0.02],
+              "joint – mixed": [0.8, 0.7, 0.9], "disjoint – continued": [0.04, 0.05, 0.03],
+              "disjoint – mixed, other heads": [0.31, 0.36, 0.26], "mixed – mixed, other heads": [0.2, 0.3, 0.25]}
+    barriers = _barriers(values)
+    intervals = interval_table(barriers)
+    row = intervals.loc["disjoint – joint"]
+    half = scipy_stats.t.ppf(0.975, 2) * np.std(values["disjoint – joint"], ddof=1) / np.sqrt(3)
+    assert row["barrier"] == pytest.approx(np.mean(values["disjoint – joint"]))
+    assert (row["low"], row["high"]) == pytest.approx((row["barrier"] - half, row["barrier"] + half))
+    assert row["relative"] == pytest.approx(row["barrier"] / 0.5) and row["seeds"] == 3
+    text = "\n".join(path_findings(barriers, intervals, ["disjoint", "joint", "mixed"]))
+    assert "disjoint – joint against disjoint – mixed: higher" in text
+    assert "the path between disjoint and mixed is lower than every path from joint" in text
+    # The continued backbone ends as close to disjoint as mixed does (differences −0.01, 0, −0.01
+    # have an interval over zero): the shared start explains the flat path.
+    assert "disjoint – mixed against disjoint – continued: not distinguishable with 3 seeds" in text
+    assert "needs nothing more than the shared start" in text
+    assert "Identical head initialisations account for part of the flat path" in text
+    # A mixed run far from disjoint, beyond the control: the verdict turns.
+    values["disjoint – mixed"] = [0.5, 0.6, 0.55]
+    barriers = _barriers(values)
+    text = "\n".join(path_findings(barriers, interval_table(barriers), ["disjoint", "joint", "mixed"]))
+    assert "more than the shared start explains" in text
+    # joint – mixed exceeds it by 0.3, 0.1, 0.35: an interval over zero with 3 seeds, so no claim.
+    assert "joint – mixed against disjoint – mixed: not distinguishable with 3 seeds" in text
+    assert "is not lower than every path from joint" in text

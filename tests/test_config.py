@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from mexlib import store
-from mexlib.config import (OPTIMIZERS, PHASE_FIELDS, PROFILES, REGIME_PHASES, REGIMES, SCHEDULES,
+from mexlib.config import (ALL_REGIMES, CONTROL_REGIMES, OPTIMIZERS, PHASE_FIELDS, PROFILES, REGIME_PHASES, REGIMES, SCHEDULES,
                            PhaseConfig, RunConfig, make_config, stable_hash, with_pretraining_split)
 from mexlib.data import DATASETS
 from mexlib.methods import METHODS
@@ -161,7 +161,7 @@ def test_unknown_profile_raises_with_the_choices():
 @pytest.mark.parametrize("name,value,choices", [
     ("dataset", "mnist", DATASETS),
     ("arch", "resnet-1000", ARCHITECTURES),
-    ("regime", "sequential", REGIMES),
+    ("regime", "sequential", ALL_REGIMES),
     ("method", "ee-magic", METHODS),
     ("head", "mlp", HEAD_KINDS),
 ])
@@ -475,3 +475,19 @@ def test_deterministic_kernels_are_switched_on_for_cuda_only_and_restored():
     with deterministic_kernels(torch.device("cuda"), True):  # the flags need no GPU to be set
         assert state()[:3] == (True, True, False) and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert state() == before
+
+
+def test_control_regimes_are_valid_values_with_their_own_phases():
+    """``continued`` trains and is keyed like a regime: phase 1, the backbone alone again with
+    phase 2's settings, then the heads."""
+    assert set(CONTROL_REGIMES).isdisjoint(REGIMES) and set(ALL_REGIMES) == set(REGIMES) | set(CONTROL_REGIMES)
+    config = make_config("smoke", regime="continued")
+    assert config.phases == ("backbone", "continue", "heads")
+    assert config.phase("continue") == config.joint_phase
+
+
+def test_head_init_is_a_whole_number_from_zero():
+    assert make_config("smoke", head_init=2.0).head_init == 2
+    for bad in (-1, 0.5):
+        with pytest.raises(ValueError, match="head_init"):
+            make_config("smoke", head_init=bad)

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -75,7 +75,9 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, one_thread) -> Shared:
     """Seed 0 in all three regimes (disjoint first, so it trains the backbone), then disjoint of
-    seed 1; with a counting wrapper on the store's train_backbone and a spy on train_phase."""
+    seed 1, then the landscape chapter's controls of seed 0 (the backbone continued alone, mixed
+    from other heads); with a counting wrapper on the store's train_backbone and a spy on
+    train_phase."""
     result = Shared(tmp_path_factory.mktemp("shared-runs"), None)
     result.store = _store(result.root)
     backbone_calls = []
@@ -98,8 +100,11 @@ def shared(tmp_path_factory, one_thread) -> Shared:
         patch.setattr(mexlib.store, "train_backbone", counting_train_backbone)
         patch.setattr(mexlib.train, "train_phase", spying_train_phase)
         for name, regime, seed in [("disjoint", "disjoint", 0), ("mixed", "mixed", 0),
-                                   ("joint", "joint", 0), ("disjoint-seed1", "disjoint", 1)]:
+                                   ("joint", "joint", 0), ("disjoint-seed1", "disjoint", 1),
+                                   ("continued", "continued", 0), ("mixed-other-heads", "mixed", 0)]:
             config = _config(regime, seed)
+            if name == "mixed-other-heads":
+                config = replace(config, head_init=1)
             result.configs[name] = config
             result.runs[name] = result.store.get_or_run(config)
             result.trained_after[name] = list(result.store.trained)
@@ -213,7 +218,7 @@ def _starts(shared: Shared, phase: str, regime: str, seed: int = 0) -> list[dict
 def test_phases_after_phase_one_start_from_its_weights_with_fresh_heads(shared):
     backbone = shared.backbones[0].state_dict()
     (heads_start,) = _starts(shared, "heads", "disjoint")
-    (mixed_start,) = _starts(shared, "joint", "mixed")
+    mixed_start = _starts(shared, "joint", "mixed")[0]  # the second: the control from other heads
     (joint_start,) = _starts(shared, "joint", "joint")
     (backbone_start,) = _starts(shared, "backbone", "disjoint")
     assert _states_equal(heads_start["backbone"], backbone)
@@ -224,6 +229,33 @@ def test_phases_after_phase_one_start_from_its_weights_with_fresh_heads(shared):
     # Every regime of the seed starts its heads from the same fresh initialisation.
     assert _states_equal(mixed_start["heads"], joint_start["heads"])
     assert _states_equal(heads_start["heads"], joint_start["heads"])
+
+
+def test_the_controls_share_phase_one_and_differ_where_they_should(shared):
+    """``continued`` trains the phase-1 backbone alone for phase 2's epochs, then heads on it as
+    disjoint does; ``head_init=1`` changes mixed's initial heads and nothing else."""
+    backbone = shared.backbones[0].state_dict()
+    assert backbone_key(shared.configs["continued"]) == backbone_key(shared.configs["disjoint"])
+    assert backbone_key(shared.configs["mixed-other-heads"]) == backbone_key(shared.configs["mixed"])
+    assert run_key(shared.configs["mixed-other-heads"]) != run_key(shared.configs["mixed"])
+    assert "head_init" not in shared.configs["mixed"].to_dict()  # the default keeps the keys runs have
+    (continue_start,) = _starts(shared, "continue", "continued")
+    (heads_start,) = _starts(shared, "heads", "continued")
+    mixed_start, other_start = _starts(shared, "joint", "mixed")  # mixed, then mixed from other heads
+    assert _states_equal(continue_start["backbone"], backbone)
+    # The heads do not train while the backbone continues: the heads phase starts from fresh heads
+    # on a backbone that moved.
+    assert _states_equal(heads_start["heads"], continue_start["heads"])
+    assert not _states_equal(heads_start["backbone"], backbone)
+    continued = shared.runs["continued"]
+    assert [p["phase"] for p in continued.history] == ["backbone", "continue", "heads"]
+    assert all(len(row["val_acc"]) == 1 for row in continued.history[1]["history"])  # the final exit only
+    assert len(continued.history[1]["history"]) == shared.configs["continued"].joint_phase.epochs
+    # Mixed from other heads: the same phase-1 backbone, other initial heads.
+    assert _states_equal(other_start["backbone"], mixed_start["backbone"])
+    assert not _states_equal(other_start["heads"], mixed_start["heads"])
+    assert not torch.equal(shared.runs["mixed-other-heads"].logits("test")[0][0],
+                           shared.runs["mixed"].logits("test")[0][0])
 
 
 # --- what a stored run holds ---------------------------------------------------------------------

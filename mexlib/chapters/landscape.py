@@ -1,14 +1,23 @@
 """Chapter 03 · Loss landscapes: do the regimes end in one basin or in several?
 (``notebooks/03_landscape``).
 
-On the stored runs of the regimes chapter (nothing is trained here), :func:`run` measures
+On the stored runs of the regimes chapter and two controls, :func:`run` measures
 
-1. **the loss on a plane** around each solution, along two random filter-normalised directions
-   (Li et al. 2018), for the total multi-exit loss and each exit's own loss, and how wide each
-   basin is (the share of the plane where the loss stays below twice its value at the solution);
+1. **the loss on a plane** around each solution of the first seed, along two random
+   filter-normalised directions (Li et al. 2018), for the total multi-exit loss and each exit's
+   own loss, and how wide each basin is (the share of the plane where the loss stays below
+   twice its value at the solution);
 2. **linear mode connectivity**: every exit's loss and accuracy along the straight line between
-   two solutions, and its barrier (Frankle et al. 2020), for every pair of regimes and, as the
-   reference, each regime against itself from another seed.
+   two solutions, and its barrier (Frankle et al. 2020), for every pair of regimes of a seed,
+   each regime against itself from the next seed (the reference for unrelated solutions), and
+   the controls, over every seed with a 95 % interval.
+
+**The controls.** Disjoint and mixed runs of one seed start from one phase-1 backbone *and* from
+identical head initialisations, so a flat path between them may only say that fine-tuning from
+one checkpoint stays near it. Two controls ask how much: ``continued``, the phase-1 backbone
+trained alone for phase 2's epochs (a warm restart, as mixed has) and then given heads as
+disjoint is, and mixed with another initialisation of its heads (``head_init=1``). Barriers are
+compared paired by seed (:func:`mexlib.stats.compare`); no fixed cut-off decides "a barrier".
 
 Every perturbed or interpolated model gets its BatchNorm statistics recomputed first. Planes and
 paths are kept in the run store (:meth:`mexlib.store.RunStore.cached`), keyed by their inputs and
@@ -24,9 +33,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 
-
+from .. import stats
 from ..analysis import SCOPES, barrier, fixed_sample, interpolate, joined, loss_surface, run_data
-from ..config import profile_settings
+from ..config import profile_seeds, profile_settings
 from ..registry import check
 from ..store import RunStore
 from ..study import run_study
@@ -34,67 +43,101 @@ from .base import Result
 
 NOTEBOOK = "03_landscape"
 TITLE = "Loss landscapes: do the regimes end in one basin or in several?"
-TABLES = ("landscape_basins", "landscape_barriers", "landscape_findings")
-#: A path whose total-loss barrier is below this share of its ends' mean loss has no barrier.
-FLAT = 0.1
+TABLES = ("landscape_basins", "landscape_barriers", "landscape_barrier_intervals", "landscape_findings")
+#: The controls' labels: the phase-1 backbone trained on alone, and mixed from other heads.
+CONTINUED, OTHER_HEADS = "continued", "mixed, other heads"
+#: The kinds of path, in the tables' order.
+KINDS = ("regimes", "control", "seed to seed")
 
 
-def run(profile: str = "cpu", regimes=("disjoint", "joint", "mixed"), seed: int = 0, reference_seed: int = 1,
+def run(profile: str = "cpu", regimes=("disjoint", "joint", "mixed"), seeds=None, controls: bool = True,
         steps: int | None = None, span: float = 1.0, scope: str = "all", direction_seed: int = 0,
         eval_size: int | None = None, bn_size: int | None = None, path_steps: int | None = None,
         device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
     """Planes (``steps`` × ``steps`` over ±``span``, moving ``scope``'s weights) around the
-    ``seed`` runs of ``regimes`` and the paths between them (``path_steps`` points), on
-    ``eval_size`` test images with BatchNorm recomputed on ``bn_size`` training images; the
-    sizes left at None are the profile's."""
+    first seed's runs of ``regimes``, and the paths (``path_steps`` points) between the runs of
+    every seed of ``seeds`` (None: the profile's), the controls' too unless ``controls`` is
+    False; ``eval_size`` test images with BatchNorm recomputed on ``bn_size`` training images;
+    the sizes left at None are the profile's."""
     check(scope, SCOPES, "scope")
     sizes = profile_settings(profile)
     steps, eval_size = steps or sizes.plane_steps, eval_size or sizes.eval_size
     bn_size, path_steps = bn_size or sizes.bn_size, path_steps or sizes.path_steps
-    regimes = list(regimes)
+    regimes, seeds = list(regimes), list(profile_seeds(profile, seeds))
+    controls = controls and {"disjoint", "mixed"} <= set(regimes)
     store = RunStore(device=device, progress=sizes.progress)
-    runs = run_study(profile, {"regime": regimes}, seeds=sorted({seed, reference_seed}), store=store,
-                     progress=sizes.progress, executor=executor, workers=workers, **overrides)
-    config = runs.run(seed, regime=regimes[0]).config
+    how = dict(store=store, progress=sizes.progress, executor=executor, workers=workers)
+    labels = regimes + ([CONTINUED] if controls else [])
+    main = run_study(profile, {"regime": labels}, seeds=seeds, **how, **overrides)
+    studies = {r: (r, main) for r in labels}
+    if controls:
+        studies[OTHER_HEADS] = ("mixed", run_study(profile, {"regime": ["mixed"]}, seeds=seeds, head_init=1,
+                                                   **how, **overrides))
+    stored = {(label, s): study.run(s, regime=regime).run for label, (regime, study) in studies.items() for s in seeds}
+    seed = seeds[0]
+    config = main.run(seed, regime=regimes[0]).config
     data = run_data(store, config)
     batch = joined(fixed_sample(data, "test", eval_size, seed=0))
     bn_batches = fixed_sample(data, "train", bn_size, seed=1)
-    models = {(r, s): runs.run(s, regime=r).run.model().to(store.device) for r in regimes for s in runs.seeds}
-    exits = [f"exit {k}" for k in range(runs.num_exits)]
+    models = {}
+
+    def model(label, s):
+        if (label, s) not in models:
+            models[(label, s)] = stored[(label, s)].model().to(store.device)
+        return models[(label, s)]
+
+    num_exits = len(config.exit_after_blocks) + 1
+    exits = [f"exit {k}" for k in range(num_exits)]
     started = time.perf_counter()
 
     def plane(regime):
-        inputs = dict(run=runs.run(seed, regime=regime).run.key, steps=steps, span=span, scope=scope,
+        inputs = dict(run=stored[(regime, seed)].key, steps=steps, span=span, scope=scope,
                       seed=direction_seed, eval_size=eval_size, bn_size=bn_size)
-        return store.cached("plane", inputs, lambda: loss_surface(models[(regime, seed)], batch, bn_batches, steps,
+        return store.cached("plane", inputs, lambda: loss_surface(model(regime, seed), batch, bn_batches, steps,
                                                                   span, scope, direction_seed))
 
     def path(a, b):
-        keys = [runs.run(s, regime=r).run.key for r, s in (a, b)]
-        inputs = dict(runs=keys, steps=path_steps, eval_size=eval_size, bn_size=bn_size)
-        return store.cached("path", inputs, lambda: interpolate(models[a], models[b], batch, bn_batches, path_steps))
+        inputs = dict(runs=[stored[a].key, stored[b].key], steps=path_steps, eval_size=eval_size, bn_size=bn_size)
+        return store.cached("path", inputs, lambda: interpolate(model(*a), model(*b), batch, bn_batches, path_steps))
 
     planes = {r: plane(r) for r in regimes}
     rows = ["total"] + exits
     basins = basin_table(planes, rows)
     wide = basins.pivot(index="loss", columns="regime", values="share_below_twice").loc[rows, regimes]
-    pairs = [(a, b) for i, a in enumerate(regimes) for b in regimes[i + 1:]]
-    paths = {f"{a} – {b}": path((a, seed), (b, seed)) for a, b in pairs}
-    ends = {f"{a} – {b}": (a, b) for a, b in pairs}  # the regimes at the ends of each path between regimes
-    if reference_seed != seed:
-        paths.update({f"{r} seed {seed} – {reference_seed}": path((r, seed), (r, reference_seed)) for r in regimes})
+    paths = {}  # (name, kind, seed) -> the path's frame
+    for s in seeds:
+        for name, kind, a, b in path_plan(regimes, seeds, s, controls):
+            paths[(name, kind, s)] = path(a, b)
     barriers = barrier_table(paths, exits)
+    intervals = interval_table(barriers)
     result = Result(profile, "landscape_findings", FIGURES, data=dict(
-        config=config, seeds=runs.seeds, num_exits=runs.num_exits, regimes=regimes, rows=rows, planes=planes,
-        basins=basins, wide=wide, paths=paths,
-        at_solution=basins.pivot(index="loss", columns="regime", values="at_solution").loc[rows, regimes], barriers=barriers, steps=steps, span=span, scope=scope,
-        eval_size=len(batch[1]), bn_size=bn_size))
+        config=config, seeds=seeds, num_exits=num_exits, regimes=regimes, rows=rows, planes=planes,
+        basins=basins, wide=wide, paths={k[0]: v for k, v in paths.items() if k[2] == seed}, barriers=barriers,
+        intervals=intervals, at_solution=basins.pivot(index="loss", columns="regime", values="at_solution")
+        .loc[rows, regimes], steps=steps, span=span, scope=scope, eval_size=len(batch[1]), bn_size=bn_size))
     result.add("landscape_basins", basins.set_index(["regime", "loss"]))
-    result.add("landscape_barriers", barriers)
+    result.add("landscape_barriers", barriers.set_index(["path", "kind", "seed"]))
+    result.add("landscape_barrier_intervals", intervals)
     result.findings.append(("The loss around each solution", _basin_findings(wide, regimes, exits, span, scope)))
-    result.findings.append(("Linear paths between solutions", _path_findings(barriers, paths, ends, regimes)))
+    result.findings.append(("Linear paths between solutions", path_findings(barriers, intervals, regimes)))
     result.data["seconds"] = time.perf_counter() - started
     return result
+
+
+def path_plan(regimes: list[str], seeds: list[int], seed: int, controls: bool) -> list[tuple]:
+    """The paths measured for ``seed``: ``(name, kind, (label, seed), (label, seed))`` for every
+    pair of regimes, the controls and each regime against itself from the next seed (the
+    seeds taken in a circle; with two seeds, one path per regime)."""
+    plan = [(f"{a} – {b}", "regimes", (a, seed), (b, seed)) for i, a in enumerate(regimes) for b in regimes[i + 1:]]
+    if controls:
+        plan += [(f"disjoint – {CONTINUED}", "control", ("disjoint", seed), (CONTINUED, seed)),
+                 (f"mixed – {OTHER_HEADS}", "control", ("mixed", seed), (OTHER_HEADS, seed)),
+                 (f"disjoint – {OTHER_HEADS}", "control", ("disjoint", seed), (OTHER_HEADS, seed))]
+    position = seeds.index(seed)
+    if len(seeds) > 1 and (len(seeds) > 2 or position == 0):
+        following = seeds[(position + 1) % len(seeds)]
+        plan += [(f"{r}, seed to seed", "seed to seed", (r, seed), (r, following)) for r in regimes]
+    return plan
 
 
 def basin_table(planes: dict[str, pd.DataFrame], rows: list[str]) -> pd.DataFrame:
@@ -109,14 +152,25 @@ def basin_table(planes: dict[str, pd.DataFrame], rows: list[str]) -> pd.DataFram
     return pd.DataFrame(table)
 
 
-def barrier_table(paths: dict[str, pd.DataFrame], exits: list[str]) -> pd.DataFrame:
-    """Each path's barrier for the total loss and each exit's, and its ends' mean total loss."""
-    barriers = pd.DataFrame({name: {"total": barrier(frame),
-                                    **{e: barrier(frame, f"loss {k}") for k, e in enumerate(exits)},
-                                    "ends (total)": (frame["total"].iloc[0] + frame["total"].iloc[-1]) / 2}
-                             for name, frame in paths.items()}).T
-    barriers.index.name = "path"
-    return barriers
+def barrier_table(paths: dict[tuple, pd.DataFrame], exits: list[str]) -> pd.DataFrame:
+    """A row per path and seed (a seed-to-seed path under its first seed): its barrier for the
+    total loss and each exit's, and its ends' mean total loss."""
+    rows = [dict(path=name, kind=kind, seed=seed, total=barrier(frame),
+                 **{e: barrier(frame, f"loss {k}") for k, e in enumerate(exits)},
+                 **{"ends (total)": (frame["total"].iloc[0] + frame["total"].iloc[-1]) / 2})
+            for (name, kind, seed), frame in paths.items()]
+    return pd.DataFrame(rows)
+
+
+def interval_table(barriers: pd.DataFrame) -> pd.DataFrame:
+    """Per path: the seeds, the mean total-loss barrier with its 95 % t interval, and the mean
+    barrier as a share of its ends' loss."""
+    rows = []
+    for (name, kind), group in barriers.groupby(["path", "kind"], sort=False):
+        mean, low, high = stats.t_interval(group["total"])
+        rows.append(dict(path=name, kind=kind, seeds=len(group), barrier=mean, low=low, high=high,
+                         relative=mean / group["ends (total)"].mean()))
+    return pd.DataFrame(rows).set_index("path")
 
 
 def _widest(shares: pd.Series) -> str:
@@ -137,30 +191,55 @@ def _basin_findings(wide: pd.DataFrame, regimes: list[str], exits: list[str], sp
     return lines
 
 
-def verdict(barriers: pd.DataFrame, name: str) -> tuple[bool, str]:
-    """Whether path ``name`` has no barrier (below :data:`FLAT` of its ends' loss), and why."""
-    row = barriers.loc[name]
-    relative = row["total"] / row["ends (total)"]
-    return relative < FLAT, f"{name}: barrier {row['total']:.3f} ({relative:.0%} of its ends' loss)"
+def per_seed(barriers: pd.DataFrame, name: str) -> dict[int, float]:
+    """``{seed: total-loss barrier}`` of path ``name``."""
+    rows = barriers[barriers["path"] == name]
+    return dict(zip(rows["seed"], rows["total"]))
 
 
-def _path_findings(barriers: pd.DataFrame, paths: dict, ends: dict, regimes: list[str]) -> list[str]:
+def _higher(a: str, b: str, barriers: pd.DataFrame) -> tuple[stats.Comparison, str]:
+    comparison = stats.compare(per_seed(barriers, a), per_seed(barriers, b))
+    return comparison, f"{a} against {b}: " + comparison.words(ahead="higher", behind="lower", scale=1, unit="",
+                                                               digits=3)
+
+
+def path_findings(barriers: pd.DataFrame, intervals: pd.DataFrame, regimes: list[str]) -> list[str]:
+    """Each path's barrier with its interval, the comparisons the paper's claim rests on (paired
+    by seed), and what the controls say of them."""
     lines = []
-    seed_paths = [name for name in paths if name not in ends]
-    reference_barrier = barriers.loc[seed_paths, "total"].mean() if seed_paths else None
-    for name in paths:
-        flat, text = verdict(barriers, name)
-        if reference_barrier and name in ends:
-            text += f", {barriers.loc[name, 'total'] / reference_barrier:.0%} of the seed-to-seed paths' mean barrier"
-        lines.append(text + (": no barrier" if flat else ": a barrier"))
-    if {"disjoint", "mixed", "joint"} <= set(regimes):
-        same, _ = verdict(barriers, "disjoint – mixed")
-        joint_apart = all(not verdict(barriers, n)[0] for n, at_ends in ends.items() if "joint" in at_ends)
-        claim = same and joint_apart
-        lines.append("The paper's claim (disjoint and mixed share a basin, joint lies in another) "
-                     + ("holds here" if claim else "does not hold here") + ": disjoint–mixed has "
-                     + ("no barrier" if same else "a barrier") + ", and the paths from joint "
-                     + ("all cross a barrier" if joint_apart else "do not all cross a barrier") + ".")
+    for name, row in intervals.iterrows():
+        span = "" if np.isnan(row["low"]) else f", 95 % CI {row['low']:.3f} to {row['high']:.3f}"
+        lines.append(f"{name}: barrier {row['barrier']:.3f}{span} (n = {row['seeds']}), "
+                     f"{row['relative']:.0%} of its ends' loss")
+    if not {"disjoint", "joint", "mixed"} <= set(regimes):
+        return lines
+    joint_paths = [n for n in intervals.index if intervals.loc[n, "kind"] == "regimes" and "joint" in n.split(" – ")]
+    apart = []
+    for name in joint_paths:
+        comparison, text = _higher(name, "disjoint – mixed", barriers)
+        apart.append(comparison.verdict == "ahead")
+        lines.append(text)
+    closer = all(apart)
+    lines.append("The paper's claim (disjoint and mixed share a basin, joint lies in another): "
+                 + ("the path between disjoint and mixed is lower than every path from joint"
+                    if closer else "the path between disjoint and mixed is not lower than every path from "
+                    "joint") + " (paired by seed, 95 % intervals).")
+    if f"disjoint – {CONTINUED}" in intervals.index:
+        comparison, text = _higher("disjoint – mixed", f"disjoint – {CONTINUED}", barriers)
+        lines.append("Control, fine-tuning from the phase-1 weights: " + text + ". "
+                     + {"ahead": "Mixed moves further from disjoint than the backbone trained on alone does: "
+                                 "more than the shared start explains.",
+                        "behind": "Mixed stays closer to disjoint than the backbone trained on alone does.",
+                        }.get(comparison.verdict, "The backbone trained on alone from the same weights ends as "
+                                                  "close to disjoint: the shared basin needs nothing more than "
+                                                  "the shared start.")
+                     )
+        comparison, text = _higher(f"disjoint – {OTHER_HEADS}", "disjoint – mixed", barriers)
+        lines.append("Control, the heads' initialisation: " + text + ". "
+                     + ("Identical head initialisations account for part of the flat path."
+                        if comparison.verdict == "ahead" else
+                        "Other heads raise the barrier no more than the seeds' spread shows."
+                        if comparison.verdict != "behind" else "Other heads give a lower barrier."))
     return lines
 
 
@@ -187,27 +266,60 @@ def draw_planes(result: Result):
     return fig
 
 
-def draw_paths(result: Result):
-    """Every exit's loss (top) and accuracy (bottom) along each path; dashed: the total loss."""
+def draw_paths(result: Result, columns: int = 3):
+    """Every exit's loss (upper panel) and accuracy (lower panel) along each path of the first
+    seed, ``columns`` paths a row; dashed: the total loss."""
     paths, num_exits = result["paths"], result["num_exits"]
-    fig, axes = plt.subplots(2, len(paths), figsize=(2.9 * len(paths), 5.2), squeeze=False, sharex=True,
-                             sharey="row")
+    rows = -(-len(paths) // columns)
+    columns = min(columns, len(paths))
+    fig, axes = plt.subplots(2 * rows, columns, figsize=(3.1 * columns, 4.6 * rows), squeeze=False, sharex=True)
     cmap = plt.get_cmap("viridis")
     for j, (name, frame) in enumerate(paths.items()):
+        loss, accuracy = axes[2 * (j // columns), j % columns], axes[2 * (j // columns) + 1, j % columns]
         for k in range(num_exits):
             color = cmap(k / max(num_exits - 1, 1))
-            axes[0, j].plot(frame["alpha"], frame[f"loss {k}"], color=color, label=f"exit {k}")
-            axes[1, j].plot(frame["alpha"], 100 * frame[f"accuracy {k}"], color=color)
-        axes[0, j].plot(frame["alpha"], frame["total"], "k--", label="total")
-        axes[0, j].set_title(name, fontsize=9)
-        axes[1, j].set_xlabel("α")
-    axes[0, 0].set_ylabel("loss")
-    axes[0, 0].set_yscale("log")
-    axes[1, 0].set_ylabel("accuracy (%)")
-    axes[0, -1].legend(fontsize=7, loc="upper right")
+            loss.plot(frame["alpha"], frame[f"loss {k}"], color=color, label=f"exit {k}")
+            accuracy.plot(frame["alpha"], 100 * frame[f"accuracy {k}"], color=color)
+        loss.plot(frame["alpha"], frame["total"], "k--", label="total")
+        loss.set_title(name, fontsize=9)
+        loss.set_yscale("log")
+        accuracy.set_xlabel("α")
+        if j % columns == 0:
+            loss.set_ylabel("loss")
+            accuracy.set_ylabel("accuracy (%)")
+    for j in range(len(paths), rows * columns):  # the last row's empty places
+        axes[2 * (j // columns), j % columns].set_visible(False)
+        axes[2 * (j // columns) + 1, j % columns].set_visible(False)
+    axes[0, columns - 1].legend(fontsize=7, loc="upper right")
+    fig.suptitle(f"Paths between the solutions of seed {result['seeds'][0]}", fontsize=10)
     return fig
 
 
-FIGURES = {"landscape_planes": draw_planes, "landscape_paths": draw_paths}
+def draw_barriers(result: Result):
+    """Each path's total-loss barrier: a dot per seed, the mean with its 95 % interval, a
+    colour per kind of path (regimes, controls, seed to seed)."""
+    barriers, intervals = result["barriers"], result["intervals"]
+    colours = dict(zip(KINDS, ("#4C72B0", "#C44E52", "#8C8C8C")))
+    fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(intervals) + 1.2))
+    for y, (name, row) in enumerate(intervals.iterrows()):
+        colour = colours[row["kind"]]
+        values = barriers.loc[barriers["path"] == name, "total"]
+        ax.plot(values, [y] * len(values), "o", color=colour, alpha=0.45, ms=5)
+        error = None if np.isnan(row["low"]) else [[row["barrier"] - row["low"]], [row["high"] - row["barrier"]]]
+        ax.errorbar(row["barrier"], y, xerr=error, fmt="D", color=colour, ms=6, capsize=3)
+    ax.set_yticks(range(len(intervals)), intervals.index)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("barrier of the total loss (Frankle et al.): dots seeds, diamonds means with 95 % CI")
+    for kind, colour in colours.items():
+        if (intervals["kind"] == kind).any():
+            ax.plot([], [], "D", color=colour, label=kind)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Barriers over seeds {', '.join(map(str, result['seeds']))}", fontsize=10)
+    return fig
 
-__all__ = ["FIGURES", "FLAT", "NOTEBOOK", "TABLES", "TITLE", "barrier_table", "basin_table", "run", "verdict"]
+
+FIGURES = {"landscape_planes": draw_planes, "landscape_paths": draw_paths, "landscape_barriers": draw_barriers}
+
+__all__ = ["CONTINUED", "FIGURES", "KINDS", "NOTEBOOK", "OTHER_HEADS", "TABLES", "TITLE", "barrier_table",
+           "basin_table", "interval_table", "path_findings", "path_plan", "per_seed", "run"]
