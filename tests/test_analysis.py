@@ -393,3 +393,39 @@ def test_effective_rank_is_the_exponential_of_the_singular_values_entropy():
     assert low <= high and low < value * 1.05 and high > value * 0.8
     with pytest.raises(ValueError, match="at least 2"):
         effective_rank_interval(u, resamples=1)
+
+
+def test_the_effective_rank_from_the_gram_matrix_is_the_svds_and_a_resample_is_its_rows():
+    """The Gram route against the SVD on a matrix of many features (the case it is for), and a
+    bootstrap resample's value against the SVD of the resampled rows themselves."""
+    from mexlib.analysis import effective_rank, effective_rank_interval
+
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(300, 40, generator=generator, dtype=torch.float64) @ \
+        torch.randn(40, 900, generator=generator, dtype=torch.float64)  # rank 40 of 299 possible
+    centred = features - features.mean(0, keepdim=True)
+    values = torch.linalg.svdvals(centred)
+    p = values[values > 1e-9 * values[0]] / values[values > 1e-9 * values[0]].sum()
+    assert effective_rank(features) == pytest.approx(math.exp(-float((p * p.log()).sum())), rel=1e-6)
+    from mexlib.analysis.representations import _centred_values
+
+    rows = torch.randint(0, 300, (300,), generator=torch.Generator().manual_seed(1))  # with repeats
+    resampled = features[rows] - features[rows].mean(0, keepdim=True)
+    gram = features @ features.T
+    assert _centred_values(gram[rows][:, rows])[:40] == pytest.approx(torch.linalg.svdvals(resampled)[:40], rel=1e-6)
+    value, low, high = effective_rank_interval(features, resamples=20, seed=1)
+    assert value == effective_rank(features) and low < value < high
+
+
+def test_a_bootstrap_interval_of_the_effective_rank_narrows_with_more_samples():
+    from mexlib.analysis import effective_rank_interval
+
+    generator = torch.Generator().manual_seed(6)
+    mixing = torch.randn(30, 200, generator=generator, dtype=torch.float64) * torch.logspace(0, -1, 30)[:, None]
+    widths = []
+    for n in (100, 800):
+        features = torch.randn(n, 30, generator=generator, dtype=torch.float64) @ mixing
+        value, low, high = effective_rank_interval(features, resamples=40)
+        assert low < value < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # about 1/√8 of it: sampling error shrinks as 1/√n

@@ -29,7 +29,7 @@ SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 #: seed (the MSDNet and ViT runs are its own; the regimes notebook covers two seeds).
 SMOKE_TEST_PARAMETERS = {"00_data": {"samples_per_class": 2},
                          "02_methods": {"methods": ["sdn", "pbee", "gpf"]},
-                         "04_representations": {"sample_size": 256, "training_size": 128},
+                         "04_representations": {"sample_size": 256, "training_size": 128, "resamples": 10},
                          "06_ablations": {"seeds": [0]},
                          "07_architectures": {"seeds": [0]}}
 

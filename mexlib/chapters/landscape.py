@@ -272,7 +272,8 @@ def draw_paths(result: Result, columns: int = 3):
     paths, num_exits = result["paths"], result["num_exits"]
     rows = -(-len(paths) // columns)
     columns = min(columns, len(paths))
-    fig, axes = plt.subplots(2 * rows, columns, figsize=(3.1 * columns, 4.6 * rows), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2 * rows, columns, figsize=(3.1 * columns, 4.4 * rows), squeeze=False, sharex=True,
+                             layout="constrained")
     cmap = plt.get_cmap("viridis")
     for j, (name, frame) in enumerate(paths.items()):
         loss, accuracy = axes[2 * (j // columns), j % columns], axes[2 * (j // columns) + 1, j % columns]
@@ -282,8 +283,8 @@ def draw_paths(result: Result, columns: int = 3):
             accuracy.plot(frame["alpha"], 100 * frame[f"accuracy {k}"], color=color)
         loss.plot(frame["alpha"], frame["total"], "k--", label="total")
         loss.set_title(name, fontsize=9)
-        loss.set_yscale("log")
-        accuracy.set_xlabel("α")
+        if j >= len(paths) - columns:  # the lowest panel of its column
+            accuracy.set_xlabel("α")
         if j % columns == 0:
             loss.set_ylabel("loss")
             accuracy.set_ylabel("accuracy (%)")
@@ -300,7 +301,7 @@ def draw_barriers(result: Result):
     colour per kind of path (regimes, controls, seed to seed)."""
     barriers, intervals = result["barriers"], result["intervals"]
     colours = dict(zip(KINDS, ("#4C72B0", "#C44E52", "#8C8C8C")))
-    fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(intervals) + 1.2))
+    fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(intervals) + 1.2), layout="constrained")
     for y, (name, row) in enumerate(intervals.iterrows()):
         colour = colours[row["kind"]]
         values = barriers.loc[barriers["path"] == name, "total"]
@@ -310,11 +311,11 @@ def draw_barriers(result: Result):
     ax.set_yticks(range(len(intervals)), intervals.index)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("barrier of the total loss (Frankle et al.): dots seeds, diamonds means with 95 % CI")
+    ax.set_xlabel("total-loss barrier (dots: seeds; diamonds: mean, 95 % CI)")
     for kind, colour in colours.items():
         if (intervals["kind"] == kind).any():
             ax.plot([], [], "D", color=colour, label=kind)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.set_title(f"Barriers over seeds {', '.join(map(str, result['seeds']))}", fontsize=10)
     return fig
 
