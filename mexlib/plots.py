@@ -62,15 +62,16 @@ def save_figure(fig: plt.Figure, name: str, profile: str) -> list[Path]:
 
 
 def save_table(table: pd.DataFrame, name: str, profile: str, index: bool = True,
-               percent: bool | Iterable = False) -> list[Path]:
+               percent: bool | Iterable = False, note: str | None = None) -> list[Path]:
     """Save ``table`` as ``<name>.csv`` (full precision) and ``<name>.md`` (as
     :func:`readable` shows it) in the profile's figures folder. ``percent`` names the columns
-    (first header level) holding fractions, or ``True`` for all."""
+    (first header level) holding fractions, or ``True`` for all; ``note``: a line under the
+    Markdown table (the CSV stays a plain table)."""
     folder = _output_folder(profile)
     csv, markdown = folder / f"{name}.csv", folder / f"{name}.md"
     table.to_csv(csv, index=index)
     shown = readable(table if index else table.reset_index(drop=True), percent)
-    markdown.write_text(shown.to_markdown(index=False) + "\n")
+    markdown.write_text(shown.to_markdown(index=False) + "\n" + (f"\n{note}\n" if note else ""))
     return [csv, markdown]
 
 

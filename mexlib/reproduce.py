@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="jobs at a time with --executor local")
     parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at a time (default: 2 "
                         "for the smoke profile, else 1)")
+    parser.add_argument("--strict", action="store_true", help="refuse stored runs that other code trained "
+                        "(MEXLIB_STRICT=1 for the notebooks and their jobs) instead of noting them in the outputs")
     args = parser.parse_args(argv)
+    if args.strict:
+        os.environ["MEXLIB_STRICT"] = "1"  # inherited by every kernel and the jobs it starts
     # fail early, with instructions, when the profile's dataset is missing
     load_dataset(make_config(args.profile).dataset)
     started = time.perf_counter()

@@ -32,6 +32,7 @@ import errno
 import hashlib
 import io
 import json
+import os
 import pickle
 import shutil
 import time
@@ -76,6 +77,33 @@ class StoreWriteError(OSError):
 
 class StaleCodeWarning(UserWarning):
     """Stored runs were trained by code that differs from the code now installed."""
+
+
+class StaleRunError(RuntimeError):
+    """In strict mode (:func:`strict_mode`), a stored run was trained by other code."""
+
+
+#: Every read of a stored run that other code trained, in order: (folder name, the fingerprint
+#: of the code that trained it) (:func:`stale_runs`).
+_STALE: list[tuple[str, str]] = []
+
+
+def strict_mode() -> bool:
+    """Whether stale runs are refused: ``MEXLIB_STRICT=1`` (``make reproduce STRICT=1``; the test
+    suite sets it)."""
+    return os.environ.get("MEXLIB_STRICT", "").strip().lower() in ("1", "true", "yes")
+
+
+def stale_runs(since: int = 0) -> dict[str, str]:
+    """The stored runs this process reused although other code trained them (folder name → that
+    code's fingerprint), in the order they were first read; ``since``: only the reads after the
+    first ``since`` (:func:`stale_reads`), what one chapter read."""
+    return dict(_STALE[since:])
+
+
+def stale_reads() -> int:
+    """How many reads of stale runs this process has made: a mark for :func:`stale_runs`."""
+    return len(_STALE)
 
 
 def backbone_key(config: RunConfig) -> str:
@@ -139,7 +167,7 @@ class RunStore:
     """Finished runs by configuration, trained on first request, and every other kept result."""
 
     def __init__(self, root: str | Path | None = None, device: str | torch.device | None = "auto",
-                 progress: bool = True):
+                 progress: bool = True, strict: bool | None = None):
         self.root = Path(root) if root is not None else paths.runs_dir()
         self.device = resolve_device(device)
         self.progress = progress
@@ -147,6 +175,7 @@ class RunStore:
         self.trained: list[str] = []  # folder names trained by this store object, in order
         self.fingerprint = code_fingerprint()
         self.work = WorkArea(self.root, self.fingerprint)
+        self.strict = strict_mode() if strict is None else strict  # refuse runs of other code
         self._warned_stale = False
 
     # --- lookup --------------------------------------------------------------------------
@@ -209,8 +238,18 @@ class RunStore:
                       stacklevel=stacklevel)
 
     def _check_code(self, path: Path) -> None:
+        """Note a run trained by other code (:func:`stale_runs`) and warn once; in strict mode
+        refuse it."""
         stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
-        if stored != self.fingerprint and not self._warned_stale:
+        if stored == self.fingerprint:
+            return
+        if self.strict:
+            raise StaleRunError(f"{path} was trained by other code (fingerprint {stored}, now {self.fingerprint}) "
+                                f"and strict mode (MEXLIB_STRICT=1) refuses it: train it again (delete the folder, "
+                                f"or bump mexlib.store.RESULTS_VERSION if the change alters results), or leave "
+                                f"strict mode to reuse it with a note in the outputs")
+        _STALE.append((path.name, stored))
+        if not self._warned_stale:
             self._warned_stale = True
             warnings.warn(f"{path.name} (and maybe other stored runs) was trained by other code "
                           f"(fingerprint {stored}, now {self.fingerprint}); it is reused because "
@@ -448,6 +487,7 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
     return RunStore(device=device, progress=progress).get_or_run(config)
 
 
-__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StoreWriteError", "StoredRun",
+__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StaleRunError", "StoreWriteError",
+           "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",
            "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]

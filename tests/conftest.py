@@ -81,13 +81,15 @@ def _snapshot() -> dict[str, tuple[int, int]]:
 
 def pytest_configure(config):
     """Datasets and build output of this test session in scratch folders of its own (inherited by
-    every process a test starts: kernels, jobs, checks), never the repository's."""
+    every process a test starts: kernels, jobs, checks), never the repository's; strict mode, so
+    no test reads a run that other code trained."""
     if not os.environ.get("MEXLIB_TEST_SCRATCH"):
         scratch = Path(tempfile.mkdtemp(prefix="mexlib-tests-"))
         os.environ["MEXLIB_TEST_SCRATCH"] = str(scratch)  # xdist workers inherit it: one for all
     scratch = Path(os.environ["MEXLIB_TEST_SCRATCH"])
     os.environ["MEXLIB_DATA"] = str(scratch / "data")
     os.environ["MEXLIB_BUILD"] = str(scratch / "build")
+    os.environ["MEXLIB_STRICT"] = "1"  # a stored run of other code fails the test that reads it
     if not hasattr(config, "workerinput"):  # the controller (or a run without workers)
         config._found_in_repository = _snapshot()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import textwrap
 import tomllib
 
@@ -272,3 +273,25 @@ def test_an_unknown_installer_names_the_valid_ones(capsys):
         _install_module().main(["--installer", "conda", "-e", "."])
     assert stop.value.code == 2
     assert "valid installers: uv, pip" in capsys.readouterr().err
+
+
+def test_reproduce_strict_refuses_stale_runs_in_every_kernel(tmp_path, monkeypatch):
+    """``make reproduce STRICT=1`` passes ``--strict``: the kernels (and the jobs they start)
+    see MEXLIB_STRICT=1, so their stores refuse runs of other code."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _tiny_notebook(folder / "01_a.ipynb", textwrap.dedent("""
+        import os, pathlib
+        from mexlib.store import RunStore
+        pathlib.Path(os.getcwd(), "strict").write_text(str(RunStore(device="cpu").strict))
+        """))
+    monkeypatch.setattr(paths, "notebooks_dir", lambda: folder)
+    monkeypatch.setenv("MEXLIB_BUILD", str(tmp_path / "build"))
+    for flags, expected in (([], "False"), (["--strict"], "True")):
+        monkeypatch.delenv("MEXLIB_STRICT", raising=False)
+        assert reproduce.main(["--profile", "smoke", "--notebook", "01_a", *flags]) == 0
+        assert (folder / "strict").read_text() == expected
+    for strict, expected in (("STRICT=1", True), ("STRICT=", False)):
+        command = subprocess.run(["make", "-n", "-o", ".venv/.installed", "reproduce", strict], cwd=ROOT,
+                                 capture_output=True, text=True, check=True, timeout=60).stdout
+        assert ("--strict" in command.splitlines()[-1]) is expected, command

@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -477,15 +478,43 @@ def test_logits_are_bit_identical_across_stores(shared, tmp_path):
 
 # --- code fingerprints, stale checkpoints, precision and head keys ---------------------------
 
-def test_runs_of_other_code_are_reused_with_a_warning(tmp_path):
+def test_runs_of_other_code_are_reused_with_a_warning_and_named_or_refused_in_strict_mode(tmp_path, monkeypatch):
+    from mexlib.chapters.base import Result, records_stale_runs
+
     config = _config("joint")
     first = RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
     assert first.provenance["code_fingerprint"] == mexlib.provenance.code_fingerprint()
-    later = RunStore(tmp_path, device="cpu", progress=False)
-    later.fingerprint = "0" * 16  # as if the training code had changed since
+    assert mexlib.store.strict_mode()  # the test suite's setting (tests/conftest.py)
+
+    def later_store(**strict):
+        store = RunStore(tmp_path, device="cpu", progress=False, **strict)
+        store.fingerprint = "0" * 16  # as if the training code had changed since
+        return store
+
+    with pytest.raises(mexlib.store.StaleRunError, match=f"{first.path}.*strict mode") as error:
+        later_store().get_or_run(config)
+    assert first.provenance["code_fingerprint"] in str(error.value)
+
+    @records_stale_runs
+    def chapter(strict: bool) -> Result:  # a chapter's run: reads the run, returns its result
+        store = later_store(strict=strict)
+        return Result("smoke", "findings", {}, data=dict(run=store.get_or_run(config), store=store))
+
     with pytest.warns(mexlib.store.StaleCodeWarning, match="RESULTS_VERSION"):
-        again = later.get_or_run(config)
-    assert again.path == first.path and later.trained == []
+        result = chapter(strict=False)
+    assert result["run"].path == first.path and result["store"].trained == []
+    assert result.stale == {first.path.name: first.provenance["code_fingerprint"]}
+    assert first.path.name in result.findings_markdown() and "STRICT=1" in result.findings_markdown()
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("MEXLIB_FIGURES", str(figures))
+    result.add("table", pd.DataFrame({"a": [1.0]}))
+    result.save()
+    (folder,) = {p.parent for p in figures.rglob("table.md")}
+    assert first.path.name in (folder / "table.md").read_text()
+    assert pd.read_csv(folder / "table.csv").shape == (1, 2)  # the CSV stays a plain table
+    # A chapter that reads no stale run names none, whatever this process read before.
+    fresh = records_stale_runs(lambda: Result("smoke", "findings", {}))()
+    assert fresh.stale == {} and "other code" not in fresh.findings_markdown()
 
 
 def test_checkpoints_of_other_code_are_discarded_and_broken_ones_restart(tmp_path):

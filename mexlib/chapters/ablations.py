@@ -24,7 +24,7 @@ from ..config import make_config, profile_settings
 from ..evaluate import format_budget_table
 from ..models import arch_spec
 from ..study import run_study
-from .base import Result
+from .base import Result, records_stale_runs
 
 NOTEBOOK = "06_ablations"
 TITLE = "Ablations: what else decides how a multi-exit model should be trained?"
@@ -38,6 +38,7 @@ def default_placements(num_blocks: int) -> list[tuple[int, ...]]:
     return [tuple(range(1, num_blocks)), tuple(range(2, num_blocks, 2)), tuple(range(num_blocks // 2 + 1, num_blocks))]
 
 
+@records_stale_runs
 def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoint", "joint", "mixed"),
         total_epochs: int | None = None, policies=("confidence", "entropy", "patience"), heads=("pool", "conv2"),
         placements=None, weightings=("sdn", "sdn-depth", "sdn-ge"), weighting_regimes=("joint", "mixed"),

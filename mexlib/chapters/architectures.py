@@ -20,7 +20,7 @@ from ..evaluate import format_budget_table
 from ..settings import SETTINGS
 from ..study import run_study
 from ..train import build_model
-from .base import Result, against_the_paper
+from .base import Result, against_the_paper, records_stale_runs
 
 NOTEBOOK = "07_architectures"
 TITLE = "Architectures: does the best regime depend on the network?"
@@ -32,6 +32,7 @@ TABLES = ("architectures_exit_costs", "architectures_budget_table", "architectur
 PAPER_ROWS = ("resnet34-cifar100", "msdnet-cifar100", "vit-t-cifar100")
 
 
+@records_stale_runs
 def run(profile: str = "cpu", archs=None, seeds=None, regimes=("disjoint", "joint", "mixed"), latency_batch: int = 1,
         latency_threads: int = 1, device: str = "auto", executor: str = "inline", workers: int = 2,
         **overrides) -> Result:

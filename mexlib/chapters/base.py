@@ -10,6 +10,7 @@ and text it may save, by file name); the report (:mod:`mexlib.report`) groups th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,10 @@ import pandas as pd
 from .. import plots
 from ..evaluate import format_mean_std
 from ..settings import setting_for
+from ..store import stale_reads, stale_runs
+
+#: The findings section that names the stored runs other code trained.
+STALE_SECTION = "Runs from other code"
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Result:
     findings: list[tuple[str, list[str]]] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     flat_findings: bool = False  # one list of sentences, saved as bullets without headings
+    stale: dict[str, str] = field(default_factory=dict)  # stored runs other code trained: name → its fingerprint
 
     def __getitem__(self, name: str) -> Any:
         """``result["budget"]``: an entry of :attr:`data`."""
@@ -56,11 +62,22 @@ class Result:
         self.tables[name] = Table(frame, percent if isinstance(percent, bool) else list(percent))
         return frame
 
+    def stale_note(self) -> str | None:
+        """One sentence naming the stored runs behind this result that other code trained, or
+        None when there are none."""
+        if not self.stale:
+            return None
+        return (f"{len(self.stale)} stored run{'s' if len(self.stale) > 1 else ''} behind these results "
+                f"{'were' if len(self.stale) > 1 else 'was'} trained by other code than this one's: "
+                + ", ".join(f"{name} (code {fingerprint})" for name, fingerprint in self.stale.items())
+                + ". Train them again (`make reproduce STRICT=1` refuses them) if that change alters results.")
+
     def findings_markdown(self) -> str:
-        """The findings as their Markdown file holds them."""
+        """The findings as their Markdown file holds them, with the stale runs' note last."""
+        findings = self.findings + ([(STALE_SECTION, [self.stale_note()])] if self.stale else [])
         if self.flat_findings:
-            return "".join(f"- {line}\n" for _, lines in self.findings for line in lines)
-        return plots.findings_text(self.findings)
+            return "".join(f"- {line}\n" for _, lines in findings for line in lines)
+        return plots.findings_text(findings)
 
     def section(self, title: str) -> str:
         """One section's sentences as Markdown bullets (for the notebook, under that section)."""
@@ -70,7 +87,7 @@ class Result:
     def save(self) -> None:
         """Write every table (CSV and Markdown) and the findings into the profile's figures."""
         for name, table in self.tables.items():
-            plots.save_table(table.frame, name, self.profile, percent=table.percent)
+            plots.save_table(table.frame, name, self.profile, percent=table.percent, note=self.stale_note())
         plots.save_text(self.findings_markdown(), self.findings_name, self.profile)
 
     def figure(self, name: str):
@@ -80,6 +97,18 @@ class Result:
         fig = self.drawers[name](self)
         plots.save_figure(fig, name, self.profile)
         return fig
+
+
+def records_stale_runs(run: Callable[..., Result]) -> Callable[..., Result]:
+    """A chapter's ``run``, whose result names the stored runs it read that other code trained
+    (:attr:`Result.stale`: in its findings and under its Markdown tables)."""
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs) -> Result:
+        mark = stale_reads()
+        result = run(*args, **kwargs)
+        result.stale = stale_runs(since=mark)
+        return result
+    return wrapper
 
 
 def against_the_paper(study, table: pd.DataFrame, within: str | None = None) -> pd.DataFrame | None:

@@ -27,7 +27,7 @@ from ..stats import compare, t_interval
 from ..store import RunStore
 from ..study import run_study
 from ..train import build_model
-from .base import Result
+from .base import Result, records_stale_runs
 
 NOTEBOOK = "05_gradients"
 TITLE = "Gradients: which exits shape which blocks?"
@@ -36,6 +36,7 @@ TABLES = ("gradients_internal_share", "gradients_internal_per_parameter", "gradi
 PHASE2_REGIMES = ("joint", "mixed")
 
 
+@records_stale_runs
 def run(profile: str = "cpu", regimes=PHASE2_REGIMES, seeds=None, every: int = 10, windows: int = 3,
         device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:
     """Every ``every``-th step of phase 2 of ``regimes`` for ``seeds`` (None: the profile's),

@@ -39,7 +39,7 @@ from ..config import profile_seeds, profile_settings
 from ..registry import check
 from ..store import RunStore
 from ..study import run_study
-from .base import Result
+from .base import Result, records_stale_runs
 
 NOTEBOOK = "03_landscape"
 TITLE = "Loss landscapes: do the regimes end in one basin or in several?"
@@ -50,6 +50,7 @@ CONTINUED, OTHER_HEADS = "continued", "mixed, other heads"
 KINDS = ("regimes", "control", "seed to seed")
 
 
+@records_stale_runs
 def run(profile: str = "cpu", regimes=("disjoint", "joint", "mixed"), seeds=None, controls: bool = True,
         steps: int | None = None, span: float = 1.0, scope: str = "all", direction_seed: int = 0,
         eval_size: int | None = None, bn_size: int | None = None, path_steps: int | None = None,

@@ -15,7 +15,7 @@ from .. import plots, verdicts
 from ..config import profile_settings
 from ..evaluate import format_budget_table
 from ..study import run_study
-from .base import Result
+from .base import Result, records_stale_runs
 from .regimes import wall_table
 
 NOTEBOOK = "02_methods"
@@ -26,6 +26,7 @@ TABLES = ("methods_exit_costs", "methods_budget_table", "methods_budget_table_ra
 ADVANTAGE_PERCENT = ["mixed", "best other accuracy", "gap", "low", "high"]
 
 
+@records_stale_runs
 def run(profile: str = "cpu", seeds=None, methods=("sdn", "pbee", "gpf", "ztw", "l2w"),
         regimes=("disjoint", "joint", "mixed"), device: str = "auto", executor: str = "inline", workers: int = 2,
         **overrides) -> Result:

@@ -21,7 +21,7 @@ from .. import plots, verdicts
 from ..config import profile_seeds, profile_settings
 from ..evaluate import format_budget_table
 from ..study import BACKBONE_ROW, compare_regimes
-from .base import Result, against_the_paper
+from .base import Result, against_the_paper, records_stale_runs
 
 NOTEBOOK = "01_regimes"
 TITLE = "Disjoint, joint or mixed? The main regime comparison"
@@ -30,6 +30,7 @@ TABLES = ("regimes_exit_costs", "regimes_budget_table", "regimes_budget_table_ra
           "regimes_epochs_trained", "regimes_summary", "regimes_wall_times", "regimes_findings")
 
 
+@records_stale_runs
 def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"), method: str = "sdn",
         policy: str | None = None, distribution_threshold: float = 0.9, controls: bool = True, control_seeds=None,
         device: str = "auto", executor: str = "inline", workers: int = 2, **overrides) -> Result:

@@ -34,7 +34,7 @@ from ..analysis import (SnapshotRecorder, block_features, effective_rank, effect
 from ..config import profile_seeds, profile_settings
 from ..store import RunStore
 from ..study import run_study
-from .base import Result
+from .base import Result, records_stale_runs
 
 NOTEBOOK = "04_representations"
 TITLE = "Representations: what do the blocks keep under each regime?"
@@ -77,6 +77,7 @@ def input_information(batches, k: int, dims: int) -> float:
     return mutual_information(principal_components(images, dims), y, k=k, dims=None)
 
 
+@records_stale_runs
 def run(profile: str = "cpu", regimes=("disjoint", "joint", "mixed"), seeds=None, sample_size: int = 2048,
         tolerances=(1e-1, 1e-2, 1e-3), tolerance: float = 1e-1, mi_dims: int = 10, mi_k: int = 3,
         training_size: int = 1024, resamples: int = 100, device: str = "auto", executor: str = "inline",
