@@ -11,6 +11,7 @@ and text it may save, by file name); the report (:mod:`mexlib.report`) groups th
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,15 +63,21 @@ class Result:
         self.tables[name] = Table(frame, percent if isinstance(percent, bool) else list(percent))
         return frame
 
-    def stale_note(self) -> str | None:
-        """One sentence naming the stored runs behind this result that other code trained, or
-        None when there are none."""
+    def stale_note(self, names: bool = True) -> str | None:
+        """A sentence on the stored runs behind this result that other code trained (each code's
+        fingerprint with its count of runs; ``names``: and the runs' folders), or None when there
+        are none."""
         if not self.stale:
             return None
-        return (f"{len(self.stale)} stored run{'s' if len(self.stale) > 1 else ''} behind these results "
-                f"{'were' if len(self.stale) > 1 else 'was'} trained by other code than this one's: "
-                + ", ".join(f"{name} (code {fingerprint})" for name, fingerprint in self.stale.items())
-                + ". Train them again (`make reproduce STRICT=1` refuses them) if that change alters results.")
+        counts = Counter(self.stale.values())
+        n = len(self.stale)
+        text = (f"{n} stored run{'s' if n > 1 else ''} behind these results {'were' if n > 1 else 'was'} trained "
+                f"by other code than this one's (" + ", ".join(f"code {fingerprint}: {count}" for fingerprint, count
+                                                               in counts.items()) + ")")
+        if not names:
+            return text + "; the findings name them."
+        return (text + ": " + ", ".join(self.stale) + ". They are reused because the results version is unchanged; "
+                "`make reproduce STRICT=1` refuses them (train them again if that change alters results).")
 
     def findings_markdown(self) -> str:
         """The findings as their Markdown file holds them, with the stale runs' note last."""
@@ -87,7 +94,7 @@ class Result:
     def save(self) -> None:
         """Write every table (CSV and Markdown) and the findings into the profile's figures."""
         for name, table in self.tables.items():
-            plots.save_table(table.frame, name, self.profile, percent=table.percent, note=self.stale_note())
+            plots.save_table(table.frame, name, self.profile, percent=table.percent, note=self.stale_note(names=False))
         plots.save_text(self.findings_markdown(), self.findings_name, self.profile)
 
     def figure(self, name: str):
