@@ -1,6 +1,7 @@
 """Shared fixtures. Tests never write into the repository's data, runs, figures or build folders
 (checked at the end of every session: a change there fails the run, naming the files).
-Every test has a time limit (pyproject.toml); ``hang_watchdog`` ends a run whose test hangs."""
+Every test has a time limit (pyproject.toml); ``hang_watchdog`` ends a run whose test hangs, and
+``child_reaper`` kills whatever a test started and left running."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from mexlib import paths
 from mexlib.hardware import threads_per_job
 
-pytest_plugins = ["hang_watchdog"]
+pytest_plugins = ["hang_watchdog", "child_reaper"]
 
 #: ``make test`` runs the suite on two workers (pytest-xdist, ``-n 2``); the scheduler below
 #: hands them a test file at a time. The notebook tests share one smoke-profile run store and leave the executed

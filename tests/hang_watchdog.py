@@ -26,9 +26,19 @@ HUNG_EXIT_STATUS = 3
 
 
 def time_limit(item: pytest.Item) -> float:
-    """The test's limit as pytest-timeout sees it (marker, ``--timeout``, ``PYTEST_TIMEOUT``,
-    the ini value; 0: none)."""
-    return float(pytest_timeout._get_item_settings(item).timeout or 0)
+    """The test's limit as pytest-timeout sets it, read through pytest's public API only (its
+    private settings reader may change in any release): the ``timeout`` marker's value, else
+    ``--timeout``, else the ini value ``timeout``, else ``PYTEST_TIMEOUT``; 0: none."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+        if value is not None:
+            return float(value)
+    for value in (item.config.getoption("timeout", None), item.config.getini("timeout"),
+                  os.environ.get("PYTEST_TIMEOUT")):
+        if value not in (None, ""):
+            return float(value)
+    return 0.0
 
 
 def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
@@ -43,6 +53,9 @@ def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
     faulthandler.dump_traceback(file=err, all_threads=True)
     err.write(f"\nHUNG TEST: {item.nodeid}; stopping the test run.\n")
     err.flush()
+    from child_reaper import descendants, kill  # here: loading it as a plugin is the suite's choice
+
+    kill(descendants())  # no child of this process outlives it
     os._exit(HUNG_EXIT_STATUS)
 
 

@@ -18,7 +18,7 @@ def run_with_timeout(args: list[str], env: dict, timeout: float, cwd=None,
     torch process (QEMU writes one into ``cwd``) is large."""
     process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-                               text=True, preexec_fn=_no_core_dumps)
+                               text=True, preexec_fn=_no_core_dumps, start_new_session=True)
     try:
         out, err = process.communicate(timeout=timeout)
         return out, err or "", process.returncode

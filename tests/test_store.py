@@ -565,7 +565,8 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
               "print(len(store.trained), run.path.name)\n")
     env = {**__import__("os").environ, "PYTHONPATH": str(paths.ROOT)}
     processes = [subprocess.Popen([__import__("sys").executable, "-c", script, str(tmp_path)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
                  for _ in range(2)]
     outputs = [p.communicate(timeout=100) for p in processes]
     assert all(p.returncode == 0 for p in processes), [err[-2000:] for _, err in outputs]

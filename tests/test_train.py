@@ -151,7 +151,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypat
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     process = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(killed_root), str(epochs),
                                 str(torch.get_num_threads())],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     reached = -1
     while time.time() < deadline and process.poll() is None:
