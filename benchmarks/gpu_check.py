@@ -8,7 +8,10 @@
 2. times training steps of the paper-scale models (ResNet-34 with 6 ICs and ViT-T with 4 ICs,
    CIFAR-sized input, batch 128, bf16) and prints images per second;
 3. runs ``train_throughput.py``'s comparison on the GPU (mexlib's trainer against the bare loop
-   and the torchvision DataLoader, with 0 and with 8 loader workers) and prints its ratios.
+   and the torchvision DataLoader, with 0 and with 8 loader workers) and prints its ratios;
+4. measures what ``deterministic=True`` costs and gives: the paper models' step throughput with
+   deterministic kernels against without (interleaved, A B A B), and whether two trainings of
+   one cpu-profile run are bit-identical with it and without it.
 
 ``--data`` points at a folder holding Fashion-MNIST's four ``.gz`` idx files when the machine has
 neither ``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
@@ -26,6 +29,7 @@ import torch
 
 from mexlib import data as mdata
 from mexlib.config import make_config
+from mexlib.hardware import deterministic_kernels
 from mexlib.store import RunStore
 from mexlib.train import autocast_for, build_model, make_optimizer, memory_format_for
 
@@ -53,7 +57,7 @@ def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "f
 
 
 def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: int = 5,
-                          device: str = "cuda") -> dict:
+                          device: str = "cuda", deterministic: bool = False) -> dict:
     """Training steps per second of a paper-profile model (its bf16 autocast where native,
 CIFAR-100-sized input)."""
     config = make_config("paper", arch=arch)
@@ -75,14 +79,49 @@ CIFAR-100-sized input)."""
         optimizer.step()
         return loss
 
-    for _ in range(warmup):
-        step()
-    started = train_throughput.clock(device)
-    for _ in range(steps):
-        loss = step()
-    seconds = train_throughput.clock(device) - started
-    result = dict(arch=arch, exits=model.num_exits, batch=batch, steps=steps,
-                  images_per_second=round(steps * batch / seconds), final_loss=round(loss.item(), 3))
+    with deterministic_kernels(device, deterministic):
+        for _ in range(warmup):
+            step()
+        started = train_throughput.clock(device)
+        for _ in range(steps):
+            loss = step()
+        seconds = train_throughput.clock(device) - started
+    result = dict(arch=arch, exits=model.num_exits, batch=batch, steps=steps, deterministic=deterministic,
+                  images_per_second=round(steps * batch / seconds, 2), final_loss=round(loss.item(), 3))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def deterministic_cost(arch: str, rounds: int = 2, device: str = "cuda", **sizes) -> dict:
+    """Step throughput of ``arch`` without and with deterministic kernels, interleaved
+    (``rounds`` × A B), and the ratio of their medians (with / without)."""
+    rates = {False: [], True: []}
+    for _ in range(rounds):
+        for deterministic in (False, True):
+            rates[deterministic].append(paper_step_throughput(arch, device=device, deterministic=deterministic,
+                                                              **sizes)["images_per_second"])
+    median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    result = dict(arch=arch, without=rates[False], deterministic=rates[True],
+                  ratio=round(median[True] / median[False], 3))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def repeatability(profile: str = "cpu", device: str = "cuda") -> dict:
+    """Seed 0's joint run trained twice into two fresh stores, without and with
+    ``deterministic=True``: whether the two trainings' test logits are bit-identical, and their
+    largest difference."""
+    result = {}
+    for deterministic in (False, True):
+        logits = []
+        for _ in range(2):
+            with tempfile.TemporaryDirectory() as runs:
+                store = RunStore(runs, device=device, progress=False)
+                config = make_config(profile, regime="joint", seed=0, deterministic=deterministic)
+                logits.append(store.get_or_run(config).logits("test")[0])
+        result["deterministic" if deterministic else "default"] = dict(
+            identical=bool(torch.equal(logits[0], logits[1])),
+            largest_difference=float((logits[0] - logits[1]).abs().max()))
     print(json.dumps(result), flush=True)
     return result
 
@@ -115,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
                                           device="cuda")
         print(train_throughput.report(result), flush=True)
         keep("throughput", results["throughput"] + [result])
+    keep("deterministic_cost", [deterministic_cost(arch) for arch in ("resnet34", "vit-t")])
+    keep("repeatability", repeatability())
 
 
 if __name__ == "__main__":

@@ -78,6 +78,12 @@ def test_gpu_check_parts_run_on_the_cpu(tmp_path):
         assert row["device"] == "cpu"
     step = gpu_check.paper_step_throughput("resnet34", steps=1, batch=2, warmup=0, device="cpu")
     assert step["exits"] == 7 and step["images_per_second"] > 0
+    cost = gpu_check.deterministic_cost("resnet34", rounds=1, device="cpu", steps=1, batch=2, warmup=0)
+    assert len(cost["without"]) == len(cost["deterministic"]) == 1
+    assert cost["ratio"] == round(cost["deterministic"][0] / cost["without"][0], 3)
+    # On the CPU both ways are bit-identical run after run (the switch changes nothing there).
+    same = gpu_check.repeatability("smoke", device="cpu")
+    assert same == {way: dict(identical=True, largest_difference=0.0) for way in ("default", "deterministic")}
 
 
 def test_eval_sweep_prints_every_policy_against_the_target():
