@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..registry import check, lookup
 from .backbones import Backbone, BasicBlock, Bottleneck, CifarResNet, VisionTransformer
+from .library import TorchvisionBackbone, build_torchvision, count_blocks, family_of, parse_name
 from .msdnet import MSDNet
 
 
@@ -17,7 +18,7 @@ class ArchSpec:
     """A named architecture: its family, depth in blocks and the builder's settings."""
 
     name: str
-    family: str  # one of FAMILY_LAYOUTS: "resnet", "vit" or "msdnet"
+    family: str  # one of FAMILY_LAYOUTS: "resnet", "vit", "msdnet" or "torchvision"
     num_blocks: int
     settings: dict
     description: str
@@ -27,19 +28,27 @@ class ArchSpec:
 
     @property
     def backbone_class(self) -> type[Backbone]:
-        return {"resnet": CifarResNet, "vit": VisionTransformer, "msdnet": MSDNet}[self.family]
+        return {"resnet": CifarResNet, "vit": VisionTransformer, "msdnet": MSDNet,
+                "torchvision": TorchvisionBackbone}[self.family]
 
     @property
     def prefers_channels_last(self) -> bool:
+        if self.family == "torchvision":
+            return self.layout == "conv"
         return self.backbone_class.prefers_channels_last
 
     @property
     def layout(self) -> str:
         """How its blocks' outputs are laid out: ``"conv"``, ``"tokens"`` or ``"multiscale"``
         (see FeatureInfo)."""
+        if self.family == "torchvision":
+            return "tokens" if family_of(self.settings["builder"]) == "vit" else "conv"
         return FAMILY_LAYOUTS[self.family]
 
     def build(self, num_classes: int, in_channels: int, image_size: int) -> Backbone:
+        if self.family == "torchvision":
+            return build_torchvision(self.settings["builder"], self.settings["weights"], num_classes, in_channels,
+                                     image_size)
         if self.family == "resnet":
             block = Bottleneck if self.settings["bottleneck"] else BasicBlock
             return CifarResNet(block, self.settings["blocks_per_stage"], self.settings["widths"],
@@ -52,8 +61,8 @@ class ArchSpec:
                                  self.settings["num_heads"], num_classes, in_channels)
 
 
-#: The layout of each family's block outputs (FeatureInfo.layout).
-FAMILY_LAYOUTS = {"resnet": "conv", "vit": "tokens", "msdnet": "multiscale"}
+#: The layout of each family's block outputs (FeatureInfo.layout; a torchvision model's: its own).
+FAMILY_LAYOUTS = {"resnet": "conv", "vit": "tokens", "msdnet": "multiscale", "torchvision": "conv"}
 
 
 def _default_patch_size(image_size: int) -> int:
@@ -111,6 +120,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 
 
 def arch_spec(name: str) -> ArchSpec:
+    """The architecture ``name``: one of :data:`ARCHITECTURES`, or a torchvision model named
+    ``torchvision:<builder>[:<weights>]`` (:mod:`.library`)."""
+    if isinstance(name, str) and name.startswith("torchvision:"):
+        builder, weights = parse_name(name)
+        family_of(builder)  # a clear error for a model that cannot be split
+        return ArchSpec(name, "torchvision", count_blocks(builder), dict(builder=builder, weights=weights),
+                        f"torchvision's {builder}" + (f" with weights {weights}" if weights else ", random weights"))
     return lookup(ARCHITECTURES, name, "architecture")
 
 
