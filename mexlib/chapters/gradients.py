@@ -82,6 +82,14 @@ def run(profile: str = "cpu", regimes=PHASE2_REGIMES, seeds=None, every: int = 1
     return result
 
 
+def _blocks(numbers: list[str]) -> str:
+    """``blocks 1, 2 and 4``, ``block 3`` or ``none``."""
+    if not numbers:
+        return "none"
+    return (f"block {numbers[0]}" if len(numbers) == 1
+            else f"blocks {', '.join(numbers[:-1])} and {numbers[-1]}")
+
+
 def count_baseline(exit_after_blocks, num_blocks: int) -> pd.Series:
     """For each block (0: the stem, then 1 … ``num_blocks`` − 1), the share of the internal exits
     among the exits its output reaches: an exit after block j sends gradient to blocks 0 … j, the
@@ -147,8 +155,8 @@ def _findings(result: Result) -> list[str]:
         lines.append(f"{regime}: the internal exits' share of each block's gradient against the share of internal "
                      f"exits among those the block feeds (the count), over {len(seeds)} seed(s): "
                      + "; ".join(excess(b) for b in judged) + ". "
-                     f"Above the count (interval above zero) at blocks {[number[b] for b in above] or 'none'}, below "
-                     f"it at {[number[b] for b in below] or 'none'}; the largest excess at block {number[largest]}"
+                     f"Above the count (interval above zero) at {_blocks([number[b] for b in above])}, below "
+                     f"it at {_blocks([number[b] for b in below])}; the largest excess at block {number[largest]}"
                      f"{' (a middle block)' if largest in middle else ''}. The internal exits' gradient per parameter "
                      f"peaks at block {number[strength.idxmax()]} (normalised by √(parameters), which favours the "
                      f"narrow early blocks).")
