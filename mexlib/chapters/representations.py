@@ -304,7 +304,7 @@ def draw_final(result: Result):
     axes[-2].set_title("effective rank (Roy & Vetterli)", fontsize=9)
     axes[-1].set_title(f"I(PCA{result['mi_dims']}(T); Y) (block 0: the images)", fontsize=9)
     axes[-1].set_ylabel("nats")
-    fig.suptitle(f"Means over seeds {', '.join(map(str, result['seeds']))}", fontsize=10)
+    fig.suptitle(f"Means over seeds {', '.join(map(str, result['seeds']))}", fontsize=10, y=1.04)
     return fig
 
 
