@@ -76,9 +76,12 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
         started = time.perf_counter()
         print(f"[reproduce] {notebook.name} (profile {profile})", flush=True)
         parameters = unattended_parameters(notebook, profile, executor, workers)
+        # The kernel starts in the notebooks' folder through nbclient's resources, not papermill's
+        # ``cwd``: that one changes this process's directory, which two notebooks run from two
+        # threads would race on (a kernel could start in the other's restored directory).
         papermill.execute_notebook(str(notebook), str(out_dir / notebook.name),
-                                   parameters=parameters, kernel_name=kernel,
-                                   cwd=str(paths.notebooks_dir()), progress_bar=False)
+                                   parameters=parameters, kernel_name=kernel, progress_bar=False,
+                                   resources={"metadata": {"path": str(paths.notebooks_dir())}})
         seconds = time.perf_counter() - started
         print(f"[reproduce] {notebook.name} done in {seconds:.0f} s", flush=True)
         return notebook.name, seconds
