@@ -132,8 +132,14 @@ class RunConfig:
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
         check(self.profile, PROFILES, "profile")
-        dataset_spec(self.dataset)
+        data = dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
+        if data.modality != arch.modality:
+            fitting = "a text encoder (minilm-l6, bert-base, bert-smoke or huggingface:<model>)" \
+                if data.modality == "text" else "an image model (resnet-cpu, vit-cpu, torchvision:<builder>, ...)"
+            raise ValueError(f"the data set {self.dataset!r} holds {data.modality}s but the architecture "
+                             f"{self.arch!r} reads {arch.modality}s: choose {fitting}, or a data set of "
+                             f"{arch.modality}s")
         check(self.regime, tuple(ALL_REGIMES), "regime")
         check(self.method, tuple(METHODS), "method")
         check(self.precision, PRECISIONS, "precision")
@@ -283,7 +289,32 @@ def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Itera
     return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
 
 
+#: The text data set each profile trains a text encoder on by default, and the encoder a text data
+#: set gets by default.
+TEXT_DATASETS = {"smoke": "wordnet-supersenses", "cpu": "wordnet-supersenses", "paper": "20newsgroups"}
+TEXT_ARCHS = {"smoke": "bert-smoke", "cpu": "minilm-l6", "paper": "bert-base"}
+
+
+def _text_defaults(profile: str, arch: str | None) -> dict:
+    """A text encoder's: fine-tuning with AdamW at 5e-5 (BERT's recipe) for the phases that train
+    the encoder, 1e-3 for the heads on a frozen one (linear heads from scratch learn slowly at
+    fine-tuning rates); a head after every layer (the ZTW NLP code's placement)."""
+    tune = dict(optimizer="adamw", weight_decay=0.01)
+    if profile == "smoke":
+        phase = PhaseConfig(epochs=2, lr=1e-3, batch_size=32, **tune)
+        return dict(dataset=TEXT_DATASETS[profile], train_size=640, val_size=256, test_size=256, arch="bert-smoke",
+                    backbone_phase=phase, joint_phase=phase, heads_phase=phase)
+    if profile == "cpu":  # sized by benchmarks/language_cost.py
+        phase = PhaseConfig(epochs=3, lr=5e-5, batch_size=32, patience=2, **tune)
+        return dict(dataset=TEXT_DATASETS[profile], train_size=12_000, val_size=4_000, arch=arch, backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3))
+    phase = PhaseConfig(epochs=5, lr=2e-5, batch_size=32, patience=2, **tune)
+    return dict(dataset=TEXT_DATASETS[profile], arch=arch, exit_after_blocks=tuple(range(1, arch_spec(arch).num_blocks)),
+                backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), precision="bf16")
+
+
 def _profile_defaults(profile: str, arch: str | None) -> dict:
+    if arch is not None and arch_spec(arch).modality == "text":
+        return _text_defaults(profile, arch)
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=0.05, batch_size=64)
         return dict(dataset="fashion-mnist", train_size=640, val_size=500, test_size=500, arch="resnet-smoke",
@@ -349,9 +380,11 @@ def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
     if unknown:
         raise ValueError(f"unknown configuration names {sorted(unknown)}; valid names: "
                          f"{', '.join(sorted(run_fields | set(PHASE_FIELDS) | set(SPLIT_FIELDS)))}")
+    if "arch" not in overrides and "dataset" in overrides and dataset_spec(overrides["dataset"]).modality == "text":
+        overrides["arch"] = TEXT_ARCHS[profile]
     values = _profile_defaults(profile, overrides.get("arch"))
     if "arch" in overrides and "exit_after_blocks" not in overrides and profile != "paper":
-        values.pop("exit_after_blocks")
+        values.pop("exit_after_blocks", None)
         num_blocks = arch_spec(overrides["arch"]).num_blocks
         values["exit_after_blocks"] = tuple(range(1, num_blocks))
     shared_phase = {k: overrides.pop(k) for k in list(overrides) if k in PHASE_FIELDS}

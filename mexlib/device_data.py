@@ -2,7 +2,8 @@
 
 - :class:`DeviceData`: a dataset held in memory, its train / validation / test splits moved to
   the device once as ``uint8`` tensors, batched and augmented there (Fashion-MNIST, CIFAR,
-  Tiny ImageNet, Imagenette).
+  Tiny ImageNet, Imagenette); a text data set the same way, as token ids by the run's encoder's
+  tokenizer (:meth:`DeviceData.from_text`).
 - :class:`StreamingData`: a dataset too large for memory, streamed from disk (below).
 - :class:`DataCache`: each distinct data set loaded and moved to the device once per process,
   shared by every run and seed that needs it (:meth:`DataCache.get`).
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,8 @@ from .config import RunConfig
 from .data import (BatchAugment, BatchLoader, DatasetNotFoundError, DatasetSpec, ImageData, Normalize, batch_count,
                    dataset_spec, epoch_generator, load_dataset, make_splits, split_indices, stratified_split)
 from .models import arch_spec
+from .models.encoders import tokenize
+from .text_data import TextData, load_text_dataset
 
 if TYPE_CHECKING:  # imported where used: importing torchvision takes a second
     import torchvision
@@ -81,7 +84,7 @@ class DeviceData:
     val_labels: Tensor
     test_images: Tensor
     test_labels: Tensor
-    normalize: Normalize
+    normalize: Normalize | Callable[[Tensor], Tensor]  # texts: the ids as they are
     augment: BatchAugment | None
     memory_format: torch.memory_format = torch.contiguous_format
     seed: int = 0  # seeds the training batches' order and augmentation
@@ -90,8 +93,9 @@ class DeviceData:
     def key(config: RunConfig) -> tuple:
         """What the tensors depend on: runs that agree on it can share one DeviceData (with
         their own ``seed``, see :func:`dataclasses.replace`)."""
+        arch = arch_spec(config.arch)  # texts are tokenised by the model's own tokenizer
         return (config.dataset, config.train_size, config.val_size, config.test_size, config.val_fraction,
-                arch_spec(config.arch).family, config.augment, config.trivial_augment)
+                arch.family if arch.modality == "image" else config.arch, config.augment, config.trivial_augment)
 
     @classmethod
     def from_dataset(cls, config: RunConfig, data: ImageData, device: torch.device) -> "DeviceData":
@@ -105,6 +109,22 @@ class DeviceData:
                    Normalize(spec, device),
                    BatchAugment.for_dataset(spec, config.trivial_augment) if config.augment else None,
                    memory_format_for(config, device), config.seed)
+
+    @classmethod
+    def from_text(cls, config: RunConfig, data: TextData, device: torch.device) -> "DeviceData":
+        """A text data set as token ids ``[N, max_tokens]`` by the run's encoder's tokenizer (the
+        "images" of the fields' names; no augmentation or normalisation), ``train_size`` /
+        ``val_size`` / ``test_size`` capping each split with a stratified subset."""
+        spec = dataset_spec(config.dataset)
+        parts = []
+        for split, size, seed in (("train", config.train_size, 1), ("val", config.val_size, 2),
+                                  ("test", config.test_size, 3)):
+            indices = data.splits[split]
+            if size is not None and size < len(indices):
+                indices = indices[stratified_split(data.labels[indices], size / len(indices), seed, count=size)[1]]
+            ids = tokenize(config.arch, [data.texts[i] for i in indices.tolist()], spec.max_tokens)
+            parts += [ids.to(device), data.labels[indices].to(device)]
+        return cls(*parts, normalize=_token_ids, augment=None, seed=config.seed)
 
     def train_loader(self, phase: str, batch_size: int) -> BatchLoader:
         return BatchLoader(self.train_images, self.train_labels, batch_size, self.normalize,
@@ -125,6 +145,11 @@ class DeviceData:
         images, labels = self.split(split)
         return BatchLoader(images, labels, EVAL_BATCH_SIZE, self.normalize,
                            memory_format=self.memory_format)
+
+
+def _token_ids(ids: Tensor) -> Tensor:
+    """Text batches go to the model as they are stored: token ids."""
+    return ids
 
 
 # --- streamed from disk ----------------------------------------------------------------------
@@ -347,14 +372,25 @@ class DataCache:
     def get(self, config: RunConfig) -> DeviceData | StreamingData:
         key = DeviceData.key(config)
         if key not in self._data:
-            if dataset_spec(config.dataset).streamed:  # too large for memory: decoded batch by batch
+            spec = dataset_spec(config.dataset)
+            if spec.streamed:  # too large for memory: decoded batch by batch
                 self._data[key] = StreamingData.from_config(config, self.device)
+            elif spec.modality == "text":
+                self._data[key] = DeviceData.from_text(config, _text_dataset(config.dataset, config.val_fraction),
+                                                       self.device)
             else:
                 self._data[key] = DeviceData.from_dataset(config, _dataset(config.dataset), self.device)
         return replace(self._data[key], seed=config.seed)
 
 
 _DATASETS: dict[str, ImageData] = {}
+_TEXTS: dict[tuple, TextData] = {}
+
+
+def _text_dataset(name: str, val_fraction: float) -> TextData:
+    if (name, val_fraction) not in _TEXTS:
+        _TEXTS[name, val_fraction] = load_text_dataset(name, val_fraction)
+    return _TEXTS[name, val_fraction]
 
 
 def _dataset(name: str) -> ImageData:

@@ -396,8 +396,7 @@ def run_study(profile: str = "cpu", grid: Mapping[str, Sequence] | None = None, 
         model_key = (config.dataset, config.arch, config.exit_after_blocks, config.head, config.method)
         if model_key not in costs:
             spec = dataset_spec(config.dataset)
-            costs[model_key] = evaluate.exit_costs(build_model(config),
-                                                   (spec.channels, spec.image_size, spec.image_size))
+            costs[model_key] = evaluate.exit_costs(build_model(config), spec.input_shape)
         run_policy = point.get("policy") or policy or get_method(config.method).policy
         thresholds = None if run_policy == "patience" else THRESHOLDS
         curves = {split: evaluate.tradeoff_curve(*stored.logits(split), costs[model_key].relative,

@@ -1,4 +1,5 @@
-"""Text datasets for the language chapter: WordNet glosses labelled by their supersense.
+"""Text datasets for the language chapter: WordNet glosses labelled by their supersense, and 20
+Newsgroups.
 
 Every WordNet synset has a gloss (its definition, often followed by examples of use) and sits in
 one of 45 *lexicographer files*, the coarse classes known as supersenses: 26 for nouns
@@ -7,6 +8,9 @@ Predicting the supersense from the gloss is a 45-class text classification task 
 117,000 examples that needs no download: Debian's ``wordnet-base`` package holds WordNet 3.0's
 database files (``apt-get install wordnet-base``; :data:`WORDNET_FOLDERS` says where they are
 looked for).
+
+20 Newsgroups, the paper's language data set, comes through scikit-learn's fetcher wherever a
+user has internet (:func:`load_20newsgroups`).
 
 The texts stay strings here; a language backbone tokenises them with its own tokenizer. The
 split into training, validation and test sets is stratified by class with a fixed seed
@@ -116,5 +120,53 @@ def load_wordnet_supersenses(folder: str | Path | None = None, val_fraction: flo
     return TextData("wordnet-supersenses", tuple(texts), labels, LEXNAMES, splits)
 
 
-__all__ = ["DATA_FILES", "LEXNAMES", "TextData", "WORDNET_FOLDERS", "find_wordnet", "load_wordnet_supersenses",
-           "read_glosses", "wordnet_folders"]
+# --- 20 Newsgroups (the paper's language data set), through scikit-learn -------------------------
+
+#: The parts of a post removed before classification: the e-mail headers name the newsgroup, and
+#: quoted replies and signatures tie posts of one thread or author together across the splits.
+NEWSGROUPS_REMOVED = ("headers", "footers", "quotes")
+
+
+def load_20newsgroups(root: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0) -> TextData:
+    """20 Newsgroups' "bydate" split (11,314 training and 7,532 test posts; scikit-learn's fetcher
+    downloads it into ``<data>/20newsgroups`` once) without :data:`NEWSGROUPS_REMOVED`; a
+    stratified ``val_fraction`` of the training posts is held out for validation with ``seed``."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    try:
+        from sklearn.datasets import fetch_20newsgroups
+    except ImportError as error:
+        raise ImportError("20 Newsgroups is read by scikit-learn: pip install scikit-learn") from error
+    home = Path(root) if root is not None else paths.data_dir() / "20newsgroups"
+    home.mkdir(parents=True, exist_ok=True)
+    parts = {}
+    for subset in ("train", "test"):
+        try:
+            parts[subset] = fetch_20newsgroups(data_home=str(home), subset=subset, remove=NEWSGROUPS_REMOVED,
+                                               shuffle=False)
+        except OSError as error:  # no internet (URLError is an OSError) or a damaged archive
+            raise DatasetNotFoundError(f"20 Newsgroups is not in {home} and could not be downloaded ({error}); "
+                                       f"on a machine with internet, scikit-learn's fetch_20newsgroups(data_home="
+                                       f"{str(home)!r}) fetches it, then copy that folder here") from error
+    texts = [*parts["train"].data, *parts["test"].data]
+    labels = torch.tensor([*parts["train"].target, *parts["test"].target], dtype=torch.long)
+    train_pool = torch.arange(len(parts["train"].data))
+    rest, val = stratified_split(labels[train_pool], val_fraction, seed)
+    splits = {"train": train_pool[rest], "val": train_pool[val], "test": torch.arange(len(train_pool), len(texts))}
+    return TextData("20newsgroups", tuple(texts), labels, tuple(parts["train"].target_names), splits)
+
+
+#: The text data sets by the name their :class:`mexlib.data.DatasetSpec` has.
+TEXT_LOADERS = {"wordnet-supersenses": load_wordnet_supersenses, "20newsgroups": load_20newsgroups}
+
+
+def load_text_dataset(name: str, val_fraction: float = 0.1) -> TextData:
+    """The text data set ``name`` with a validation split of ``val_fraction`` (its test split its own)."""
+    if name not in TEXT_LOADERS:
+        raise ValueError(f"unknown text data set {name!r}; valid names: {', '.join(TEXT_LOADERS)}")
+    return TEXT_LOADERS[name](val_fraction=val_fraction)
+
+
+__all__ = ["DATA_FILES", "LEXNAMES", "NEWSGROUPS_REMOVED", "TEXT_LOADERS", "TextData", "WORDNET_FOLDERS",
+           "find_wordnet", "load_20newsgroups", "load_text_dataset", "load_wordnet_supersenses", "read_glosses",
+           "wordnet_folders"]

@@ -23,6 +23,7 @@ import torchvision
 from PIL import Image
 
 from mexlib import data, paths
+from mexlib.text_data import TEXT_LOADERS
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: a connection is refused at once
 DEBIAN_FOLDER = Path("/usr/share/datasets/fashion-mnist")
@@ -691,7 +692,11 @@ def test_specs_are_consistent():
     for name, spec in data.DATASETS.items():
         assert spec.name == name
         assert len(spec.mean) == len(spec.std) == spec.channels
-        assert (name in data._LOADERS) != spec.streamed  # a streamed one has its own reader (mexlib.device_data)
+        # a streamed one has its own reader (mexlib.device_data), a text one its loader in mexlib.text_data
+        assert (name in data._LOADERS) != (spec.streamed or spec.modality == "text")
+        assert (name in TEXT_LOADERS) == (spec.modality == "text") == (spec.max_tokens > 0)
+    with pytest.raises(ValueError, match="holds texts, not images.*image datasets: cifar10"):
+        data.load_dataset("wordnet-supersenses")
 
 
 # --- corrupt datasets ---------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def exit_times(run, profile: str, batch: int, threads: int, **overrides) -> pd.D
     if len(rows) != run.num_exits:
         spec = dataset_spec(run.config.dataset)
         rows = evaluate.exit_latency(build_model(make_config(profile, arch=arch, **overrides)),
-                                     (spec.channels, spec.image_size, spec.image_size), batches=(batch,),
+                                     spec.input_shape, batches=(batch,),
                                      threads=(threads,), warmup=3, repeats=profile_settings(profile).latency_repeats)
         source = "timed in this notebook"
     return rows.assign(arch=arch, source=source).reset_index(drop=True)

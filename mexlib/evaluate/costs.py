@@ -62,7 +62,9 @@ def exit_costs(model: torch.nn.Module, sample_shape: Sequence[int]) -> ExitCosts
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
-    x = torch.zeros(1, *sample_shape, device=device, dtype=dtype or torch.float32)
+    x = _example_input(model, sample_shape, 1, device)
+    if x.is_floating_point() and dtype is not None:
+        x = x.to(dtype)
     # restore each submodule's own mode: phase 3 keeps the backbone in eval mode while the
     # heads train, which a single model.train(was_training) would undo
     modes = [(module, module.training) for module in model.modules()]
@@ -78,6 +80,16 @@ def exit_costs(model: torch.nn.Module, sample_shape: Sequence[int]) -> ExitCosts
         raise ValueError("the plain backbone counts 0 FLOPs; cannot express relative costs")
     relative = torch.tensor(per_exit, dtype=torch.float64) / backbone
     return ExitCosts(per_exit, backbone, relative)
+
+
+def _example_input(model: torch.nn.Module, sample_shape: Sequence[int], batch: int, device,
+                   random: bool = False) -> Tensor:
+    """The model's backbone's example input (token ids for a text encoder), else zeros or noise."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None and hasattr(backbone, "example_input"):
+        return backbone.example_input(tuple(sample_shape), batch, device, random)
+    return torch.randn(batch, *sample_shape, device=device) if random else \
+        torch.zeros(batch, *sample_shape, device=device)
 
 
 def _count_flops(run: Callable[[], object]) -> int:
@@ -115,7 +127,7 @@ def exit_latency(model: torch.nn.Module, sample_shape: Sequence[int], batches: S
     try:
         with torch.inference_mode():
             for batch in batches:
-                x = torch.randn(batch, *sample_shape, device=parameter.device)
+                x = _example_input(model, sample_shape, batch, parameter.device, random=True)
                 for count in threads:
                     torch.set_num_threads(count)
                     for k in range(model.num_exits):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..registry import check, lookup
 from .backbones import Backbone, BasicBlock, Bottleneck, CifarResNet, VisionTransformer
+from .encoders import EncoderBackbone, NAMED_ENCODERS, build_encoder, count_layers, is_encoder_name
 from .library import TorchvisionBackbone, build_torchvision, count_blocks, family_of, parse_name
 from .msdnet import MSDNet
 
@@ -18,7 +19,7 @@ class ArchSpec:
     """A named architecture: its family, depth in blocks and the builder's settings."""
 
     name: str
-    family: str  # one of FAMILY_LAYOUTS: "resnet", "vit", "msdnet" or "torchvision"
+    family: str  # one of FAMILY_LAYOUTS: "resnet", "vit", "msdnet", "torchvision" or "huggingface"
     num_blocks: int
     settings: dict
     description: str
@@ -29,7 +30,7 @@ class ArchSpec:
     @property
     def backbone_class(self) -> type[Backbone]:
         return {"resnet": CifarResNet, "vit": VisionTransformer, "msdnet": MSDNet,
-                "torchvision": TorchvisionBackbone}[self.family]
+                "torchvision": TorchvisionBackbone, "huggingface": EncoderBackbone}[self.family]
 
     @property
     def prefers_channels_last(self) -> bool:
@@ -45,7 +46,15 @@ class ArchSpec:
             return "tokens" if family_of(self.settings["builder"]) == "vit" else "conv"
         return FAMILY_LAYOUTS[self.family]
 
+    @property
+    def modality(self) -> str:
+        """What it reads: ``"text"`` (token ids) or ``"image"``."""
+        return "text" if self.family == "huggingface" else "image"
+
     def build(self, num_classes: int, in_channels: int, image_size: int) -> Backbone:
+        """The backbone for ``num_classes``; a text encoder ignores ``in_channels`` and ``image_size``."""
+        if self.family == "huggingface":
+            return build_encoder(self.name, num_classes)
         if self.family == "torchvision":
             return build_torchvision(self.settings["builder"], self.settings["weights"], num_classes, in_channels,
                                      image_size)
@@ -62,7 +71,8 @@ class ArchSpec:
 
 
 #: The layout of each family's block outputs (FeatureInfo.layout; a torchvision model's: its own).
-FAMILY_LAYOUTS = {"resnet": "conv", "vit": "tokens", "msdnet": "multiscale", "torchvision": "conv"}
+FAMILY_LAYOUTS = {"resnet": "conv", "vit": "tokens", "msdnet": "multiscale", "torchvision": "conv",
+                  "huggingface": "sequence"}
 
 
 def _default_patch_size(image_size: int) -> int:
@@ -121,7 +131,11 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 
 def arch_spec(name: str) -> ArchSpec:
     """The architecture ``name``: one of :data:`ARCHITECTURES`, or a torchvision model named
-    ``torchvision:<builder>[:<weights>]`` (:mod:`.library`)."""
+    ``torchvision:<builder>[:<weights>]`` (:mod:`.library`), or a text encoder: one of
+    :data:`~.encoders.NAMED_ENCODERS` or ``huggingface:<model id or folder>`` (:mod:`.encoders`)."""
+    if is_encoder_name(name):
+        description = NAMED_ENCODERS[name][1] if name in NAMED_ENCODERS else f"the Hugging Face model {name[12:]}"
+        return ArchSpec(name, "huggingface", count_layers(name), {}, description)
     if isinstance(name, str) and name.startswith("torchvision:"):
         builder, weights = parse_name(name)
         family_of(builder)  # a clear error for a model that cannot be split

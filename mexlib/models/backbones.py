@@ -21,7 +21,8 @@ from torch import Tensor, nn
 class FeatureInfo:
     """The output of one block: ``channels`` wide, ``reduction`` times smaller than the input;
     ``layout`` is ``"conv"`` (``[B, C, H, W]``), ``"tokens"`` (``[B, 1 + P, C]``, class token
-    first) or ``"multiscale"`` (a list of ``[B, C_s, H_s, W_s]`` maps, finest first, as MSDNet
+    first), ``"sequence"`` (a text encoder's pair of hidden states ``[B, L, C]``, [CLS] first, and
+    the attention mask its layers take: :mod:`mexlib.models.encoders`) or ``"multiscale"`` (a list of ``[B, C_s, H_s, W_s]`` maps, finest first, as MSDNet
     passes them; ``channels`` and ``reduction`` describe the coarsest, the last).
     ``head_width``: the width of a head's hidden layers where the architecture prescribes one
     (MSDNet's classifiers), else None."""
@@ -52,6 +53,13 @@ class Backbone(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.classifier(x)
+
+    def example_input(self, shape, batch: int = 1, device=None, random: bool = False) -> Tensor:
+        """``batch`` inputs of ``shape`` for counting and timing the model: zeros, or with
+        ``random`` standard normal noise (a text encoder gives token ids instead)."""
+        if random:
+            return torch.randn(batch, *shape, device=device)
+        return torch.zeros(batch, *shape, device=device)
 
 
 # --- CIFAR-style ResNets --------------------------------------------------------------------

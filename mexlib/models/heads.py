@@ -44,18 +44,31 @@ class ConvHead(nn.Module):
         return self.pooled(self.convs(x))
 
 
+class ClsHead(nn.Module):
+    """A linear layer on the first token's hidden state ([CLS]) of a text encoder's layer: one
+    per exit, as the ZTW NLP code's heads (:mod:`mexlib.models.encoders` gives the layout)."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return self.fc(state[0][:, 0])
+
+
 #: Each head kind: the block-output layout it reads (FeatureInfo.layout) and what it is.
 HEAD_KINDS = {
     "pool": ("conv", "SDN's pooled head: learnable max/avg-pool mix to 4x4, one linear layer"),
     "conv1": ("conv", "one 3x3 conv-BN-ReLU, then the pooled head"),
     "conv2": ("conv", "two 3x3 conv-BN-ReLU, then the pooled head"),
     "token": ("tokens", "layer norm and a linear layer on the class token"),
+    "cls": ("sequence", "a linear layer on the [CLS] token's hidden state (text encoders)"),
     "msd": ("multiscale", "MSDNet's classifier on the coarsest scale: two 3x3 stride-2 conv-BN-ReLU, "
                           "average pooling, one linear layer"),
 }
 
 #: The head kind each layout gets by default (a configuration's ``head="auto"``).
-DEFAULT_HEAD_KINDS = {"conv": "pool", "tokens": "token", "multiscale": "msd"}
+DEFAULT_HEAD_KINDS = {"conv": "pool", "tokens": "token", "multiscale": "msd", "sequence": "cls"}
 
 
 def default_head_kind(layout: str) -> str:
@@ -79,6 +92,8 @@ def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
     if kind == "token":
         # the same layer norm and linear layer as the ViT's own classifier
         return ClassTokenClassifier(feature.channels, num_classes)
+    if kind == "cls":
+        return ClsHead(feature.channels, num_classes)
     if kind == "msd":
         # the same classifier as MSDNet's own, of the width the architecture prescribes
         return MSDClassifier(feature.channels, num_classes, feature.head_width or 128)
