@@ -135,4 +135,16 @@ def against_the_paper(study, table: pd.DataFrame, within: str | None = None) -> 
     return pd.DataFrame(rows).set_index([within, "regime"] if within else "regime") if rows else None
 
 
-__all__ = ["Result", "Table", "against_the_paper"]
+def seed_table(study, by=None) -> pd.DataFrame:
+    """Each run's accuracy and cost (percent) at each budget, both ways of picking the point
+    (``picked``: the best test point, or the threshold fixed on validation), by the grid fields
+    ``by`` (None: all of them): what every mean, std and interval of a chapter is computed from,
+    for a reader to redo any test."""
+    parts = [study.seed_table(by, picked=picked).assign(picked=picked) for picked in ("test", "validation")]
+    table = pd.concat(parts, ignore_index=True)
+    table[["accuracy", "cost"]] = (100 * table[["accuracy", "cost"]]).round(4)
+    table["budget"] = (100 * table["budget"]).round().astype(int)
+    return table.set_index(["picked", *study.by_fields(by), "seed", "budget"])
+
+
+__all__ = ["Result", "Table", "against_the_paper", "seed_table"]

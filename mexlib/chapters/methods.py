@@ -15,12 +15,13 @@ from .. import plots, verdicts
 from ..config import profile_settings
 from ..evaluate import format_budget_table
 from ..study import run_study
-from .base import Result, records_stale_runs
+from .base import Result, records_stale_runs, seed_table
 from .regimes import wall_table
 
 NOTEBOOK = "02_methods"
 TITLE = "Does the best regime depend on the early-exit method?"
 TABLES = ("methods_exit_costs", "methods_budget_table", "methods_budget_table_raw", "methods_budget_table_validation",
+          "methods_budget_table_seeds",
           "methods_mixed_advantage", "methods_per_exit_accuracy", "methods_summary", "methods_wall_times",
           "methods_findings")
 ADVANTAGE_PERCENT = ["mixed", "best other accuracy", "gap", "low", "high"]
@@ -40,6 +41,7 @@ def run(profile: str = "cpu", seeds=None, methods=("sdn", "pbee", "gpf", "ztw", 
     result.add("methods_budget_table", format_budget_table(table))
     result.add("methods_budget_table_raw", table, percent=True)
     result.add("methods_budget_table_validation", format_budget_table(study.validation_budget_table(["method", "regime"])))
+    result.add("methods_budget_table_seeds", seed_table(study, ["method", "regime"]))
     advantage = verdicts.advantage(study, "mixed", "regime", within="method")
     result.add("methods_mixed_advantage", advantage.set_index(["method", "budget"]), percent=ADVANTAGE_PERCENT)
     exits = study.per_exit_accuracy()

@@ -21,7 +21,7 @@ from .. import plots, verdicts
 from ..config import profile_seeds, profile_settings
 from ..evaluate import format_budget_table
 from ..study import BACKBONE_ROW, compare_regimes
-from .base import Result, against_the_paper, records_stale_runs
+from .base import Result, against_the_paper, records_stale_runs, seed_table
 
 NOTEBOOK = "01_regimes"
 TITLE = "Disjoint, joint or mixed? The main regime comparison"
@@ -64,17 +64,6 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.add("regimes_wall_times", wall_table(comparison))
     result.findings.append(("Regimes", verdicts.regime_findings(comparison)))
     return result
-
-
-def seed_table(study) -> pd.DataFrame:
-    """Each run's accuracy and cost (percent) at each budget, both ways of picking the point
-    (``picked``: the best test point, or the threshold fixed on validation): what every mean,
-    std and interval of the chapter is computed from, for a reader to redo any test."""
-    parts = [study.seed_table(picked=picked).assign(picked=picked) for picked in ("test", "validation")]
-    table = pd.concat(parts, ignore_index=True)
-    table[["accuracy", "cost"]] = (100 * table[["accuracy", "cost"]]).round(4)
-    table["budget"] = (100 * table["budget"]).round().astype(int)
-    return table.set_index(["picked", "regime", "seed", "budget"])
 
 
 def epochs_trained(study) -> pd.DataFrame:
