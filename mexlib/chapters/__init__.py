@@ -13,6 +13,7 @@ notebook                  chapter                       question
 ``05_gradients``          :mod:`.gradients`             which exits shape which blocks?
 ``06_ablations``          :mod:`.ablations`             what else decides it?
 ``07_architectures``      :mod:`.architectures`         does it depend on the network?
+``08_language``           :mod:`.language`              on a pretrained text encoder?
 ========================  ============================  =======================================
 
 A script runs a chapter without papermill::
@@ -26,11 +27,12 @@ A script runs a chapter without papermill::
 
 from __future__ import annotations
 
-from . import ablations, architectures, dataset, gradients, landscape, methods, regimes, representations, tour
+from . import (ablations, architectures, dataset, gradients, landscape, language, methods, regimes, representations,
+               tour)
 from .base import Result, Table
 
 #: Every chapter, in the order of the notebooks.
-CHAPTERS = (dataset, tour, regimes, methods, landscape, representations, gradients, ablations, architectures)
+CHAPTERS = (dataset, tour, regimes, methods, landscape, representations, gradients, ablations, architectures, language)
 
 
 def outputs(chapter) -> tuple[str, ...]:
@@ -43,5 +45,6 @@ def owner(stem: str):
     return next((c for c in CHAPTERS if stem in outputs(c)), None)
 
 
-__all__ = ["CHAPTERS", "Result", "Table", "ablations", "architectures", "dataset", "gradients", "landscape", "methods",
+__all__ = ["CHAPTERS", "Result", "Table", "ablations", "architectures", "dataset", "gradients", "landscape", "language",
+           "methods",
            "outputs", "owner", "regimes", "representations", "tour"]

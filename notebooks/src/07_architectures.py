@@ -113,4 +113,4 @@ print("(as stored: runs trained as parallel jobs overlap in wall-clock time)")
 display(Markdown(result.findings_markdown()))
 
 # %% [markdown]
-# This is the last chapter for now; back to the start: [00 · A guided tour](00_tour.ipynb).
+# Next, the regimes on a pretrained text encoder: [08 · Language](08_language.ipynb).

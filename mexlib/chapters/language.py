@@ -1,0 +1,141 @@
+"""Chapter 08 · Language: the regimes on a pretrained text encoder (``notebooks/08_language``).
+
+:func:`run` compares the regimes on the profile's text encoder and data set (cpu: MiniLM on
+WordNet's supersenses; paper: BERT-Base on 20 Newsgroups, the paper's language row; smoke: a
+tiny random BERT), with SDN's method: a linear head on [CLS] after every layer, the encoder's
+own classifier as the last exit, the max-softmax rule. Here "disjoint" is how early exits are
+most often added in practice: the pretrained encoder fine-tuned with its own classifier, then
+frozen, and the heads fitted on it. It returns the budget tables (thresholds picked on test and
+fixed on validation, and every seed's values), each exit's accuracy, the final exit's regimes
+compared seed by seed, and findings set beside the paper's claims for BERT: joint training costs
+the final exit of a large pretrained model accuracy (about −1.4 points against disjoint on
+20 Newsgroups), while mixed stays best or tied.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .. import plots, verdicts
+from ..config import TEXT_ARCHS, TEXT_DATASETS, profile_settings
+from ..evaluate import format_budget_table
+from ..models import arch_spec
+from ..settings import SETTINGS
+from ..stats import compare
+from ..study import run_study
+from .base import Result, records_stale_runs, seed_table
+from .regimes import wall_table
+
+NOTEBOOK = "08_language"
+TITLE = "Language: early exits on a pretrained text encoder"
+TABLES = ("language_exit_costs", "language_budget_table", "language_budget_table_raw",
+          "language_budget_table_validation", "language_budget_table_seeds", "language_per_exit_accuracy",
+          "language_final_exit", "language_wall_times", "language_findings")
+#: The paper's language row (Table 1, 100 % budget) that the findings quote.
+PAPER_SETTING = "bert-base-20newsgroups"
+#: The final exit's comparisons: (a, b) for a − b, seed by seed.
+FINAL_PAIRS = (("joint", "disjoint"), ("mixed", "disjoint"), ("mixed", "joint"))
+
+
+@records_stale_runs
+def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"), arch: str | None = None,
+        dataset: str | None = None, device: str = "auto", executor: str = "inline", workers: int = 2,
+        **overrides) -> Result:
+    """The regimes on ``arch`` (None: the profile's text encoder) and ``dataset`` (None: the
+    profile's text data set) for ``seeds`` (None: the profile's)."""
+    arch, dataset = arch or TEXT_ARCHS[profile], dataset or TEXT_DATASETS[profile]
+    regimes = list(regimes)
+    study = run_study(profile, {"regime": regimes}, seeds=seeds, device=device,
+                      progress=profile_settings(profile).progress, executor=executor, workers=workers,
+                      arch=arch, dataset=dataset, **overrides)
+    result = Result(profile, "language_findings", FIGURES, data=dict(study=study, arch=arch, dataset=dataset))
+    result.add("language_exit_costs", study.costs.table())
+    table = study.budget_table()
+    result.data["budget"] = table
+    result.add("language_budget_table", format_budget_table(table))
+    result.add("language_budget_table_raw", table, percent=True)
+    result.add("language_budget_table_validation", format_budget_table(study.validation_budget_table()))
+    result.add("language_budget_table_seeds", seed_table(study))
+    exits = study.per_exit_accuracy()
+    result.data["exits"] = exits
+    per_exit = exits.groupby(["regime", "exit"], sort=False)["accuracy"].agg(["mean", "std"]).unstack("exit")
+    per_exit.columns = [f"exit {k} {stat}" for stat, k in per_exit.columns]
+    result.add("language_per_exit_accuracy", per_exit[sorted(per_exit.columns, key=_exit_order)], percent=True)
+    final = final_exit_table(exits, regimes)
+    result.add("language_final_exit", final, percent=["difference", "low", "high"])
+    result.add("language_wall_times", wall_table(study))
+    wall = study.wall_times()
+    result.data["minutes"] = (wall.groupby("run", sort=False)["seconds"].sum() / 60).rename("training minutes")
+    result.findings.append(("Regimes", verdicts.regime_findings(study)))
+    result.findings.append(("Beside the paper's BERT", _paper_findings(final, regimes)))
+    return result
+
+
+def _exit_order(column: str) -> tuple[int, str]:
+    _, k, stat = column.split()
+    return int(k), stat
+
+
+def final_exit_table(exits: pd.DataFrame, regimes) -> pd.DataFrame:
+    """The final exit's accuracy, regime against regime seed by seed (:data:`FINAL_PAIRS`, where
+    both were trained): the mean difference (a fraction), its 95 % interval, n and the verdict."""
+    last = exits[exits["exit"] == exits["exit"].max()]
+    per_seed = {regime: dict(zip(part["seed"], part["accuracy"])) for regime, part in last.groupby("regime")}
+    rows = []
+    for a, b in FINAL_PAIRS:
+        if a in regimes and b in regimes:
+            comparison = compare(per_seed[a], per_seed[b])
+            rows.append(dict(comparison=f"{a} − {b}", difference=comparison.difference, low=comparison.low,
+                             high=comparison.high, seeds=comparison.n, verdict=comparison.verdict,
+                             words=comparison.words()))
+    return pd.DataFrame(rows).set_index("comparison")
+
+
+def _paper_findings(final: pd.DataFrame, regimes) -> list[str]:
+    paper = SETTINGS[PAPER_SETTING]
+    lines = []
+    if "joint − disjoint" in final.index:
+        row = final.loc["joint − disjoint"]
+        hurts = {"behind": "joint training costs the final exit accuracy here too",
+                 "ahead": "here joint training *raises* the final exit's accuracy, unlike the paper's BERT",
+                 }.get(row["verdict"], "here the final exits of joint and disjoint are not distinguishable")
+        lines.append(f"Does joint hurt the final exit? The paper's BERT-Base on 20 Newsgroups: joint − disjoint "
+                     f"{paper.paper['joint'] - paper.paper['disjoint']:+.2f} points. Here: {row['words']}: {hurts}.")
+    if "mixed − disjoint" in final.index and "mixed − joint" in final.index:
+        lines.append(f"Mixed at the final exit: against disjoint {final.loc['mixed − disjoint', 'words']}; against "
+                     f"joint {final.loc['mixed − joint', 'words']} (the paper's: "
+                     f"{paper.paper['mixed'] - paper.paper['disjoint']:+.2f} and "
+                     f"{paper.paper['mixed'] - paper.paper['joint']:+.2f} points).")
+    lines.append(f"The paper's numbers ({paper.description}; {paper.chosen}).")
+    return lines
+
+
+def draw_tradeoff(result: Result):
+    study = result["study"]
+    return plots.plot_tradeoff(study, title=f"{result['arch']} on {result['dataset']} ({study.policy} rule, "
+                                            f"{len(study.seeds)} seeds)")
+
+
+def draw_exits(result: Result):
+    """Each exit's test accuracy (mean ± std over seeds) by regime, against the layer it follows."""
+    exits, config = result["exits"], result["study"].runs[0].config
+    layers = [*config.exit_after_blocks, arch_spec(config.arch).num_blocks]  # the layer each exit reads
+    regimes = list(dict.fromkeys(exits["regime"]))
+    colors = plots.colors_for(regimes)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for regime in regimes:
+        part = exits[exits["regime"] == regime].groupby("exit")["accuracy"].agg(["mean", "std"]) * 100
+        ax.errorbar([layers[k] for k in part.index], part["mean"], yerr=part["std"].fillna(0), color=colors[regime], marker="o",
+                    ms=4, capsize=2, label=regime)
+    ax.set_xlabel("exit after layer")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(layers)
+    ax.set_title(f"Every exit alone: {result['arch']} on {result['dataset']}")
+    ax.legend(loc="lower right")
+    return fig
+
+
+FIGURES = {"language_tradeoff": draw_tradeoff, "language_exits": draw_exits}
+
+__all__ = ["FIGURES", "FINAL_PAIRS", "NOTEBOOK", "PAPER_SETTING", "TABLES", "TITLE", "final_exit_table", "run"]

