@@ -26,6 +26,7 @@ from .data import DATASETS, dataset_spec
 from .hardware import PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
+from .models.encoders import PREFERRED_HEADS
 from .registry import check, lookup
 
 REGIMES = {
@@ -104,7 +105,7 @@ class RunConfig:
     dataset: str = "fashion-mnist"
     train_size: int | None = None  # a stratified subset of the training split (None: all)
     val_size: int | None = None  # a stratified subset of the validation split (None: all); smoke
-    test_size: int | None = None  # the first n test images (None: all); smoke only
+    test_size: int | None = None  # the first n test images, a stratified n of the test texts (None: all)
     val_fraction: float = 0.1
     arch: str = "resnet-cpu"
     exit_after_blocks: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -296,20 +297,26 @@ TEXT_ARCHS = {"smoke": "bert-smoke", "cpu": "minilm-l6", "paper": "bert-base"}
 
 
 def _text_defaults(profile: str, arch: str | None) -> dict:
-    """A text encoder's: fine-tuning with AdamW at 5e-5 (BERT's recipe) for the phases that train
-    the encoder, 1e-3 for the heads on a frozen one (linear heads from scratch learn slowly at
-    fine-tuning rates); a head after every layer (the ZTW NLP code's placement)."""
+    """A text encoder's: fine-tuning with AdamW (the cpu profile's small MiniLM at 1e-4, the paper's
+    BERT-Base at BERT's 2e-5) for the phases that train the encoder, 1e-3 for the heads on a frozen
+    one (linear heads from scratch learn slowly at fine-tuning rates); a head after every layer
+    (the ZTW NLP code's placement), of the kind the encoder's pretraining suits (PREFERRED_HEADS);
+    no augmentation."""
     tune = dict(optimizer="adamw", weight_decay=0.01)
+    texts = dict(augment=False)  # nothing augments texts: the configuration says so
+    if arch in PREFERRED_HEADS:
+        texts["head"] = PREFERRED_HEADS[arch]
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=1e-3, batch_size=32, **tune)
         return dict(dataset=TEXT_DATASETS[profile], train_size=640, val_size=256, test_size=256, arch="bert-smoke",
-                    backbone_phase=phase, joint_phase=phase, heads_phase=phase)
-    if profile == "cpu":  # sized by benchmarks/language_cost.py
-        phase = PhaseConfig(epochs=3, lr=5e-5, batch_size=32, patience=2, **tune)
-        return dict(dataset=TEXT_DATASETS[profile], train_size=12_000, val_size=4_000, arch=arch, backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3))
+                    backbone_phase=phase, joint_phase=phase, heads_phase=phase, **texts)
+    if profile == "cpu":  # sized by benchmarks/language_cost.py (README: the language chapter)
+        phase = PhaseConfig(epochs=2, lr=1e-4, batch_size=32, **tune)
+        return dict(dataset=TEXT_DATASETS[profile], train_size=6_000, val_size=2_000, test_size=5_000, arch=arch,
+                    backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), **texts)
     phase = PhaseConfig(epochs=5, lr=2e-5, batch_size=32, patience=2, **tune)
     return dict(dataset=TEXT_DATASETS[profile], arch=arch, exit_after_blocks=tuple(range(1, arch_spec(arch).num_blocks)),
-                backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), precision="bf16")
+                backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), precision="bf16", **texts)
 
 
 def _profile_defaults(profile: str, arch: str | None) -> dict:

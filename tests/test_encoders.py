@@ -64,6 +64,20 @@ def test_every_exit_is_its_head_on_the_cls_hidden_state_of_the_models_own_forwar
     assert not torch.allclose(unmasked[:, 0], reference.last_hidden_state[:, 0], atol=1e-2)
 
 
+def test_a_mean_head_averages_the_real_tokens_of_its_layer():
+    model = _model("bert")
+    backbone = EncoderBackbone(model)
+    multi = MultiExitModel(backbone, (1, 2), "mean", 5).eval()
+    ids = _ids(0, lengths=(9, 4, 12))
+    with torch.no_grad():
+        exits = multi(ids)
+        hidden = model.base_model(input_ids=ids, attention_mask=(ids != 0).long(), output_hidden_states=True)
+    for head, layer, got in zip(multi.heads, (1, 2), exits):
+        for row, length in enumerate((9, 4, 12)):
+            expected = head.fc(hidden.hidden_states[layer][row, :length].mean(0))
+            assert torch.allclose(got[row], expected, atol=1e-5)
+
+
 def test_inference_stops_at_the_exit():
     backbone = EncoderBackbone(_model("bert"))
     multi = MultiExitModel(backbone, (1, 2), "cls", 5).eval()
@@ -138,12 +152,14 @@ def test_the_named_encoders_read_their_tokenizer_and_pad_at_the_end():
 def test_text_configurations_fit_data_to_model_and_refuse_mismatches():
     config = make_config("smoke", dataset="wordnet-supersenses")
     assert (config.arch, config.head, config.exit_after_blocks) == ("bert-smoke", "cls", (1, 2))
-    assert make_config("cpu", dataset="wordnet-supersenses").arch == "minilm-l6"
+    cpu = make_config("cpu", dataset="wordnet-supersenses")
+    assert (cpu.arch, cpu.head, cpu.augment) == ("minilm-l6", "mean", False)  # MiniLM pools by the mean
+    assert make_config("cpu", dataset="wordnet-supersenses", head="cls").head == "cls"
     with pytest.raises(ValueError, match="holds texts but the architecture 'resnet-smoke' reads images"):
         make_config("smoke", dataset="wordnet-supersenses", arch="resnet-smoke")
     with pytest.raises(ValueError, match="holds images but the architecture 'bert-smoke' reads texts"):
         make_config("smoke", arch="bert-smoke", dataset="fashion-mnist")
-    with pytest.raises(ValueError, match="valid heads here: cls"):
+    with pytest.raises(ValueError, match="valid heads here: cls, mean"):
         make_config("smoke", dataset="wordnet-supersenses", head="pool")
 
 

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 
 from .. import plots, verdicts
 from ..config import TEXT_ARCHS, TEXT_DATASETS, profile_settings
 from ..evaluate import format_budget_table
+from ..data import dataset_spec
 from ..models import arch_spec
+from ..models.encoders import tokenize
+from ..text_data import load_text_dataset
 from ..settings import SETTINGS
 from ..stats import compare
 from ..study import run_study
@@ -31,7 +35,7 @@ NOTEBOOK = "08_language"
 TITLE = "Language: early exits on a pretrained text encoder"
 TABLES = ("language_exit_costs", "language_budget_table", "language_budget_table_raw",
           "language_budget_table_validation", "language_budget_table_seeds", "language_per_exit_accuracy",
-          "language_final_exit", "language_wall_times", "language_findings")
+          "language_final_exit", "language_token_spread", "language_wall_times", "language_findings")
 #: The paper's language row (Table 1, 100 % budget) that the findings quote.
 PAPER_SETTING = "bert-base-20newsgroups"
 #: The final exit's comparisons: (a, b) for a − b, seed by seed.
@@ -64,9 +68,12 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.add("language_per_exit_accuracy", per_exit[sorted(per_exit.columns, key=_exit_order)], percent=True)
     final = final_exit_table(exits, regimes)
     result.add("language_final_exit", final, percent=["difference", "low", "high"])
+    spread = token_spread(study.runs[0].config)
+    result.add("language_token_spread", spread)
     result.add("language_wall_times", wall_table(study))
     wall = study.wall_times()
     result.data["minutes"] = (wall.groupby("run", sort=False)["seconds"].sum() / 60).rename("training minutes")
+    result.findings.append(("What the heads read", _spread_findings(spread, study.runs[0].config.head)))
     result.findings.append(("Regimes", verdicts.regime_findings(study)))
     result.findings.append(("Beside the paper's BERT", _paper_findings(final, regimes)))
     return result
@@ -90,6 +97,43 @@ def final_exit_table(exits: pd.DataFrame, regimes) -> pd.DataFrame:
                              high=comparison.high, seeds=comparison.n, verdict=comparison.verdict,
                              words=comparison.words()))
     return pd.DataFrame(rows).set_index("comparison")
+
+
+def token_spread(config, texts: int = 512) -> pd.DataFrame:
+    """How much each layer's [CLS] hidden state and the mean of its real tokens' vary between
+    ``texts`` validation texts in the encoder *as loaded* (before any training here): the norm of
+    the per-dimension standard deviation over texts, as a share of the norm of the mean. A
+    representation that barely varies gives a linear head little to read."""
+    spec = dataset_spec(config.dataset)
+    data = load_text_dataset(config.dataset, config.val_fraction)
+    sample, _ = data.split("val")
+    ids = tokenize(config.arch, sample[:texts], spec.max_tokens)
+    torch.manual_seed(config.seed)
+    backbone = arch_spec(config.arch).build(spec.num_classes, 0, 0).eval()
+    rows = []
+    with torch.no_grad():
+        state = backbone.stem(ids)
+        for layer, block in enumerate(backbone.blocks, start=1):
+            state = block(state)
+            hidden, _, tokens = state
+            weights = tokens.to(hidden.dtype).unsqueeze(-1)
+            mean = (hidden * weights).sum(1) / weights.sum(1)
+            rows.append({"layer": layer, "[CLS]": _spread(hidden[:, 0]), "mean of the tokens": _spread(mean)})
+    return pd.DataFrame(rows).set_index("layer")
+
+
+def _spread(features: torch.Tensor) -> float:
+    return float(features.std(0).norm() / features.mean(0).norm())
+
+
+def _spread_findings(spread: pd.DataFrame, head: str) -> list[str]:
+    inner = spread.iloc[:-1]
+    reads = {"cls": "the [CLS] token's", "mean": "the mean of the real tokens'"}.get(head, head)
+    return [f"In the encoder as loaded, the [CLS] hidden state of layers 1–{len(inner)} varies between texts by "
+            f"{inner['[CLS]'].min():.1%}–{inner['[CLS]'].max():.1%} of its norm, the mean of the tokens by "
+            f"{inner["mean of the tokens"].min():.0%}–{inner["mean of the tokens"].max():.0%} (the last layer: "
+            f"{spread['[CLS]'].iloc[-1]:.0%} and {spread['mean of the tokens'].iloc[-1]:.0%}). The heads here read "
+            f"{reads} hidden state (head '{head}')."]
 
 
 def _paper_findings(final: pd.DataFrame, regimes) -> list[str]:

