@@ -131,7 +131,7 @@ def _spread_findings(spread: pd.DataFrame, head: str) -> list[str]:
     reads = {"cls": "the [CLS] token's", "mean": "the mean of the real tokens'"}.get(head, head)
     return [f"In the encoder as loaded, the [CLS] hidden state of layers 1–{len(inner)} varies between texts by "
             f"{inner['[CLS]'].min():.1%}–{inner['[CLS]'].max():.1%} of its norm, the mean of the tokens by "
-            f"{inner["mean of the tokens"].min():.0%}–{inner["mean of the tokens"].max():.0%} (the last layer: "
+            f"{inner['mean of the tokens'].min():.0%}–{inner['mean of the tokens'].max():.0%} (the last layer: "
             f"{spread['[CLS]'].iloc[-1]:.0%} and {spread['mean of the tokens'].iloc[-1]:.0%}). The heads here read "
             f"{reads} hidden state (head '{head}')."]
 
