@@ -13,6 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import gpu_check  # noqa: E402
+import language_cost  # noqa: E402
 import method_cost  # noqa: E402
 import train_throughput  # noqa: E402
 from mexlib import hardware  # noqa: E402
@@ -157,6 +158,24 @@ def test_method_cost_estimates_follow_the_measured_steps(capsys):
     assert "use steps + warmup <=" in capsys.readouterr().err
 
 
+def test_language_cost_estimates_follow_the_measured_steps():
+    result = language_cost.measure("smoke", batches=(8, 16), steps=2, warmup=1, rounds=1, budget=90)
+    config = make_config("smoke", dataset="wordnet-supersenses")
+    assert set(result["rows"]) == {8, 16} and result["arch"] == config.arch and result["max_tokens"] == 32
+    for batch, row in result["rows"].items():
+        encoder, heads = row["encoder_ms"] / 1000, row["heads_ms"] / 1000
+        assert encoder > 0 and heads > 0 and row["texts_per_s"] == pytest.approx(batch / encoder)
+        minutes = language_cost.estimate_minutes(config, 2, 2, config.train_size, batch, encoder, heads,
+                                                 result["per_text_ms"] / 1000)
+        assert row["minutes"] == pytest.approx(minutes)
+        # the largest training set within the budget costs the budget
+        fits = language_cost.estimate_minutes(config, 2, 2, row["fits"], batch, encoder, heads,
+                                              result["per_text_ms"] / 1000)
+        assert fits == pytest.approx(90, rel=0.01)
+    text = language_cost.report(result)
+    assert text.splitlines()[3].split()[0] == "8" and "budget 90 min" in text
+
+
 @pytest.mark.parametrize("script,bad,named", [
     ("parallel_jobs", ["--steps", "0"], "argument --steps: 0 is too small: 1 or more"),
     ("parallel_jobs", ["--cores", "two"], "argument --cores: 'two' is not a whole number"),
@@ -165,6 +184,7 @@ def test_method_cost_estimates_follow_the_measured_steps(capsys):
     ("exit_latency", ["--batches", "0"], "argument --batches: 0 is too small: 1 or more"),
     ("method_cost", ["--budget", "0"], "argument --budget: 0 is too small: above 0"),
     ("method_cost", ["--profile", "laptop"], "argument --profile: invalid choice: 'laptop'"),
+    ("language_cost", ["--batches", "0"], "argument --batches: 0 is too small: 1 or more"),
     ("recording_cost", ["--every", "0"], "argument --every: 0 is too small: 1 or more"),
     ("train_throughput", ["--workers", "-1"], "argument --workers: -1 is too small: 0 or more"),
 ])
