@@ -118,3 +118,34 @@ def test_weights_load_through_torchvisions_own_code_from_its_cache(tmp_path, mon
     backbone = arch_spec("torchvision:resnet18:IMAGENET1K_V1").build(10, 1, 28)
     assert torch.equal(backbone.stem[0].weight, saved["conv1.weight"].sum(1, keepdim=True))
     assert torch.equal(backbone.blocks[3].conv1.weight, saved["layer2.1.conv1.weight"])
+
+
+def test_flops_per_exit_are_the_blocks_run_and_the_heads_counted_by_torch():
+    """Exit k costs the stem, the blocks up to it and every head on the way, as torch's counter
+    counts each module alone; the split backbone costs what torchvision's whole model does."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mexlib import evaluate
+
+    def count(run) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            run()
+        return counter.get_total_flops()
+
+    torch.manual_seed(0)
+    model = build_model(make_config("smoke", arch="torchvision:resnet18", exit_after_blocks=(2, 4, 6))).eval()
+    costs = evaluate.exit_costs(model, (1, 28, 28))
+    x = torch.zeros(1, 1, 28, 28)
+    original = fit_input_and_output(torchvision.models.resnet18(weights=None), 1, 10).eval()
+    assert costs.backbone_flops == count(lambda: original(x)) > 0
+    with torch.no_grad():
+        state, total, expected = model.backbone.stem(x), count(lambda: model.backbone.stem(x)), []
+        for number, block in enumerate(model.backbone.blocks, start=1):
+            total += count(lambda: block(state))
+            state = block(state)
+            if number in model.exit_after_blocks:
+                head = model.heads[model.exit_after_blocks.index(number)]
+                total += count(lambda: head(state))
+                expected.append(total)
+        expected.append(total + count(lambda: model.backbone.classifier(state)))
+    assert costs.flops_per_exit == expected
