@@ -236,18 +236,22 @@ class Profile:
     latency_repeats: int = 20  # timed repetitions of an exit not in figures/exit_latency.csv
     beside_the_paper: bool = False  # tables print the paper's Table 1 numbers beside ours
     regimes_seeds: tuple[int, ...] = ()  # the regimes chapter's, where it has more (empty: seeds)
+    # the language chapter's text encoder and data set (a text data set's encoder, a text encoder's data)
+    text_arch: str = "minilm-l6"
+    text_dataset: str = "wordnet-supersenses"
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("smoke", "the whole pipeline at toy scale in seconds (tests, CI)", seeds=(0, 1), progress=False,
             notebooks_at_once=2, figures_subfolder="smoke", archs=("resnet-smoke", "msdnet-smoke", "vit-smoke"),
-            plane_steps=5, path_steps=5, eval_size=64, bn_size=64, latency_repeats=3),
+            plane_steps=5, path_steps=5, eval_size=64, bn_size=64, latency_repeats=3, text_arch="bert-smoke"),
     Profile("cpu", "real results on a 2-core machine without a GPU (the committed figures)", seeds=(0, 1, 2),
             progress=True, notebooks_at_once=1, figures_subfolder="", archs=("resnet-cpu", "msdnet-cpu", "vit-cpu"),
             tour_training={"epochs": 3, "train_size": 12_000}, regimes_seeds=(0, 1, 2, 3, 4)),
     Profile("paper", "the paper's models and data sets, for a GPU", seeds=(0, 1, 2), progress=True,
             notebooks_at_once=1, figures_subfolder="paper", archs=("resnet34", "msdnet-cifar", "vit-t"),
-            tour_training={"epochs": 3, "train_size": 12_000}, beside_the_paper=True),
+            tour_training={"epochs": 3, "train_size": 12_000}, beside_the_paper=True, text_arch="bert-base",
+            text_dataset="20newsgroups"),
 ]}
 
 
@@ -290,12 +294,6 @@ def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Itera
     return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
 
 
-#: The text data set each profile trains a text encoder on by default, and the encoder a text data
-#: set gets by default.
-TEXT_DATASETS = {"smoke": "wordnet-supersenses", "cpu": "wordnet-supersenses", "paper": "20newsgroups"}
-TEXT_ARCHS = {"smoke": "bert-smoke", "cpu": "minilm-l6", "paper": "bert-base"}
-
-
 def _text_defaults(profile: str, arch: str | None) -> dict:
     """A text encoder's: fine-tuning with AdamW (the cpu profile's small MiniLM at 1e-4, the paper's
     BERT-Base at BERT's 2e-5) for the phases that train the encoder, 1e-3 for the heads on a frozen
@@ -308,14 +306,14 @@ def _text_defaults(profile: str, arch: str | None) -> dict:
         texts["head"] = PREFERRED_HEADS[arch]
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=1e-3, batch_size=32, **tune)
-        return dict(dataset=TEXT_DATASETS[profile], train_size=640, val_size=256, test_size=256, arch="bert-smoke",
+        return dict(dataset=profile_settings(profile).text_dataset, train_size=640, val_size=256, test_size=256, arch="bert-smoke",
                     backbone_phase=phase, joint_phase=phase, heads_phase=phase, **texts)
     if profile == "cpu":  # sized by benchmarks/language_cost.py (README: the language chapter)
         phase = PhaseConfig(epochs=2, lr=1e-4, batch_size=32, **tune)
-        return dict(dataset=TEXT_DATASETS[profile], train_size=6_000, val_size=2_000, test_size=5_000, arch=arch,
+        return dict(dataset=profile_settings(profile).text_dataset, train_size=6_000, val_size=2_000, test_size=5_000, arch=arch,
                     backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), **texts)
     phase = PhaseConfig(epochs=5, lr=2e-5, batch_size=32, patience=2, **tune)
-    return dict(dataset=TEXT_DATASETS[profile], arch=arch, exit_after_blocks=tuple(range(1, arch_spec(arch).num_blocks)),
+    return dict(dataset=profile_settings(profile).text_dataset, arch=arch, exit_after_blocks=tuple(range(1, arch_spec(arch).num_blocks)),
                 backbone_phase=phase, joint_phase=phase, heads_phase=replace(phase, lr=1e-3), precision="bf16", **texts)
 
 
@@ -388,7 +386,7 @@ def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
         raise ValueError(f"unknown configuration names {sorted(unknown)}; valid names: "
                          f"{', '.join(sorted(run_fields | set(PHASE_FIELDS) | set(SPLIT_FIELDS)))}")
     if "arch" not in overrides and "dataset" in overrides and dataset_spec(overrides["dataset"]).modality == "text":
-        overrides["arch"] = TEXT_ARCHS[profile]
+        overrides["arch"] = profile_settings(profile).text_arch
     values = _profile_defaults(profile, overrides.get("arch"))
     if "arch" in overrides and "exit_after_blocks" not in overrides and profile != "paper":
         values.pop("exit_after_blocks", None)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from .. import plots, verdicts
-from ..config import TEXT_ARCHS, TEXT_DATASETS, profile_settings
+from ..config import profile_settings
 from ..evaluate import format_budget_table
 from ..data import dataset_spec
 from ..models import arch_spec
@@ -48,10 +48,11 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
         **overrides) -> Result:
     """The regimes on ``arch`` (None: the profile's text encoder) and ``dataset`` (None: the
     profile's text data set) for ``seeds`` (None: the profile's)."""
-    arch, dataset = arch or TEXT_ARCHS[profile], dataset or TEXT_DATASETS[profile]
+    settings = profile_settings(profile)
+    arch, dataset = arch or settings.text_arch, dataset or settings.text_dataset
     regimes = list(regimes)
     study = run_study(profile, {"regime": regimes}, seeds=seeds, device=device,
-                      progress=profile_settings(profile).progress, executor=executor, workers=workers,
+                      progress=settings.progress, executor=executor, workers=workers,
                       arch=arch, dataset=dataset, **overrides)
     result = Result(profile, "language_findings", FIGURES, data=dict(study=study, arch=arch, dataset=dataset))
     result.add("language_exit_costs", study.costs.table())
