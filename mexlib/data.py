@@ -133,7 +133,7 @@ def load_dataset(name: str = "fashion-mnist", root: str | Path | None = None) ->
     if spec.streamed:
         raise ValueError(f"{name} is streamed from disk, not loaded into memory: open it with "
                          f"mexlib.device_data.StreamingData (the run store does); datasets held in memory: "
-                         f"{', '.join(sorted(n for n, s in DATASETS.items() if not s.streamed))}")
+                         f"{', '.join(sorted(n for n, s in DATASETS.items() if not s.streamed and s.modality == 'image'))}")
     root = Path(root) if root is not None else paths.data_dir()
     root.mkdir(parents=True, exist_ok=True)
     loader = _LOADERS[name]
