@@ -52,8 +52,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import hardware, paths
 from .config import RunConfig
-from .data import (BatchAugment, BatchLoader, DatasetNotFoundError, DatasetSpec, ImageData, Normalize, batch_count,
-                   dataset_spec, epoch_generator, load_dataset, make_splits, split_indices, stratified_split)
+from .batches import BatchAugment, BatchLoader, Normalize, batch_count, epoch_generator
+from .data import (DatasetNotFoundError, DatasetSpec, ImageData, dataset_spec, load_dataset, make_splits, split_indices,
+                   stratified_split, stratified_subset)
 from .models import arch_spec
 from .models.encoders import tokenize
 from .text_data import TextData, load_text_dataset
@@ -120,8 +121,7 @@ class DeviceData:
         for split, size, seed in (("train", config.train_size, 1), ("val", config.val_size, 2),
                                   ("test", config.test_size, 3)):
             indices = data.splits[split]
-            if size is not None and size < len(indices):
-                indices = indices[stratified_split(data.labels[indices], size / len(indices), seed, count=size)[1]]
+            indices = stratified_subset(data.labels, indices, size, seed, f"{split}_size")
             ids = tokenize(config.arch, [data.texts[i] for i in indices.tolist()], spec.max_tokens)
             parts += [ids.to(device), data.labels[indices].to(device)]
         return cls(*parts, normalize=_token_ids, augment=None, seed=config.seed)
@@ -234,7 +234,7 @@ class _EpochBatches:
 
 class StreamLoader:
     """Batches of (normalised images, labels) on the training device, decoded from files by
-    ``workers`` processes; the interface of :class:`mexlib.data.BatchLoader` (``set_epoch``,
+    ``workers`` processes; the interface of :class:`mexlib.batches.BatchLoader` (``set_epoch``,
     ``len``, iteration)."""
 
     def __init__(self, samples: SeededSamples, indices: Tensor, batch_size: int, normalize: Normalize,

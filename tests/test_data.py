@@ -22,7 +22,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from mexlib import data, paths
+from mexlib import batches, data, paths
 from mexlib.text_data import TEXT_LOADERS
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: a connection is refused at once
@@ -512,7 +512,7 @@ def _crop_matches(original: torch.Tensor, out: torch.Tensor, p: int):
 def test_batch_augment_crop_is_a_window_of_the_padded_image():
     images = _random_images()
     p = 2
-    out = data.BatchAugment(crop_padding=p, flip=False)(images, torch.Generator().manual_seed(0))
+    out = batches.BatchAugment(crop_padding=p, flip=False)(images, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == images.shape
     offsets = []
     for original, augmented in zip(images, out):
@@ -530,7 +530,7 @@ def test_batch_augment_crop_is_a_window_of_the_padded_image():
 def test_batch_augment_crop_and_flip():
     images = _random_images(seed=1)
     p = 1
-    out = data.BatchAugment(crop_padding=p, flip=True)(images, torch.Generator().manual_seed(4))
+    out = batches.BatchAugment(crop_padding=p, flip=True)(images, torch.Generator().manual_seed(4))
     flips = []
     for original, augmented in zip(images, out):
         matches = _crop_matches(original, augmented, p)
@@ -541,7 +541,7 @@ def test_batch_augment_crop_and_flip():
 
 def test_batch_augment_flip_only_flips_horizontally():
     images = _random_images(seed=2)
-    out = data.BatchAugment(crop_padding=0, flip=True)(images, torch.Generator().manual_seed(1))
+    out = batches.BatchAugment(crop_padding=0, flip=True)(images, torch.Generator().manual_seed(1))
     flipped = 0
     for original, augmented in zip(images, out):
         if torch.equal(augmented, original):
@@ -553,23 +553,23 @@ def test_batch_augment_flip_only_flips_horizontally():
 
 def test_batch_augment_identity_and_determinism():
     images = _random_images(n=16, seed=3)
-    same = data.BatchAugment()(images, torch.Generator().manual_seed(0))
+    same = batches.BatchAugment()(images, torch.Generator().manual_seed(0))
     assert torch.equal(same, images)
-    augment = data.BatchAugment(crop_padding=3, flip=True)
+    augment = batches.BatchAugment(crop_padding=3, flip=True)
     a = augment(images, torch.Generator().manual_seed(9))
     b = augment(images, torch.Generator().manual_seed(9))
     c = augment(images, torch.Generator().manual_seed(10))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     grey = _random_images(n=8, c=1, h=28, w=28)
-    out = data.BatchAugment.for_dataset(data.dataset_spec("fashion-mnist"))(
+    out = batches.BatchAugment.for_dataset(data.dataset_spec("fashion-mnist"))(
         grey, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == grey.shape
 
 
 def test_batch_augment_trivial_augment_is_seeded_by_our_generator():
     images = _random_images(n=16, h=16, w=16, seed=5)
-    augment = data.BatchAugment(crop_padding=2, flip=True, trivial_augment=True, policy_group=4)
+    augment = batches.BatchAugment(crop_padding=2, flip=True, trivial_augment=True, policy_group=4)
     torch.manual_seed(0)
     state = torch.get_rng_state()
     a = augment(images, torch.Generator().manual_seed(2))
@@ -587,10 +587,10 @@ def test_normalize(name):
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     expected = (images.double() / 255 - mean.double()) / std.double()
-    out = data.Normalize(spec)(images)
+    out = batches.Normalize(spec)(images)
     assert out.dtype == torch.float32 and out.shape == images.shape
     torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=0)
-    out64 = data.Normalize(spec, dtype=torch.float64)(images)
+    out64 = batches.Normalize(spec, dtype=torch.float64)(images)
     assert out64.dtype == torch.float64
     # The constants are computed in float32, so float64 output is only that accurate.
     torch.testing.assert_close(out64, expected, atol=1e-6, rtol=0)
@@ -610,8 +610,8 @@ def _epoch_order(loader) -> list[int]:
 
 def test_batch_loader_shuffle_covers_every_sample_once_per_epoch():
     spec, images, labels = _loader_data()
-    normalize = data.Normalize(spec)
-    loader = data.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=3)
+    normalize = batches.Normalize(spec)
+    loader = batches.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=3)
     assert len(loader) == 5
     sizes = [len(y) for _, y in loader]
     assert sizes == [5, 5, 5, 5, 3]
@@ -623,10 +623,10 @@ def test_batch_loader_shuffle_covers_every_sample_once_per_epoch():
     second = _epoch_order(loader)
     assert sorted(second) == list(range(23)) and second != first
     # A loader resumed at epoch 1 sees the batches of an uninterrupted run.
-    resumed = data.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=3)
+    resumed = batches.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=3)
     resumed.set_epoch(1)
     assert _epoch_order(resumed) == second
-    other_seed = data.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=4)
+    other_seed = batches.BatchLoader(images, labels, 5, normalize, shuffle=True, seed=4)
     assert _epoch_order(other_seed) != first
     # Without augmentation the images are the normalised originals of their labels.
     for x, y in loader:
@@ -635,42 +635,42 @@ def test_batch_loader_shuffle_covers_every_sample_once_per_epoch():
 
 def test_batch_loader_drop_last():
     spec, images, labels = _loader_data()
-    loader = data.BatchLoader(images, labels, 5, data.Normalize(spec), shuffle=True,
+    loader = batches.BatchLoader(images, labels, 5, batches.Normalize(spec), shuffle=True,
                               drop_last=True)
     assert len(loader) == 4
     seen = _epoch_order(loader)
     assert [len(y) for _, y in loader] == [5] * 4
     assert len(seen) == 20 and len(set(seen)) == 20
-    exact = data.BatchLoader(images[:20], labels[:20], 5, data.Normalize(spec), drop_last=True)
+    exact = batches.BatchLoader(images[:20], labels[:20], 5, batches.Normalize(spec), drop_last=True)
     assert len(exact) == 4
-    small = data.BatchLoader(images[:3], labels[:3], 5, data.Normalize(spec), drop_last=True)
+    small = batches.BatchLoader(images[:3], labels[:3], 5, batches.Normalize(spec), drop_last=True)
     assert len(small) == 0 and list(small) == []
     with pytest.raises(ValueError, match="batch_size"):
-        data.BatchLoader(images, labels, 0, data.Normalize(spec))
+        batches.BatchLoader(images, labels, 0, batches.Normalize(spec))
 
 
 def test_batch_loader_validation_batches_are_normalised_originals():
     spec, images, labels = _loader_data()
-    normalize = data.Normalize(spec)
-    loader = data.BatchLoader(images, labels, 10, normalize)  # shuffle=False, augment=None
+    normalize = batches.Normalize(spec)
+    loader = batches.BatchLoader(images, labels, 10, normalize)  # shuffle=False, augment=None
     assert len(loader) == 3
-    batches = list(loader)
-    assert torch.equal(torch.cat([y for _, y in batches]), labels)
-    torch.testing.assert_close(torch.cat([x for x, _ in batches]), normalize(images),
+    drawn = list(loader)
+    assert torch.equal(torch.cat([y for _, y in drawn]), labels)
+    torch.testing.assert_close(torch.cat([x for x, _ in drawn]), normalize(images),
                                atol=0, rtol=0)
     loader.set_epoch(7)
-    assert torch.equal(torch.cat([x for x, _ in loader]), torch.cat([x for x, _ in batches]))
+    assert torch.equal(torch.cat([x for x, _ in loader]), torch.cat([x for x, _ in drawn]))
 
 
 def test_batch_loader_augmentation_is_reproducible_per_epoch():
     spec, images, labels = _loader_data()
-    augment = data.BatchAugment(crop_padding=1, flip=True)
-    loader = data.BatchLoader(images, labels, 8, data.Normalize(spec), shuffle=True,
+    augment = batches.BatchAugment(crop_padding=1, flip=True)
+    loader = batches.BatchLoader(images, labels, 8, batches.Normalize(spec), shuffle=True,
                               augment=augment, seed=1)
     first = [x for x, _ in loader]
     again = [x for x, _ in loader]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    plain = data.BatchLoader(images, labels, 8, data.Normalize(spec), shuffle=True, seed=1)
+    plain = batches.BatchLoader(images, labels, 8, batches.Normalize(spec), shuffle=True, seed=1)
     assert _epoch_order(plain) == _epoch_order(loader)  # augmentation keeps the order
     assert any(not torch.equal(a, b) for a, (b, _) in zip(first, plain))
 

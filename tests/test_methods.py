@@ -23,7 +23,7 @@ from mexlib.methods.weighting import depth_weights as get_depth_weights
 from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, target_exit_distribution
 from mexlib.models import ExitContext
 from mexlib.store import RunStore
-from mexlib.data import BatchLoader
+from mexlib.batches import BatchLoader
 from mexlib.train import DeviceData, build_model, step_rule, train_regime
 
 CPU = torch.device("cpu")

@@ -15,7 +15,7 @@ import torch
 
 from mexlib import data as data_module
 from mexlib.config import make_config
-from mexlib.data import BatchLoader
+from mexlib.batches import BatchLoader
 from mexlib.models import exit_logits
 from mexlib.store import RunStore, run_key
 from mexlib.train import (DeviceData, EarlyStopping, TrainingDiverged, build_model, train_backbone,

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from mexlib import config as mconfig, data as mdata, plots
+from mexlib import batches as mbatches, config as mconfig, data as mdata, plots
 from mexlib.notebook import check_parameters
 
 check_parameters()
@@ -108,7 +108,7 @@ print("largest difference between a class's share in two splits:",
 # versions of it.
 
 # %%
-augment = mdata.BatchAugment.for_dataset(data.spec, config.trivial_augment)
+augment = mbatches.BatchAugment.for_dataset(data.spec, config.trivial_augment)
 originals = data.train_images[splits.train[:6]]
 fig, axes = plt.subplots(len(originals), 6, figsize=(6 * 0.9, len(originals) * 0.95),
                          layout="constrained")
