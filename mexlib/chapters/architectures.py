@@ -20,12 +20,12 @@ from ..evaluate import format_budget_table
 from ..settings import SETTINGS
 from ..study import run_study
 from ..train import build_model
-from .base import Result, against_the_paper, records_stale_runs
+from .base import Result, against_the_paper, records_stale_runs, seed_table
 
 NOTEBOOK = "07_architectures"
 TITLE = "Architectures: does the best regime depend on the network?"
 TABLES = ("architectures_exit_costs", "architectures_budget_table", "architectures_budget_table_raw",
-          "architectures_against_the_paper", "architectures_latency", "architectures_wall_times",
+          "architectures_budget_table_validation", "architectures_budget_table_seeds", "architectures_against_the_paper", "architectures_latency", "architectures_wall_times",
           "architectures_findings",
           "exit_latency")  # written by benchmarks/exit_latency.py, read here
 #: The paper's Table 1 rows whose gaps the findings quote (CIFAR-100, 100 % budget).
@@ -49,6 +49,8 @@ def run(profile: str = "cpu", archs=None, seeds=None, regimes=("disjoint", "join
     result.data["budget"] = table
     result.add("architectures_budget_table", format_budget_table(table))
     result.add("architectures_budget_table_raw", table, percent=True)
+    result.add("architectures_budget_table_validation", format_budget_table(comparison.validation_budget_table(["arch", "regime"])))
+    result.add("architectures_budget_table_seeds", seed_table(comparison, ["arch", "regime"]))
     beside = against_the_paper(comparison, table, within="arch")
     if beside is not None:
         result.add("architectures_against_the_paper", beside)
