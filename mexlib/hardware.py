@@ -61,7 +61,8 @@ FASTEST_STEP = {("cuda", "tokens"): "compile"}
 #: What one cpu-profile training job holds on a GPU (the CUDA context, the data set on the device,
 #: the model, its optimiser and activations), with room to spare; the paper profile's models hold more.
 JOB_GPU_MEMORY = {"smoke": 1 << 30, "cpu": 2 << 30, "paper": 16 << 30}
-#: More concurrent jobs than this on one GPU were not measured to help (the issue's 12 jobs: 2.5×).
+#: At most this many jobs per GPU until ``benchmarks/gpu_check.py``'s concurrency part has measured
+#: 1–8 (12 cpu-profile jobs on one H200 trained 2.5× faster than one after another).
 MAX_JOBS_PER_GPU = 8
 
 #: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN off its native bf16 kernels.

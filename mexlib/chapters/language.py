@@ -208,4 +208,5 @@ def draw_exits(result: Result):
 
 FIGURES = {"language_tradeoff": draw_tradeoff, "language_exits": draw_exits}
 
-__all__ = ["FIGURES", "FINAL_PAIRS", "NOTEBOOK", "final_pairs", "PAPER_SETTING", "TABLES", "TITLE", "final_exit_table", "run"]
+__all__ = ["FIGURES", "FINAL_PAIRS", "NOTEBOOK", "PAPER_SETTING", "TABLES", "TITLE", "final_exit_table", "final_pairs",
+           "run"]
