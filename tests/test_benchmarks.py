@@ -199,6 +199,7 @@ def test_a_benchmark_refuses_a_bad_argument_with_its_usage(script, bad, named, c
     assert error.startswith("usage: ") and named in error
 
 
+@pytest.mark.timeout(240)  # about 50 s here beside two training jobs: three Python processes start
 def test_gpu_check_issue_26_parts_run_on_the_cpu():
     """The parts that size the GPU path, on the CPU at tiny sizes (a GPU session runs them at
     full size): their rows, ratios and shares follow from what they measured."""
