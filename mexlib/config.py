@@ -23,7 +23,7 @@ from typing import Any
 
 from . import paths
 from .data import DATASETS, dataset_spec
-from .hardware import PRECISIONS
+from .hardware import COMPILE_MODES, PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
 from .models.encoders import PREFERRED_HEADS
@@ -129,6 +129,9 @@ class RunConfig:
     # the default every regime of a seed starts its heads from the same weights (the landscape
     # chapter's control sets 1)
     head_init: int = 0
+    # how the training step runs (mexlib.hardware.step_mode): "auto" compiles where that was measured
+    # faster (transformers on CUDA) and runs eagerly elsewhere; the store keys a run by what it resolved to
+    compile: str = "auto"
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
@@ -144,6 +147,7 @@ class RunConfig:
         check(self.regime, tuple(ALL_REGIMES), "regime")
         check(self.method, tuple(METHODS), "method")
         check(self.precision, PRECISIONS, "precision")
+        check(self.compile, COMPILE_MODES, "compile mode", "modes")
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
             object.__setattr__(self, "head", default_head_kind(arch.layout))
         check_head(self.head, arch.layout)
@@ -179,7 +183,7 @@ class RunConfig:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
         trained backbone."""
         keys = ("profile", "dataset", "train_size", "val_size", "test_size", "val_fraction", "arch", "seed",
-                "precision", "augment", "trivial_augment", "backbone_phase", "deterministic")
+                "precision", "augment", "trivial_augment", "backbone_phase", "deterministic", "compile")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     # --- serialisation and hashing -------------------------------------------------------
@@ -188,8 +192,8 @@ class RunConfig:
         """The configuration as plain values; a field added after runs were stored is left out at
         its default (:data:`LATER_FIELDS`), so those runs keep their store keys."""
         values = dataclasses.asdict(self)
-        for name, default in LATER_FIELDS.items():
-            if values.get(name) == default:
+        for name, defaults in LATER_FIELDS.items():
+            if values.get(name) in defaults:
                 del values[name]
         return values
 
@@ -202,9 +206,12 @@ class RunConfig:
         return cls(**values)
 
 
-#: Fields added to :class:`RunConfig` after runs were stored, with their defaults: left out of
-#: :meth:`RunConfig.to_dict` (and so of every store key) at the default.
-LATER_FIELDS = {"deterministic": False, "head_init": 0}
+#: Fields added to :class:`RunConfig` after runs were stored, with the values that mean what every
+#: run stored before meant: left out of :meth:`RunConfig.to_dict` (and so of every store key) at
+#: them. ``compile="auto"`` is one of them: the store resolves it before keying a run
+#: (:meth:`mexlib.store.RunStore.resolve`), and it means ``"eager"`` wherever runs were stored
+#: before (the CPU; CNNs on a GPU).
+LATER_FIELDS = {"deterministic": (False,), "head_init": (0,), "compile": ("eager", "auto")}
 
 
 def stable_hash(values: dict, salt: str = "") -> str:

@@ -25,6 +25,22 @@ run it is (its ``config.json`` says ``fp32``): it never passes for a bf16 result
 already in the store is reused. Setting ``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16``
 (``AVX2``, say) counts as a CPU without native bf16, as it is for oneDNN, which reads the
 variable once, when it first runs: set it before the process starts.
+
+**Compiled training steps: where they were measured to pay.** ``compile="auto"`` (a run's
+configuration) trains a model's blocks and heads under ``torch.compile`` on a CUDA device when
+its layout is one where compiling was measured faster there (:data:`FASTEST_STEP`: on an H200,
+ViT-T's step 1.42× faster compiled, ResNet-34's 0.89×, so transformers compile and CNNs do not),
+and eagerly everywhere else, the CPU included (a compile costs tens of seconds there and the
+step is bound by arithmetic, not launches). ``"reduce-overhead"`` also captures each compiled
+piece in a CUDA graph (launch overhead gone: for small models on a GPU); off CUDA it means
+``"compile"`` (one warning). A compiled run is stored under its own key: its numbers differ from
+the eager run's in the last bits (fused kernels), as a GPU's differ from a CPU's.
+
+**Jobs per GPU.** A small model leaves most of a GPU idle, so ``make reproduce`` on a CUDA
+machine trains runs as parallel local jobs sharing each GPU (:func:`jobs_per_gpu`): as many as
+the GPU's memory holds at :data:`JOB_GPU_MEMORY` each, at most one per CPU core and at most
+:data:`MAX_JOBS_PER_GPU` (``MEXLIB_JOBS_PER_GPU`` overrides the count); each job is given the GPU
+with the fewest jobs (:func:`least_busy_gpu`).
 """
 
 from __future__ import annotations
@@ -38,6 +54,16 @@ import torch
 from .registry import check
 
 PRECISIONS = ("fp32", "bf16")
+#: How a run's training step executes (``RunConfig.compile``); "auto" resolves by :func:`step_mode`.
+COMPILE_MODES = ("auto", "eager", "compile", "reduce-overhead")
+#: (device type, block layout) → the step mode measured fastest there; anything else is eager.
+FASTEST_STEP = {("cuda", "tokens"): "compile"}
+#: What one cpu-profile training job holds on a GPU (the CUDA context, the data set on the device,
+#: the model, its optimiser and activations), with room to spare; the paper profile's models hold more.
+JOB_GPU_MEMORY = {"smoke": 1 << 30, "cpu": 2 << 30, "paper": 16 << 30}
+#: At most this many jobs per GPU until ``benchmarks/gpu_check.py``'s concurrency part has measured
+#: 1–8 (12 cpu-profile jobs on one H200 trained 2.5× faster than one after another).
+MAX_JOBS_PER_GPU = 8
 
 #: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN off its native bf16 kernels.
 _ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
@@ -128,6 +154,65 @@ def describe(device: str | torch.device = "cpu") -> dict:
     return info
 
 
+class CompileFallbackWarning(UserWarning):
+    """``compile="reduce-overhead"`` (CUDA graphs) was asked for off CUDA; the step compiles without graphs."""
+
+
+def step_mode(mode: str, device: str | torch.device, layout: str) -> str:
+    """The step mode a run that asks for ``mode`` trains in on ``device`` for a backbone whose
+    blocks have ``layout`` (the module text): ``"auto"`` by :data:`FASTEST_STEP`, and
+    ``"reduce-overhead"`` off CUDA as ``"compile"`` with one warning."""
+    check(mode, COMPILE_MODES, "compile mode", "modes")
+    device = torch.device(device)
+    if mode == "auto":
+        return FASTEST_STEP.get((device.type, layout), "eager")
+    if mode == "reduce-overhead" and device.type != "cuda":
+        if "reduce-overhead" not in _warned:
+            _warned.add("reduce-overhead")
+            warnings.warn(f"compile='reduce-overhead' captures CUDA graphs, which a {device.type} device has "
+                          f"not: compiling without them instead (stored as compile='compile')",
+                          CompileFallbackWarning, stacklevel=3)
+        return "compile"
+    return mode
+
+
+def jobs_per_gpu(gpu_memory: int, cores: int, gpus: int = 1, job_memory: int = JOB_GPU_MEMORY["cpu"],
+                 cap: int = MAX_JOBS_PER_GPU) -> int:
+    """Concurrent training jobs to give each of ``gpus`` GPUs of ``gpu_memory`` bytes on a machine
+    with ``cores`` CPU cores: what the memory holds at ``job_memory`` each, at most a core per job
+    and at most ``cap``; never fewer than one."""
+    if gpus < 1 or cores < 1 or gpu_memory < 1 or job_memory < 1 or cap < 1:
+        raise ValueError(f"gpus, cores, memory and cap must be positive, got gpus={gpus}, cores={cores}, "
+                         f"gpu_memory={gpu_memory}, job_memory={job_memory}, cap={cap}")
+    return max(1, min(cap, gpu_memory // job_memory, cores // gpus))
+
+
+def local_jobs(device: str | torch.device, profile: str = "cpu") -> int:
+    """How many training jobs run at once on this machine by default: on a CUDA device, every
+    GPU's :func:`jobs_per_gpu` (``MEXLIB_JOBS_PER_GPU`` overrides the per-GPU count); on the CPU
+    two (each with half the cores' threads: ``benchmarks/parallel_jobs.py``)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return 2
+    gpus = torch.cuda.device_count()
+    override = os.environ.get("MEXLIB_JOBS_PER_GPU")
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"MEXLIB_JOBS_PER_GPU must be a positive whole number, got {override!r}")
+        return gpus * int(override)
+    memory = min(torch.cuda.get_device_properties(g).total_memory for g in range(gpus))
+    return gpus * jobs_per_gpu(memory, len(os.sched_getaffinity(0)), gpus,
+                               JOB_GPU_MEMORY.get(profile, JOB_GPU_MEMORY["paper"]))
+
+
+def least_busy_gpu(busy: list[int], gpus: int) -> int:
+    """The GPU (0 .. ``gpus`` − 1) running the fewest of the jobs in ``busy`` (each job's GPU);
+    the lowest-numbered one of a tie."""
+    if gpus < 1:
+        raise ValueError(f"gpus must be at least 1, got {gpus}")
+    return min(range(gpus), key=lambda g: (busy.count(g), g))
+
+
 @contextlib.contextmanager
 def deterministic_kernels(device: torch.device | str, on: bool = True):
     """While inside, on a CUDA device and with ``on``: PyTorch's deterministic algorithms (an op
@@ -155,5 +240,6 @@ def deterministic_kernels(device: torch.device | str, on: bool = True):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-__all__ = ["PRECISIONS", "PrecisionFallbackWarning", "cpu_has_native_bf16", "describe", "deterministic_kernels",
+__all__ = ["COMPILE_MODES", "CompileFallbackWarning", "FASTEST_STEP", "JOB_GPU_MEMORY", "MAX_JOBS_PER_GPU",
+           "PRECISIONS", "PrecisionFallbackWarning", "jobs_per_gpu", "least_busy_gpu", "local_jobs", "step_mode", "cpu_has_native_bf16", "describe", "deterministic_kernels",
            "has_native_bf16", "memory_format", "onednn_isa_cap", "training_precision"]

@@ -5,7 +5,10 @@ executes ``notebooks/*.ipynb`` in order with the profile as parameter; executed 
 ``build/notebooks/<profile>/`` and every figure and table to the profile's figures folder.
 ``--executor local`` (``make reproduce EXECUTOR=local``) has the notebooks that train runs
 train the missing ones as parallel jobs, ``--executor slurm`` on a SLURM cluster
-(:mod:`mexlib.sweep`); the notebooks then evaluate from the store as always.
+(:mod:`mexlib.sweep`); the notebooks then evaluate from the store as always. The default,
+``--executor auto``, is ``local`` on a machine with a CUDA GPU, with as many jobs as the GPUs
+hold (:func:`mexlib.hardware.local_jobs`: a small model leaves most of a GPU idle), and
+``inline`` on the CPU, where one process already uses every core.
 """
 
 from __future__ import annotations
@@ -20,7 +23,25 @@ from unittest import mock
 from . import paths
 from .config import PROFILES, figures_dir, make_config, profile_settings
 from .data import load_dataset
-from .hardware import threads_per_job
+from .arguments import positive_int
+from .hardware import local_jobs, resolve_device, threads_per_job
+
+
+def resolve_executor(executor: str = "auto", workers: int | None = None, profile: str = "cpu") -> tuple[str, int]:
+    """``executor`` and ``workers`` as the notebooks get them: ``"auto"`` is ``"local"`` where
+    PyTorch sees a CUDA GPU and ``"inline"`` elsewhere; ``workers=None`` is
+    :func:`mexlib.hardware.local_jobs` (every GPU's share, or 2 on the CPU)."""
+    from .sweep import EXECUTORS
+    if executor != "auto" and executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid executors: auto, {', '.join(EXECUTORS)}")
+    device = resolve_device("auto")
+    if executor == "auto":
+        executor = "local" if device.type == "cuda" else "inline"
+    if workers is None:
+        workers = local_jobs(device, profile)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    return executor, workers
 
 
 def notebooks() -> list:
@@ -118,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--notebook", action="append", help="run only this notebook (repeatable)")
-    parser.add_argument("--executor", default="inline", help="how missing runs train: inline (default), "
-                        "local (parallel jobs here), slurm (a cluster); see mexlib.sweep")
-    parser.add_argument("--workers", type=int, default=2, help="jobs at a time with --executor local")
+    parser.add_argument("--executor", default="auto", help="how missing runs train: auto (default: local "
+                        "on a CUDA machine, else inline), inline (in the notebook), local (parallel jobs here), "
+                        "slurm (a cluster); see mexlib.sweep")
+    parser.add_argument("--workers", type=positive_int, default=None, help="jobs at a time with --executor "
+                        "local (default: 2 on the CPU; on a GPU machine as many as the GPUs hold, "
+                        "MEXLIB_JOBS_PER_GPU per GPU if set)")
     parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at a time (default: 2 "
                         "for the smoke profile, else 1)")
     parser.add_argument("--strict", action="store_true", help="refuse stored runs that other code trained "
@@ -130,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MEXLIB_STRICT"] = "1"  # inherited by every kernel and the jobs it starts
     # fail early, with instructions, when the profile's dataset is missing
     load_dataset(make_config(args.profile).dataset)
+    executor, workers = resolve_executor(args.executor, args.workers, args.profile)
+    if executor == "local":
+        print(f"[reproduce] missing runs train as {workers} local jobs at a time on {resolve_device('auto')}",
+              flush=True)
     started = time.perf_counter()
-    timings = execute(args.profile, args.notebook, executor=args.executor, workers=args.workers,
-                      jobs=args.jobs)
+    timings = execute(args.profile, args.notebook, executor=executor, workers=workers, jobs=args.jobs)
     print(f"[reproduce] {len(timings)} notebooks in {time.perf_counter() - started:.0f} s; "
           f"figures and tables in {figures_dir(args.profile)}")
     return 0

@@ -53,7 +53,7 @@ from .config import RunConfig, stable_hash
 from .device_data import DataCache, DeviceData, StreamingData
 from .hardware import resolve_device
 from .methods import training_method
-from .models import MultiExitModel, exit_logits
+from .models import MultiExitModel, arch_spec, exit_logits
 from .provenance import code_fingerprint, files_fingerprint, provenance, source_fingerprint
 from .train import build_model, train_backbone, train_regime
 from .work_area import WorkArea
@@ -186,16 +186,18 @@ class RunStore:
         keyed and stored as the fp32 run it is (:mod:`mexlib.hardware`); a method without
         training of its own becomes the method whose runs it reads (PBEE reads SDN's). A CUDA
         device this machine does not have (a sweep planned here for a cluster's GPUs) is
-        assumed to have native bf16."""
+        assumed to have native bf16. ``compile="auto"`` becomes the step mode measured fastest
+        on the device for the model's layout (:func:`mexlib.hardware.step_mode`)."""
         target = self.device if device in (None, "auto") else torch.device(device)
         if target.type == "cuda" and not torch.cuda.is_available():
             precision = config.precision
         else:
             precision = hardware.training_precision(config.precision, target)
         method = training_method(config.method)
-        if (precision, method) == (config.precision, config.method):
+        step = hardware.step_mode(config.compile, target, arch_spec(config.arch).layout)
+        if (precision, method, step) == (config.precision, config.method, config.compile):
             return config
-        return replace(config, precision=precision, method=method)
+        return replace(config, precision=precision, method=method, compile=step)
 
     def find(self, config: RunConfig) -> StoredRun | None:
         return self._find(f"run-{run_key(self.resolve(config))}")

@@ -62,7 +62,7 @@ import torch
 from . import paths
 from .arguments import int_list, positive_int
 from .config import PROFILES, RunConfig, grid_configs, profile_seeds
-from .hardware import threads_per_job
+from .hardware import least_busy_gpu, threads_per_job
 from .store import RunStore, backbone_key, run_key
 
 EXECUTORS = {
@@ -263,14 +263,14 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
     folder = Path(folder) if folder is not None else paths.build_dir() / "sweeps"
     folder.mkdir(parents=True, exist_ok=True)
     runner = _executor(executor, folder / "%j", threads, slurm)
-    if executor == "local" and device.startswith("cuda"):
-        runner.update_parameters(gpus_per_node=1)  # else submitit hides the GPUs from local jobs
+    # local jobs on CUDA: one GPU each (else submitit hides the GPUs from them), the least busy
+    gpus = max(1, torch.cuda.device_count()) if executor == "local" and device.startswith("cuda") else 0
     if executor == "slurm":
         jobs = _submit_slurm(runner, bodies)
         for task, job in jobs:
             store.work.mark_queued(task.key, {"job": str(job.job_id), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     elif executor == "local":
-        jobs = _run_local(runner, bodies, workers, poll_s, log)
+        jobs = _run_local(runner, bodies, workers, poll_s, log, gpus)
     else:
         jobs = [(task, runner.submit(body)) for task, body in bodies]
     if wait:
@@ -289,30 +289,35 @@ def _after(configs, store: RunStore, submitted: set, resolve) -> pd.DataFrame:
     return state
 
 
-def _run_local(runner, bodies, workers: int, poll_s: float, log) -> list:
+def _run_local(runner, bodies, workers: int, poll_s: float, log, gpus: int = 0) -> list:
     """At most ``workers`` jobs at a time, each started as soon as a slot is free and what it
     needs is trained: the first task in plan order (backbones, then runs) that needs no backbone
     of this sweep still in training. So a joint run, which needs none, fills a slot while the
     last backbones train, and a disjoint or mixed run waits only for its own backbone (if that
-    job failed, the run trains the backbone itself, as a run does without a sweep)."""
+    job failed, the run trains the backbone itself, as a run does without a sweep). With
+    ``gpus``, each job sees one GPU, the one running the fewest of the active jobs
+    (:func:`mexlib.hardware.least_busy_gpu`)."""
     queue, active, submitted = list(bodies), [], []
     pending = {t.key for t, _ in bodies if t.kind == "backbone"}  # backbones not yet ended
     while queue or active:
         running = []
-        for task, job in active:  # one look at each job: one that ends meanwhile is seen next time
+        for task, job, gpu in active:  # one look at each job: one that ends meanwhile is seen next time
             if job.done():
                 pending.discard(task.key)
             else:
-                running.append((task, job))
+                running.append((task, job, gpu))
         active = running
         while len(active) < workers:
             ready = next((i for i, (t, _) in enumerate(queue) if t.needs not in pending), None)
             if ready is None:
                 break
             task, body = queue.pop(ready)
+            gpu = least_busy_gpu([g for _, _, g in active], gpus) if gpus else None
+            if gpu is not None:
+                runner.update_parameters(gpus_per_node=1, visible_gpus=(gpu,))
             job = runner.submit(body)
-            log(f"[sweep] started {task.label} (job {job.job_id})")
-            active.append((task, job))
+            log(f"[sweep] started {task.label} (job {job.job_id}{'' if gpu is None else f', GPU {gpu}'})")
+            active.append((task, job, gpu))
             submitted.append((task, job))
         if active:
             time.sleep(poll_s)

@@ -38,11 +38,9 @@ from .config import BACKBONE_ALONE, PhaseConfig, RunConfig
 from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
 from .methods import Method, StepRule, TrainingDiverged, cross_entropy_per_exit, get_method
-from .models import ExitContext, MultiExitModel, arch_spec
+from .models import ContextHead, ExitContext, MultiExitModel, arch_spec
 
 FREEZE_MODE = {"backbone": "backbone", "continue": "backbone", "joint": "all", "heads": "heads"}
-
-
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -62,6 +60,25 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiE
     model = MultiExitModel(backbone, config.exit_after_blocks, config.head_kind, spec.num_classes, heads,
                            method.gradient_scales(len(heads) + 1))
     return model.to(device, memory_format=memory_format_for(config, device))
+
+
+def compile_for_training(model: MultiExitModel, config: RunConfig, device: torch.device) -> str:
+    """Compile ``model``'s pieces in place as ``config.compile`` resolves on ``device``
+    (:func:`mexlib.hardware.step_mode`) and return the mode. Each piece the training step calls
+    (the stem, every block, the final classifier, every head that reads only its block's output)
+    is compiled on its own (``nn.Module.compile``): the methods call them in their own orders
+    (heads alone, the backbone alone, ZTW's stacked heads), parameters keep their names in the
+    state dict, and an early exit still stops the computation at its block. ``"reduce-overhead"``
+    replays each piece as a CUDA graph."""
+    mode = hardware.step_mode(config.compile, device, arch_spec(config.arch).layout)
+    if mode == "eager":
+        return mode
+    backbone = model.backbone
+    pieces = [backbone.stem, *backbone.blocks, backbone.classifier,
+              *(h for h in model.heads if not isinstance(h, ContextHead))]
+    for piece in pieces:
+        piece.compile(mode="reduce-overhead" if mode == "reduce-overhead" else "default")
+    return mode
 
 
 # --- early stopping ------------------------------------------------------------------------
@@ -194,10 +211,12 @@ def training_loss(model: MultiExitModel, phase: str, x: Tensor, y: Tensor, metho
 
 
 @torch.no_grad()
-def _validate(model, phase, loader, method, autocast) -> tuple[list[float], list[float]]:
+def _validate(model, phase, loader, method, autocast, graphs: bool = False) -> tuple[list[float], list[float]]:
     model.eval()
     correct, losses, n = None, None, 0
     for x, y in loader:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             outs = _exit_outputs(model, phase, x)
         batch_correct = torch.stack([(o.argmax(1) == y).sum() for o in outs.logits])
@@ -226,7 +245,7 @@ def _save_atomic(obj, path: Path) -> None:
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
                 method: Method, device: torch.device, checkpoint: Path | None = None,
                 progress: bool = True, description: str = "", precision: str = "fp32",
-                recorder=None) -> PhaseResult:
+                recorder=None, step_mode: str = "eager") -> PhaseResult:
     """Train one phase in place and leave ``model`` at the phase's best checkpoint.
 
     ``precision="bf16"`` runs forward passes under bfloat16 autocast (losses in float32) where
@@ -235,7 +254,11 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
     ``recorder`` (:mod:`mexlib.analysis.recording`) observes training without changing it: its
     ``on_step(model, phase, epoch, step, exit_losses)`` sees each batch's exit losses before the
     backward pass, its ``on_epoch_end(model, phase, epoch)`` the model after each epoch. Its
-    state is saved in the phase's checkpoints, so a resumed phase keeps what it recorded."""
+    state is saved in the phase's checkpoints, so a resumed phase keeps what it recorded.
+
+    ``step_mode``: what :func:`compile_for_training` made of the model; under
+    ``"reduce-overhead"`` every step tells the CUDA graphs a new iteration begins (the last
+    one's outputs may then be overwritten), which a step reading last step's tensors would break."""
     model.set_freeze_mode(FREEZE_MODE[phase])
     result = PhaseResult(phase)
     if settings.epochs == 0:
@@ -271,6 +294,8 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         model.train()
         loss_sum, seen = None, 0
         for step, (x, y) in enumerate(loader):
+            if step_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
             loss, exit_losses = rule.loss(model, x, y, autocast, optimizer.param_groups[0]["lr"])
             if recorder is not None:
                 recorder.on_step(model, phase, epoch, step, exit_losses)
@@ -283,7 +308,8 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
             seen += len(y)
         train_loss = (loss_sum / seen).tolist()
         _check_finite(train_loss, phase, epoch, model.num_exits)
-        val_acc, val_loss = _validate(model, phase, data.eval_loader("val"), method, autocast)
+        val_acc, val_loss = _validate(model, phase, data.eval_loader("val"), method, autocast,
+                                      step_mode == "reduce-overhead")
         _check_finite(val_loss, phase, epoch, model.num_exits, "validation loss")
         result.history.append(dict(epoch=epoch, lr=lr,
                                    train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
@@ -342,10 +368,11 @@ def train_backbone(config: RunConfig, data: DeviceData, device: torch.device,
     """Phase 1: the plain backbone with its own classifier (shared by disjoint and mixed);
     ``recorder`` observes it (:func:`train_phase`)."""
     model = build_model(config, device)
+    step = compile_for_training(model, config, device)
     with hardware.deterministic_kernels(device, config.deterministic):
         result = train_phase(model, "backbone", config.backbone_phase, data, get_method(config.method),
                              device, _checkpoint(workdir, "backbone"), progress, f"seed {config.seed} ",
-                             config.precision, recorder)
+                             config.precision, recorder, step)
     return model, result
 
 
@@ -363,9 +390,10 @@ def train_regime(config: RunConfig, data: DeviceData, device: torch.device,
                              f"pass backbone_state from train_backbone")
         model.backbone.load_state_dict(backbone_state)
     method = get_method(config.method)
+    step = compile_for_training(model, config, device)
     with hardware.deterministic_kernels(device, config.deterministic):
         results = [train_phase(model, p, config.phase(p), data, method, device, _checkpoint(workdir, p),
-                               progress, f"seed {config.seed} {config.regime} ", config.precision, recorder)
+                               progress, f"seed {config.seed} {config.regime} ", config.precision, recorder, step)
                    for p in phases]
         for stage in method.stages():  # e.g. ZTW's ensembles, trained after the heads
             record = stage.run(model, data, device, progress)

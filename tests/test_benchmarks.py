@@ -197,3 +197,32 @@ def test_a_benchmark_refuses_a_bad_argument_with_its_usage(script, bad, named, c
     assert stop.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith("usage: ") and named in error
+
+
+@pytest.mark.timeout(240)  # about 50 s here beside two training jobs: three Python processes start
+def test_gpu_check_issue_26_parts_run_on_the_cpu():
+    """The parts that size the GPU path, on the CPU at tiny sizes (a GPU session runs them at
+    full size): their rows, ratios and shares follow from what they measured."""
+    # eager only: compiling on the CPU takes tens of seconds (test_hardware.py compiles a run)
+    modes = gpu_check.step_modes(families=(("smoke", "vit-smoke"),), modes=("eager", "reduce-overhead"),
+                                 rounds=1, device="cpu", batch=2, steps=1, warmup=1)
+    (row,) = modes
+    assert set(row["images_per_second"]) == {"eager"}  # no CUDA graphs without CUDA
+    assert row["against_eager"] == {m: round(v / row["images_per_second"]["eager"], 3)
+                                    for m, v in row["images_per_second"].items()}
+    (share,) = gpu_check.peak_share(archs=("vit-t",), batch=2, steps=1, device="cpu", peak=1e12)
+    assert share["flops_per_step"] > 0
+    assert share["share_of_peak"] == round(share["flops_per_step"] * share["images_per_second"] / 2 / 1e12, 4)
+    assert gpu_check.peak_flops("NVIDIA H200") == gpu_check.PEAK_BF16["H200"] and gpu_check.peak_flops("cpu") is None
+    together = gpu_check.concurrency(counts=(1, 2), steps=2, warmup=1, batch=4, device="cpu", profile="smoke")
+    assert [r["processes"] for r in together] == [1, 2] and len(together[1]["per_process"]) == 2
+    assert together[1]["images_per_second"] == pytest.approx(sum(together[1]["per_process"]), abs=0.2)
+    seeds = gpu_check.stacked(counts=(1, 2), steps=1, warmup=1, batch=4, device="cpu", arch="vit-smoke",
+                              profile="smoke")
+    assert [r["seeds"] for r in seeds] == [1, 2] and seeds[0]["against_one"] == 1
+
+
+def test_gpu_check_refuses_unknown_parts(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main(["--parts", "concurrency,warp"])
+    assert stopped.value.code == 2 and "valid parts: concurrency, step_modes" in capsys.readouterr().err

@@ -209,3 +209,106 @@ def test_channels_last_on_the_cpu_is_what_the_check_catches():
         assert "MISMATCH" in output and "shortcut.0.weight" in output, output[-3000:]
     else:  # a hang, or death by a signal (bus error, segmentation fault)
         assert status is None or status < 0, f"exit status {status}:\n{output[-3000:]}"
+
+
+# --- the GPU path's decisions, checked where CI runs: without a GPU ------------------------------
+
+def test_auto_compiles_only_where_it_was_measured_faster():
+    """``compile="auto"``: eager on the CPU for every layout; on CUDA the layouts of
+    FASTEST_STEP compile and the rest stay eager; an explicit mode is kept."""
+    for layout in ("conv", "tokens", "multiscale", "sequence"):
+        assert hardware.step_mode("auto", "cpu", layout) == "eager"
+        assert hardware.step_mode("auto", "cuda", layout) == hardware.FASTEST_STEP.get(("cuda", layout), "eager")
+        assert hardware.step_mode("compile", "cpu", layout) == "compile"
+        assert hardware.step_mode("eager", "cuda", layout) == "eager"
+    assert hardware.step_mode("auto", "cuda", "tokens") == "compile"  # ViT-T: 1.42x on an H200
+    assert hardware.step_mode("auto", "cuda", "conv") == "eager"  # ResNet-34: 0.89x
+    assert hardware.step_mode("reduce-overhead", "cuda", "conv") == "reduce-overhead"
+    with pytest.raises(ValueError, match="valid modes: auto, eager, compile, reduce-overhead"):
+        hardware.step_mode("fast", "cpu", "conv")
+    with pytest.raises(ValueError, match="valid modes: auto, eager, compile, reduce-overhead"):
+        make_config("smoke", compile="graphs")
+
+
+def test_cuda_graphs_asked_for_off_cuda_compile_without_them_and_say_so_once(monkeypatch):
+    monkeypatch.setattr(hardware, "_warned", set())
+    with pytest.warns(hardware.CompileFallbackWarning, match="CUDA graphs") as caught:
+        modes = [hardware.step_mode("reduce-overhead", "cpu", layout) for layout in ("conv", "tokens")]
+    assert modes == ["compile", "compile"] and len(caught) == 1
+
+
+def test_compile_auto_keeps_every_stored_cpu_key_and_keys_a_compiled_gpu_run_apart(tmp_path):
+    """The store resolves ``compile="auto"`` before keying: on the CPU it is eager, which is left
+    out of the key (the runs stored before the field keep theirs); a ViT planned for a GPU
+    compiles and gets a key of its own, a ResNet planned for a GPU does not."""
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    for arch in ("resnet-smoke", "vit-smoke"):
+        auto, eager = make_config("smoke", arch=arch), make_config("smoke", arch=arch, compile="eager")
+        assert store.resolve(auto).compile == "eager" and "compile" not in store.resolve(auto).to_dict()
+        assert run_key(store.resolve(auto)) == run_key(eager) == run_key(auto)
+    vit, resnet = make_config("smoke", arch="vit-smoke"), make_config("smoke", arch="resnet-smoke")
+    assert store.resolve(vit, device="cuda").compile == "compile"
+    assert run_key(store.resolve(vit, device="cuda")) != run_key(store.resolve(vit))
+    assert store.resolve(resnet, device="cuda").compile == "eager"
+    assert run_key(store.resolve(resnet, device="cuda")) == run_key(store.resolve(resnet))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)  # compiling takes about 20 s here (35 s beside two training jobs)
+def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compiled(tmp_path):
+    """``compile="compile"`` on the CPU: every piece of the model compiled (torch.compile's
+    inductor), the state dict's names unchanged, and a ViT's test logits within float rounding
+    of the eager run's (its kernels fuse; the arithmetic is the same), stored under its own key."""
+    from mexlib.train import compile_for_training
+
+    common = dict(arch="vit-smoke", regime="joint", epochs=1, train_size=256, test_size=256)
+    model = build_model(make_config("smoke", **common))
+    names = list(model.state_dict())
+    assert compile_for_training(model, make_config("smoke", compile="compile", **common), CPU) == "compile"
+    assert list(model.state_dict()) == names
+    assert all(block._compiled_call_impl is not None for block in model.backbone.blocks)
+    assert all(head._compiled_call_impl is not None for head in model.heads)
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    eager = store.get_or_run(make_config("smoke", **common))
+    compiled = store.get_or_run(make_config("smoke", compile="compile", **common))
+    assert compiled.config["compile"] == "compile" and "compile" not in eager.config
+    assert compiled.path != eager.path
+    a, b = eager.logits("test")[0], compiled.logits("test")[0]
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
+
+
+def test_jobs_per_gpu_is_bounded_by_memory_cores_and_the_cap():
+    job = hardware.JOB_GPU_MEMORY["cpu"]
+    cap = hardware.MAX_JOBS_PER_GPU
+    assert hardware.jobs_per_gpu(3 * job + job // 2, cores=64) == 3  # memory decides
+    assert hardware.jobs_per_gpu(100 * job, cores=5) == 5  # a core per job
+    assert hardware.jobs_per_gpu(100 * job, cores=16, gpus=4) == 4  # the cores shared by the GPUs
+    assert hardware.jobs_per_gpu(100 * job, cores=512) == cap
+    assert hardware.jobs_per_gpu(job // 2, cores=1) == 1  # never none
+    with pytest.raises(ValueError, match="must be positive"):
+        hardware.jobs_per_gpu(100 * job, cores=8, gpus=0)
+
+
+def test_without_cuda_local_jobs_and_the_executor_stay_as_on_the_cpu(monkeypatch):
+    """No CUDA: two jobs, and ``make reproduce``'s ``--executor auto`` trains inline; given
+    values are kept; bad ones are refused with the choices."""
+    from mexlib import reproduce
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("MEXLIB_JOBS_PER_GPU", "3")  # read only where there are GPUs
+    assert hardware.local_jobs("cpu") == 2 and hardware.local_jobs("cuda") == 2
+    assert reproduce.resolve_executor("auto", None) == ("inline", 2)
+    assert reproduce.resolve_executor("local", 1) == ("local", 1)
+    with pytest.raises(ValueError, match="valid executors: auto, inline, local, slurm"):
+        reproduce.resolve_executor("gpu")
+    with pytest.raises(ValueError, match="at least 1"):
+        reproduce.resolve_executor("local", 0)
+
+
+def test_least_busy_gpu_spreads_jobs_evenly():
+    busy: list[int] = []
+    for _ in range(7):
+        busy.append(hardware.least_busy_gpu(busy, 3))
+    assert busy == [0, 1, 2, 0, 1, 2, 0]
+    busy.remove(1)
+    assert hardware.least_busy_gpu(busy, 3) == 1

@@ -55,4 +55,12 @@ def test_a_users_hugging_face_encoder_runs_through_the_language_chapter(tmp_path
     exec(code, namespace)
     study = namespace["result"]["study"]
     assert study.runs[0].config.arch == f"huggingface:{folder}" and study.num_exits == 2
-    assert "language_final_exit" in namespace["result"].tables
+    final = namespace["result"].tables["language_final_exit"].frame
+    # the regimes and the equal-compute controls, compared at the final exit seed by seed
+    from mexlib.chapters.language import final_pairs
+    from mexlib.study import CONTROLS, control_epochs
+    epochs = control_epochs("smoke", arch=f"huggingface:{folder}")
+    controls = {kind: label.format(epochs=epochs) for kind, label in CONTROLS.items()}
+    assert set(controls.values()) <= set(study.regimes)
+    assert list(final.index) == [f"{a} − {b}" for a, b in final_pairs(controls)] and len(final) == 6
+    assert (final["seeds"] == len(study.seeds)).all()

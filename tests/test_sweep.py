@@ -206,7 +206,10 @@ class _Clock:
     what ran at each poll."""
 
     def __init__(self, ticks):
-        self.ticks, self.now, self.jobs, self.log = ticks, 0, [], []
+        self.ticks, self.now, self.jobs, self.log, self.parameters = ticks, 0, [], [], {}
+
+    def update_parameters(self, **parameters):  # as submitit's executors take them
+        self.parameters.update(parameters)
 
     def submit(self, task):
         clock = self
@@ -214,6 +217,7 @@ class _Clock:
         class Job:
             job_id = len(self.jobs)
             started, length = self.now, self.ticks[task.config.regime if task.kind == "run" else "backbone"]
+            visible_gpus = self.parameters.get("visible_gpus")
 
             def done(self):
                 return clock.now >= self.started + self.length
@@ -250,6 +254,23 @@ def test_local_jobs_start_when_their_backbone_is_trained_and_joint_runs_fill_the
     # work shared by two, plus the longest job
     work = sum(j.length for _, j in clock.jobs)
     assert max(ended.values()) <= work / 2 + max(j.length for _, j in clock.jobs)
+
+
+def test_local_jobs_on_several_gpus_each_see_the_least_busy_one(tmp_path, monkeypatch):
+    """Six jobs at a time on two GPUs: every job is given one GPU (submitit's ``visible_gpus``),
+    the one running fewer of the jobs when it starts."""
+    configs = grid_configs("smoke", {"regime": ["disjoint", "joint", "mixed"]}, [0, 1, 2, 3])
+    tasks = plan(configs, _store(tmp_path / "runs"))
+    clock = _Clock({"backbone": 3, "disjoint": 2, "joint": 5, "mixed": 4})
+    monkeypatch.setattr("mexlib.sweep.time.sleep", clock.sleep)
+    submitted = _run_local(clock, [(t, t) for t in tasks], workers=6, poll_s=1, log=lambda *a: None, gpus=2)
+    assert len(submitted) == len(tasks)
+    assert all(len(job.visible_gpus) == 1 and job.visible_gpus[0] in (0, 1) for _, job in clock.jobs)
+    assert clock.parameters["gpus_per_node"] == 1
+    for index, (_, job) in enumerate(clock.jobs):  # when it started, its GPU ran the fewest jobs
+        running = [j.visible_gpus[0] for _, j in clock.jobs[:index] if j.started + j.length > job.started]
+        assert running.count(job.visible_gpus[0]) == min(running.count(g) for g in (0, 1)), (index, running)
+    assert {job.visible_gpus[0] for _, job in clock.jobs} == {0, 1}
 
 
 def test_a_backbone_that_ends_between_two_looks_still_releases_its_runs(tmp_path, monkeypatch):

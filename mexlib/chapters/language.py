@@ -5,11 +5,14 @@ WordNet's supersenses; paper: BERT-Base on 20 Newsgroups, the paper's language r
 tiny random BERT), with SDN's method: a linear head on [CLS] after every layer, the encoder's
 own classifier as the last exit, the max-softmax rule. Here "disjoint" is how early exits are
 most often added in practice: the pretrained encoder fine-tuned with its own classifier, then
-frozen, and the heads fitted on it. It returns the budget tables (thresholds picked on test and
-fixed on validation, and every seed's values), each exit's accuracy, the final exit's regimes
-compared seed by seed, and findings set beside the paper's claims for BERT: joint training costs
-the final exit of a large pretrained model accuracy (about −1.4 points against disjoint on
-20 Newsgroups), while mixed stays best or tied.
+frozen, and the heads fitted on it. Beside the regimes stand the equal-compute controls of the
+regimes chapter (:func:`mexlib.study.equal_compute_controls`): mixed fine-tunes the encoder in
+both of its phases, so joint trained as long and disjoint on an encoder fine-tuned as long say
+whether mixed's lead is its schedule or its extra training. It returns the budget tables
+(thresholds picked on test and fixed on validation, and every seed's values), each exit's
+accuracy, the final exit's regimes compared seed by seed, and findings set beside the paper's
+claims for BERT: joint training costs the final exit of a large pretrained model accuracy (about
+−1.4 points against disjoint on 20 Newsgroups), while mixed stays best or tied.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..models.encoders import tokenize
 from ..text_data import load_text_dataset
 from ..settings import SETTINGS
 from ..stats import compare
-from ..study import run_study
+from ..study import CONTROLS, compare_regimes
 from .base import Result, records_stale_runs, seed_table
 from .regimes import wall_table
 
@@ -38,22 +41,26 @@ TABLES = ("language_exit_costs", "language_budget_table", "language_budget_table
           "language_final_exit", "language_token_spread", "language_wall_times", "language_findings")
 #: The paper's language row (Table 1, 100 % budget) that the findings quote.
 PAPER_SETTING = "bert-base-20newsgroups"
-#: The final exit's comparisons: (a, b) for a − b, seed by seed.
+#: The final exit's comparisons: (a, b) for a − b, seed by seed; with the controls also
+#: :func:`final_pairs`'s.
 FINAL_PAIRS = (("joint", "disjoint"), ("mixed", "disjoint"), ("mixed", "joint"))
 
 
 @records_stale_runs
 def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed"), arch: str | None = None,
-        dataset: str | None = None, device: str = "auto", executor: str = "inline", workers: int = 2,
-        **overrides) -> Result:
+        dataset: str | None = None, controls: bool = True, device: str = "auto", executor: str = "inline",
+        workers: int = 2, **overrides) -> Result:
     """The regimes on ``arch`` (None: the profile's text encoder) and ``dataset`` (None: the
-    profile's text data set) for ``seeds`` (None: the profile's)."""
+    profile's text data set) for ``seeds`` (None: the profile's), with the equal-compute
+    controls unless ``controls`` is False (they need ``"mixed"`` among the regimes)."""
     settings = profile_settings(profile)
     arch, dataset = arch or settings.text_arch, dataset or settings.text_dataset
-    regimes = list(regimes)
-    study = run_study(profile, {"regime": regimes}, seeds=seeds, device=device,
-                      progress=settings.progress, executor=executor, workers=workers,
-                      arch=arch, dataset=dataset, **overrides)
+    study = compare_regimes(profile, seeds=seeds, regimes=list(regimes), device=device, progress=settings.progress,
+                            controls=controls and "mixed" in regimes, executor=executor, workers=workers,
+                            arch=arch, dataset=dataset, **overrides)
+    regimes = list(dict.fromkeys(run.values["regime"] for run in study.runs))  # the controls' labels too
+    controls = {kind: label for kind in CONTROLS for label in regimes
+                if any(r.control and r.values["regime"] == label and label.startswith(kind) for r in study.runs)}
     result = Result(profile, "language_findings", FIGURES, data=dict(study=study, arch=arch, dataset=dataset))
     result.add("language_exit_costs", study.costs.table())
     table = study.budget_table()
@@ -67,7 +74,7 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     per_exit = exits.groupby(["regime", "exit"], sort=False)["accuracy"].agg(["mean", "std"]).unstack("exit")
     per_exit.columns = [f"exit {k} {stat}" for stat, k in per_exit.columns]
     result.add("language_per_exit_accuracy", per_exit[sorted(per_exit.columns, key=_exit_order)], percent=True)
-    final = final_exit_table(exits, regimes)
+    final = final_exit_table(exits, regimes, controls)
     result.add("language_final_exit", final, percent=["difference", "low", "high"])
     spread = token_spread(study.runs[0].config)
     result.add("language_token_spread", spread)
@@ -76,7 +83,7 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.data["minutes"] = (wall.groupby("run", sort=False)["seconds"].sum() / 60).rename("training minutes")
     result.findings.append(("What the heads read", _spread_findings(spread, study.runs[0].config.head)))
     result.findings.append(("Regimes", verdicts.regime_findings(study)))
-    result.findings.append(("Beside the paper's BERT", _paper_findings(final, regimes)))
+    result.findings.append(("Beside the paper's BERT", _paper_findings(final, controls)))
     return result
 
 
@@ -85,13 +92,25 @@ def _exit_order(column: str) -> tuple[int, str]:
     return int(k), stat
 
 
-def final_exit_table(exits: pd.DataFrame, regimes) -> pd.DataFrame:
-    """The final exit's accuracy, regime against regime seed by seed (:data:`FINAL_PAIRS`, where
-    both were trained): the mean difference (a fraction), its 95 % interval, n and the verdict."""
+def final_pairs(controls: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """:data:`FINAL_PAIRS`, then for the equal-compute controls (``controls``: the regime each
+    control stands for → its label) mixed against each, and the long joint against the disjoint
+    of the long backbone: the paper's question, "does joint hurt the final exit?", at equal compute."""
+    controls = controls or {}
+    pairs = list(FINAL_PAIRS) + [("mixed", controls[k]) for k in ("joint", "disjoint") if k in controls]
+    if {"joint", "disjoint"} <= set(controls):
+        pairs.append((controls["joint"], controls["disjoint"]))
+    return pairs
+
+
+def final_exit_table(exits: pd.DataFrame, regimes, controls: dict[str, str] | None = None) -> pd.DataFrame:
+    """The final exit's accuracy, regime against regime seed by seed (:func:`final_pairs` of
+    ``controls``, where both were trained): the mean difference (a fraction), its 95 % interval,
+    n and the verdict."""
     last = exits[exits["exit"] == exits["exit"].max()]
     per_seed = {regime: dict(zip(part["seed"], part["accuracy"])) for regime, part in last.groupby("regime")}
     rows = []
-    for a, b in FINAL_PAIRS:
+    for a, b in final_pairs(controls):
         if a in regimes and b in regimes:
             comparison = compare(per_seed[a], per_seed[b])
             rows.append(dict(comparison=f"{a} − {b}", difference=comparison.difference, low=comparison.low,
@@ -137,7 +156,7 @@ def _spread_findings(spread: pd.DataFrame, head: str) -> list[str]:
             f"{reads} hidden state (head '{head}')."]
 
 
-def _paper_findings(final: pd.DataFrame, regimes) -> list[str]:
+def _paper_findings(final: pd.DataFrame, controls: dict[str, str]) -> list[str]:
     paper = SETTINGS[PAPER_SETTING]
     lines = []
     if "joint − disjoint" in final.index:
@@ -152,6 +171,12 @@ def _paper_findings(final: pd.DataFrame, regimes) -> list[str]:
                      f"joint {final.loc['mixed − joint', 'words']} (the paper's: "
                      f"{paper.paper['mixed'] - paper.paper['disjoint']:+.2f} and "
                      f"{paper.paper['mixed'] - paper.paper['joint']:+.2f} points).")
+    if {"joint", "disjoint"} <= set(controls):
+        long_joint, long_disjoint = controls["joint"], controls["disjoint"]
+        lines.append(f"At equal compute (each fine-tunes the encoder as long as mixed does): "
+                     f"{long_joint} − {long_disjoint} {final.loc[f'{long_joint} − {long_disjoint}', 'words']}; "
+                     f"mixed − {long_joint} {final.loc[f'mixed − {long_joint}', 'words']}; mixed − {long_disjoint} "
+                     f"{final.loc[f'mixed − {long_disjoint}', 'words']}.")
     lines.append(f"The paper's numbers ({paper.description}; {paper.chosen}).")
     return lines
 
@@ -183,4 +208,5 @@ def draw_exits(result: Result):
 
 FIGURES = {"language_tradeoff": draw_tradeoff, "language_exits": draw_exits}
 
-__all__ = ["FIGURES", "FINAL_PAIRS", "NOTEBOOK", "PAPER_SETTING", "TABLES", "TITLE", "final_exit_table", "run"]
+__all__ = ["FIGURES", "FINAL_PAIRS", "NOTEBOOK", "PAPER_SETTING", "TABLES", "TITLE", "final_exit_table", "final_pairs",
+           "run"]
