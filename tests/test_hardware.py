@@ -255,11 +255,16 @@ def test_compile_auto_keeps_every_stored_cpu_key_and_keys_a_compiled_gpu_run_apa
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)  # compiling takes about 20 s here (35 s beside two training jobs)
-def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compiled(tmp_path):
+def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compiled(tmp_path, monkeypatch):
     """``compile="compile"`` on the CPU: every piece of the model compiled (torch.compile's
     inductor), the state dict's names unchanged, and a ViT's test logits within float rounding
-    of the eager run's (its kernels fuse; the arithmetic is the same), stored under its own key."""
+    of the eager run's (its kernels fuse; the arithmetic is the same), stored under its own key.
+    Inductor's cache goes to a folder of the test's own: its key does not include
+    ATEN_CPU_CAPABILITY, so kernels cached natively (AVX-512) and reused with ``avx2`` (the
+    slower-CPU stand-in) gave NaN losses."""
     from mexlib.train import compile_for_training
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
 
     common = dict(arch="vit-smoke", regime="joint", epochs=1, train_size=256, test_size=256)
     model = build_model(make_config("smoke", **common))
