@@ -130,7 +130,7 @@ def test_notebook_runs_at_smoke_scale(notebook, tmp_path, smoke_reproduction, mo
 
 
 @pytest.mark.notebooks
-@pytest.mark.timeout(600)  # 116 s as on the AVX2 machine (tools/slower_cpu.sh 1.1), 73 s here
+@pytest.mark.timeout(600)  # 196 s as on the AVX2 machine (tools/slower_cpu.sh 1.1), 88 s here (2026-12-05)
 def test_every_executed_notebook_reruns_to_its_own_outputs_under_nbval(tmp_path, smoke_reproduction, monkeypatch):
     """nbval reruns each executed notebook and compares the outputs of the cells marked
     NBVAL_CHECK_OUTPUT: the second run reads every run and analysis back from the store, so a
