@@ -84,37 +84,9 @@ def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "f
 def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: int = 5,
                           device: str = "cuda", deterministic: bool = False) -> dict:
     """Training steps per second of a paper-profile model (its bf16 autocast where native,
-CIFAR-100-sized input)."""
-    config = make_config("paper", arch=arch)
-    device = torch.device(device)
-    model = build_model(config, device)
-    optimizer = make_optimizer(model.parameters(), config.joint_phase)
-    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(
-        memory_format=memory_format_for(config, device))
-    y = torch.randint(0, 100, (batch,), device=device)
-
-    autocast = autocast_for(device, config.precision)  # bf16 where the device has it natively
-
-    def step():
-        with autocast:
-            outs = model(x)
-        loss = torch.stack([torch.nn.functional.cross_entropy(o.float(), y) for o in outs]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    with deterministic_kernels(device, deterministic):
-        for _ in range(warmup):
-            step()
-        started = train_throughput.clock(device)
-        for _ in range(steps):
-            loss = step()
-        seconds = train_throughput.clock(device) - started
-    result = dict(arch=arch, exits=model.num_exits, batch=batch, steps=steps, deterministic=deterministic,
-                  images_per_second=round(steps * batch / seconds, 2), final_loss=round(loss.item(), 3))
-    print(json.dumps(result), flush=True)
-    return result
+    CIFAR-100-sized input), eager, with or without deterministic kernels: :func:`step_rate`."""
+    return step_rate("paper", arch, batch=batch, steps=steps, warmup=warmup, device=device,
+                     deterministic=deterministic)
 
 
 def deterministic_cost(arch: str, rounds: int = 2, device: str = "cuda", **sizes) -> dict:
@@ -194,21 +166,23 @@ def _step_function(profile: str, arch: str, batch: int, device: torch.device, mo
 
 
 def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, steps: int = 30, warmup: int = 5,
-              device: str = "cuda") -> dict:
-    """Images/s of ``arch``'s training step in ``mode``, and the seconds its warm-up (the
-    compile, for a compiled mode) took."""
+              device: str = "cuda", deterministic: bool = False) -> dict:
+    """Images/s of ``arch``'s training step in ``mode`` (with ``deterministic`` kernels or
+    without), and the seconds its warm-up (the compile, for a compiled mode) took."""
     device = torch.device(device)
     step, model, config = _step_function(profile, arch, batch, device, mode)
-    started = train_throughput.clock(device)
-    for _ in range(warmup):
-        step()
-    warm = train_throughput.clock(device) - started
-    started = train_throughput.clock(device)
-    for _ in range(steps):
-        loss = step()
-    seconds = train_throughput.clock(device) - started
-    result = dict(arch=arch, profile=profile, mode=mode, precision=config.precision, batch=batch,
-                  images_per_second=round(steps * batch / seconds, 1), warmup_seconds=round(warm, 1),
+    with deterministic_kernels(device, deterministic):
+        started = train_throughput.clock(device)
+        for _ in range(warmup):
+            step()
+        warm = train_throughput.clock(device) - started
+        started = train_throughput.clock(device)
+        for _ in range(steps):
+            loss = step()
+        seconds = train_throughput.clock(device) - started
+    result = dict(arch=arch, profile=profile, mode=mode, precision=config.precision, exits=model.num_exits,
+                  batch=batch, steps=steps, deterministic=deterministic,
+                  images_per_second=round(steps * batch / seconds, 2), warmup_seconds=round(warm, 1),
                   final_loss=round(float(loss.detach()), 3))
     print(json.dumps(result), flush=True)
     return result

@@ -59,8 +59,8 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
                             controls=controls and "mixed" in regimes, executor=executor, workers=workers,
                             arch=arch, dataset=dataset, **overrides)
     regimes = list(dict.fromkeys(run.values["regime"] for run in study.runs))  # the controls' labels too
-    controls = {kind: label for kind in CONTROLS for label in regimes
-                if any(r.control and r.values["regime"] == label and label.startswith(kind) for r in study.runs)}
+    controls = {kind: run.values["regime"] for run in study.runs if run.control  # the regime each stands for
+                for kind in CONTROLS if run.values["regime"].startswith(f"{kind},")}
     result = Result(profile, "language_findings", FIGURES, data=dict(study=study, arch=arch, dataset=dataset))
     result.add("language_exit_costs", study.costs.table())
     table = study.budget_table()
