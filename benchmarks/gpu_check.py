@@ -22,7 +22,8 @@
 7. ``peak_share``: the paper models' FLOPs per training step (``torch.utils.flop_counter``)
    × steps/s against the device's dense bf16 peak (:data:`PEAK_BF16`, by device name);
 8. ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
-   (``torch.func.stack_module_state`` + ``vmap``), against one model: aggregate images/s;
+   (``torch.func.stack_module_state`` + ``vmap``), against one model and against the same models
+   stepped in turn (``stacked_seeds.py``): aggregate images/s;
 9. ``language``: the language chapter's seed 0 (MiniLM on WordNet's supersenses, the three
    regimes) trained on the GPU: every exit's test accuracy, to set beside the CPU's
    (``figures/language_per_exit_accuracy.md``), and the wall times (it needs Debian's
@@ -56,7 +57,8 @@ from mexlib.hardware import deterministic_kernels
 from mexlib.store import RunStore
 from mexlib.train import autocast_for, build_model, compile_for_training, make_optimizer, memory_format_for
 
-import train_throughput  # the sibling script (benchmarks/ is on the path when run as a script)
+import stacked_seeds  # the sibling scripts (benchmarks/ is on the path when run as a script)
+import train_throughput
 
 
 def train_and_score(store: RunStore, config) -> dict:
@@ -287,43 +289,16 @@ def concurrency(counts=(1, 2, 4, 8), steps: int = 100, warmup: int = 10, batch: 
 def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128, device: str = "cuda",
             arch: str = "vit-cpu", profile: str = "cpu") -> list[dict]:
     """``k`` seeds of ``arch`` (a model without BatchNorm: vmap cannot update running
-    statistics) trained in one process as one stacked model (``torch.func.stack_module_state``,
-    ``functional_call`` under ``vmap``, one optimiser over the stacked parameters), each seed on
-    its own batch: aggregate images/s for each ``k`` of ``counts``, and against ``k`` = 1."""
-    from torch.func import functional_call, stack_module_state, vmap
-
-    device = torch.device(device)
+    statistics) trained in one process as one stacked model, against the same models stepped in
+    turn (``stacked_seeds.py``'s comparison, one round), for each ``k`` of ``counts``: aggregate
+    images/s stacked, in turn, and the stacked rate against ``k`` = 1's."""
     rows = []
     for k in counts:
-        models = [build_model(make_config(profile, arch=arch, regime="joint", seed=seed), device).train()
-                  for seed in range(k)]
-        params, buffers = stack_module_state(models)
-        params = {n: p.detach().requires_grad_() for n, p in params.items()}
-        template = models[0]
-        optimizer = torch.optim.SGD(params.values(), lr=0.05, momentum=0.9)
-        spec = mdata.dataset_spec(make_config(profile).dataset)
-        x = torch.randn(k, batch, *spec.input_shape, device=device)
-        y = torch.randint(0, spec.num_classes, (k, batch), device=device)
-
-        def losses(p, b, xs, ys):
-            outs = functional_call(template, (p, b), (xs,))
-            return torch.stack([torch.nn.functional.cross_entropy(o, ys) for o in outs]).mean()
-
-        batched = vmap(losses, randomness="different")
-
-        def step():
-            loss = batched(params, buffers, x, y).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        for _ in range(warmup):
-            step()
-        started = train_throughput.clock(device)
-        for _ in range(steps):
-            step()
-        seconds = train_throughput.clock(device) - started
-        rows.append(dict(arch=arch, seeds=k, images_per_second=round(k * steps * batch / seconds, 1)))
+        result = stacked_seeds.measure(k, batch, steps, warmup, rounds=1, device=device, arch=arch, profile=profile)
+        rows.append(dict(arch=arch, seeds=k, images_per_second=result["images_per_second"]["stacked"],
+                         in_turn=result["images_per_second"]["separate"],
+                         stacked_over_in_turn=result["stacked_over_separate"],
+                         largest_weight_difference=result["largest_weight_difference"]))
         rows[-1]["against_one"] = round(rows[-1]["images_per_second"] / rows[0]["images_per_second"], 3)
         print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import gpu_check  # noqa: E402
 import language_cost  # noqa: E402
 import method_cost  # noqa: E402
+import stacked_seeds  # noqa: E402
 import train_throughput  # noqa: E402
 from mexlib import hardware  # noqa: E402
 from mexlib.config import make_config  # noqa: E402
@@ -186,6 +187,7 @@ def test_language_cost_estimates_follow_the_measured_steps():
     ("method_cost", ["--profile", "laptop"], "argument --profile: invalid choice: 'laptop'"),
     ("language_cost", ["--batches", "0"], "argument --batches: 0 is too small: 1 or more"),
     ("recording_cost", ["--every", "0"], "argument --every: 0 is too small: 1 or more"),
+    ("stacked_seeds", ["--seeds", "0"], "argument --seeds: 0 is too small: 1 or more"),
     ("train_throughput", ["--workers", "-1"], "argument --workers: -1 is too small: 0 or more"),
 ])
 def test_a_benchmark_refuses_a_bad_argument_with_its_usage(script, bad, named, capsys):
@@ -220,6 +222,27 @@ def test_gpu_check_issue_26_parts_run_on_the_cpu():
     seeds = gpu_check.stacked(counts=(1, 2), steps=1, warmup=1, batch=4, device="cpu", arch="vit-smoke",
                               profile="smoke")
     assert [r["seeds"] for r in seeds] == [1, 2] and seeds[0]["against_one"] == 1
+    assert all(r["largest_weight_difference"] < 1e-5 for r in seeds)
+
+
+def test_stacked_seeds_train_each_seed_as_its_own_model_would():
+    """One stacked step of several seeds gives the weights each seed's own step gives (and a
+    wrong stacking, the seeds' batches swapped, does not), then the timed comparison's ratio
+    follows from its rates."""
+    device = torch.device("cpu")
+    assert stacked_seeds.largest_difference(3, 4, device, arch="vit-smoke", profile="smoke") < 1e-5
+    models, x, y = stacked_seeds.models_and_batches(2, 4, device, arch="vit-smoke", profile="smoke")
+    step, read = stacked_seeds.stacked_step(models, x.flip(0), y.flip(0))
+    step()
+    own, _, _ = stacked_seeds.models_and_batches(2, 4, device, arch="vit-smoke", profile="smoke")
+    alone, read_alone = stacked_seeds.separate_step(own, x, y)
+    alone()
+    assert max(float((a[n] - b[n]).detach().abs().max()) for a, b in zip(read(), read_alone()) for n in a) > 1e-4
+    result = stacked_seeds.measure(seeds=2, batch=4, steps=1, warmup=0, rounds=3, arch="vit-smoke", profile="smoke")
+    rates = result["images_per_second"]
+    assert all(len(r) == 3 for r in result["all_rates"].values())
+    assert result["stacked_over_separate"] == round(rates["stacked"] / rates["separate"], 3)
+    assert f"(b)/(a) = {result['stacked_over_separate']:.3f}" in stacked_seeds.report(result)
 
 
 def test_gpu_check_refuses_unknown_parts(capsys):
