@@ -24,12 +24,13 @@ from ..config import make_config, profile_settings
 from ..evaluate import format_budget_table
 from ..models import arch_spec
 from ..study import run_study
-from .base import Result, records_stale_runs
+from .base import Result, records_stale_runs, seed_table
 
 NOTEBOOK = "06_ablations"
 TITLE = "Ablations: what else decides how a multi-exit model should be trained?"
 SECTIONS = ("criterion", "pretraining", "heads", "placement", "weighting")
-TABLES = tuple(f"ablation_{s}_{t}" for s in SECTIONS for t in ("budget_table", "budget_table_raw")) + (
+TABLES = tuple(f"ablation_{s}_{t}" for s in SECTIONS for t in ("budget_table", "budget_table_raw",
+                                                                   "budget_table_validation", "budget_table_seeds")) + (
     "ablation_heads_exit_costs", "ablation_wall_times", "ablation_findings")
 
 
@@ -67,6 +68,8 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
         result.data["sections"][name] = dict(study=study, panel=panel, hue=hue, backbone=backbone, table=table)
         result.add(f"ablation_{name}_budget_table", format_budget_table(table))
         result.add(f"ablation_{name}_budget_table_raw", table, percent=True)
+        result.add(f"ablation_{name}_budget_table_validation", format_budget_table(study.validation_budget_table(by)))
+        result.add(f"ablation_{name}_budget_table_seeds", seed_table(study, by))
         return table
 
     # 2 · exit criterion, on the regimes chapter's runs
