@@ -24,7 +24,7 @@ from ..config import make_config, profile_settings
 from ..evaluate import format_budget_table
 from ..models import arch_spec
 from ..study import run_study
-from .base import Result, records_stale_runs, seed_table
+from .base import Result, records_stale_runs
 
 NOTEBOOK = "06_ablations"
 TITLE = "Ablations: what else decides how a multi-exit model should be trained?"
@@ -68,8 +68,7 @@ def run(profile: str = "cpu", seeds=None, ablation_seeds=None, regimes=("disjoin
         result.data["sections"][name] = dict(study=study, panel=panel, hue=hue, backbone=backbone, table=table)
         result.add(f"ablation_{name}_budget_table", format_budget_table(table))
         result.add(f"ablation_{name}_budget_table_raw", table, percent=True)
-        result.add(f"ablation_{name}_budget_table_validation", format_budget_table(study.validation_budget_table(by)))
-        result.add(f"ablation_{name}_budget_table_seeds", seed_table(study, by))
+        result.add_paired_tables(f"ablation_{name}", study, by)
         return table
 
     # 2 · exit criterion, on the regimes chapter's runs

@@ -20,7 +20,7 @@ from ..evaluate import format_budget_table
 from ..settings import SETTINGS
 from ..study import run_study
 from ..train import build_model
-from .base import Result, against_the_paper, records_stale_runs, seed_table
+from .base import Result, against_the_paper, records_stale_runs
 
 NOTEBOOK = "07_architectures"
 TITLE = "Architectures: does the best regime depend on the network?"
@@ -49,8 +49,7 @@ def run(profile: str = "cpu", archs=None, seeds=None, regimes=("disjoint", "join
     result.data["budget"] = table
     result.add("architectures_budget_table", format_budget_table(table))
     result.add("architectures_budget_table_raw", table, percent=True)
-    result.add("architectures_budget_table_validation", format_budget_table(comparison.validation_budget_table(["arch", "regime"])))
-    result.add("architectures_budget_table_seeds", seed_table(comparison, ["arch", "regime"]))
+    result.add_paired_tables("architectures", comparison, ["arch", "regime"])
     beside = against_the_paper(comparison, table, within="arch")
     if beside is not None:
         result.add("architectures_against_the_paper", beside)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .. import plots
-from ..evaluate import format_mean_std
+from ..evaluate import format_budget_table, format_mean_std
 from ..settings import setting_for
 from ..store import stale_reads, stale_runs
 
@@ -62,6 +62,16 @@ class Result:
     def add(self, name: str, frame: pd.DataFrame, percent: bool | Iterable[str] = False) -> pd.DataFrame:
         self.tables[name] = Table(frame, percent if isinstance(percent, bool) else list(percent))
         return frame
+
+    def add_paired_tables(self, prefix: str, study, by=None) -> pd.DataFrame:
+        """The tables a chapter's paired verdicts rest on: ``{prefix}_budget_table_validation``
+        (each seed's threshold fixed on validation) and ``{prefix}_budget_table_seeds`` (every
+        seed's values, :func:`seed_table`), grouped by the grid fields ``by``; returns the
+        validation table."""
+        validation = study.validation_budget_table(by)
+        self.add(f"{prefix}_budget_table_validation", format_budget_table(validation))
+        self.add(f"{prefix}_budget_table_seeds", seed_table(study, by))
+        return validation
 
     def stale_note(self, names: bool = True) -> str | None:
         """A sentence on the stored runs behind this result that other code trained (each code's

@@ -31,7 +31,7 @@ from ..text_data import load_text_dataset
 from ..settings import SETTINGS
 from ..stats import compare
 from ..study import CONTROLS, compare_regimes
-from .base import Result, records_stale_runs, seed_table
+from .base import Result, records_stale_runs
 from .regimes import wall_table
 
 NOTEBOOK = "08_language"
@@ -67,8 +67,7 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.data["budget"] = table
     result.add("language_budget_table", format_budget_table(table))
     result.add("language_budget_table_raw", table, percent=True)
-    result.add("language_budget_table_validation", format_budget_table(study.validation_budget_table()))
-    result.add("language_budget_table_seeds", seed_table(study))
+    result.add_paired_tables("language", study)
     exits = study.per_exit_accuracy()
     result.data["exits"] = exits
     per_exit = exits.groupby(["regime", "exit"], sort=False)["accuracy"].agg(["mean", "std"]).unstack("exit")

@@ -15,7 +15,7 @@ from .. import plots, verdicts
 from ..config import profile_settings
 from ..evaluate import format_budget_table
 from ..study import run_study
-from .base import Result, records_stale_runs, seed_table
+from .base import Result, records_stale_runs
 from .regimes import wall_table
 
 NOTEBOOK = "02_methods"
@@ -40,8 +40,7 @@ def run(profile: str = "cpu", seeds=None, methods=("sdn", "pbee", "gpf", "ztw", 
     result.data["budget"] = table
     result.add("methods_budget_table", format_budget_table(table))
     result.add("methods_budget_table_raw", table, percent=True)
-    result.add("methods_budget_table_validation", format_budget_table(study.validation_budget_table(["method", "regime"])))
-    result.add("methods_budget_table_seeds", seed_table(study, ["method", "regime"]))
+    result.add_paired_tables("methods", study, ["method", "regime"])
     advantage = verdicts.advantage(study, "mixed", "regime", within="method")
     result.add("methods_mixed_advantage", advantage.set_index(["method", "budget"]), percent=ADVANTAGE_PERCENT)
     exits = study.per_exit_accuracy()

@@ -21,7 +21,7 @@ from .. import plots, verdicts
 from ..config import profile_seeds, profile_settings
 from ..evaluate import format_budget_table
 from ..study import BACKBONE_ROW, compare_regimes
-from .base import Result, against_the_paper, records_stale_runs, seed_table
+from .base import Result, against_the_paper, records_stale_runs
 
 NOTEBOOK = "01_regimes"
 TITLE = "Disjoint, joint or mixed? The main regime comparison"
@@ -55,10 +55,8 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     beside = against_the_paper(comparison, budget)  # the paper profile of a Table 1 setting
     if beside is not None:
         result.add("regimes_against_the_paper", beside)
-    validation = comparison.validation_budget_table()
-    result.add("regimes_budget_table_validation", format_budget_table(validation))
+    validation = result.add_paired_tables("regimes", comparison)
     result.add("regimes_budget_table_validation_raw", validation, percent=True)
-    result.add("regimes_budget_table_seeds", seed_table(comparison))
     result.add("regimes_epochs_trained", epochs_trained(comparison))
     result.add("regimes_summary", comparison.summary(), percent=True)  # every column a fraction
     result.add("regimes_wall_times", wall_table(comparison))
