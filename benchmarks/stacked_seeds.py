@@ -27,11 +27,11 @@ import os
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from mexlib.arguments import non_negative_int, positive_int
 from mexlib.config import make_config
 from mexlib.data import dataset_spec
+from mexlib.methods import cross_entropy_per_exit
 from mexlib.train import build_model
 
 from train_throughput import clock  # the sibling script (benchmarks/ is on the path when run as a script)
@@ -49,17 +49,13 @@ def models_and_batches(seeds: int, batch: int, device: torch.device, arch: str =
     return models, x, y
 
 
-def _loss(outputs, y) -> torch.Tensor:
-    return torch.stack([F.cross_entropy(o, y) for o in outputs]).mean()
-
-
 def separate_step(models, x, y, lr: float = 0.05):
     """(a): a step function that trains each model on its own batch in turn."""
     optimizers = [torch.optim.SGD(m.parameters(), lr=lr, momentum=0.9) for m in models]
 
     def step():
         for model, optimizer, xs, ys in zip(models, optimizers, x, y):
-            loss = _loss(model(xs), ys)
+            loss = cross_entropy_per_exit(model(xs), ys).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -78,7 +74,7 @@ def stacked_step(models, x, y, lr: float = 0.05):
     optimizer = torch.optim.SGD(params.values(), lr=lr, momentum=0.9)
 
     def losses(p, b, xs, ys):
-        return _loss(functional_call(template, (p, b), (xs,)), ys)
+        return cross_entropy_per_exit(functional_call(template, (p, b), (xs,)), ys).mean()
 
     batched = vmap(losses, randomness="different")
 
