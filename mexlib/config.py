@@ -26,7 +26,7 @@ from .data import DATASETS, dataset_spec
 from .hardware import COMPILE_MODES, PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
-from .models.encoders import PREFERRED_HEADS
+from .models.encoders import PREFERRED_FINAL_HEADS, PREFERRED_HEADS, check_final_head
 from .registry import check, lookup
 
 REGIMES = {
@@ -132,6 +132,10 @@ class RunConfig:
     # how the training step runs (mexlib.hardware.step_mode): "auto" compiles where that was measured
     # faster (transformers on CUDA) and runs eagerly elsewhere; the store keys a run by what it resolved to
     compile: str = "auto"
+    # how the last exit reads a text encoder's last layer (models.encoders.FINAL_HEADS): "own", the
+    # model's own classifier (BERT: the pooler on [CLS]), or "mean", the mean of the real tokens into
+    # it; every image model has only its own
+    final_head: str = "own"
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
@@ -151,6 +155,10 @@ class RunConfig:
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
             object.__setattr__(self, "head", default_head_kind(arch.layout))
         check_head(self.head, arch.layout)
+        check_final_head(self.final_head)
+        if self.final_head != "own" and arch.modality != "text":
+            raise ValueError(f"final_head={self.final_head!r} reads a text encoder's tokens; the image model "
+                             f"{self.arch!r} has only its own classifier: final_head='own'")
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:
@@ -181,9 +189,9 @@ class RunConfig:
 
     def backbone_config(self) -> dict:
         """What determines phase 1: disjoint and mixed runs that agree on it share one
-        trained backbone."""
+        trained backbone (the final classifier trains with it, so how it reads counts)."""
         keys = ("profile", "dataset", "train_size", "val_size", "test_size", "val_fraction", "arch", "seed",
-                "precision", "augment", "trivial_augment", "backbone_phase", "deterministic", "compile")
+                "precision", "augment", "trivial_augment", "backbone_phase", "deterministic", "compile", "final_head")
         return {k: v for k, v in self.to_dict().items() if k in keys}
 
     # --- serialisation and hashing -------------------------------------------------------
@@ -211,7 +219,7 @@ class RunConfig:
 #: them. ``compile="auto"`` is one of them: the store resolves it before keying a run
 #: (:meth:`mexlib.store.RunStore.resolve`), and it means ``"eager"`` wherever runs were stored
 #: before (the CPU; CNNs on a GPU).
-LATER_FIELDS = {"deterministic": (False,), "head_init": (0,), "compile": ("eager", "auto")}
+LATER_FIELDS = {"deterministic": (False,), "head_init": (0,), "compile": ("eager", "auto"), "final_head": ("own",)}
 
 
 def stable_hash(values: dict, salt: str = "") -> str:
@@ -305,12 +313,15 @@ def _text_defaults(profile: str, arch: str | None) -> dict:
     """A text encoder's: fine-tuning with AdamW (the cpu profile's small MiniLM at 1e-4, the paper's
     BERT-Base at BERT's 2e-5) for the phases that train the encoder, 1e-3 for the heads on a frozen
     one (linear heads from scratch learn slowly at fine-tuning rates); a head after every layer
-    (the ZTW NLP code's placement), of the kind the encoder's pretraining suits (PREFERRED_HEADS);
+    (the ZTW NLP code's placement), of the kind the encoder's pretraining suits (PREFERRED_HEADS),
+    the last exit too (PREFERRED_FINAL_HEADS);
     no augmentation."""
     tune = dict(optimizer="adamw", weight_decay=0.01)
     texts = dict(augment=False)  # nothing augments texts: the configuration says so
     if arch in PREFERRED_HEADS:
         texts["head"] = PREFERRED_HEADS[arch]
+    if arch in PREFERRED_FINAL_HEADS:
+        texts["final_head"] = PREFERRED_FINAL_HEADS[arch]
     if profile == "smoke":
         phase = PhaseConfig(epochs=2, lr=1e-3, batch_size=32, **tune)
         return dict(dataset=profile_settings(profile).text_dataset, train_size=640, val_size=256, test_size=256, arch="bert-smoke",

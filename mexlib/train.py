@@ -52,7 +52,7 @@ def build_model(config: RunConfig, device: str | torch.device = "cpu") -> MultiE
     not depend on its heads and every regime of a seed starts from the same weights."""
     spec = dataset_spec(config.dataset)
     torch.manual_seed(config.seed)
-    backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size)
+    backbone = arch_spec(config.arch).build(spec.num_classes, spec.channels, spec.image_size, config.final_head)
     torch.manual_seed(config.seed + 1_000_000 * (1 + config.head_init))
     features = [backbone.feature_info[b - 1] for b in config.exit_after_blocks]
     method = get_method(config.method)

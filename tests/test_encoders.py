@@ -14,6 +14,7 @@ from mexlib.config import make_config
 from mexlib.data import dataset_spec
 from mexlib.models import MultiExitModel, arch_spec
 from mexlib.models.encoders import ENCODER_FAMILIES, EncoderBackbone, model_source, tokenize
+from mexlib.store import backbone_key, run_key
 from mexlib.train import build_model
 
 transformers = pytest.importorskip("transformers")
@@ -78,6 +79,51 @@ def test_a_mean_head_averages_the_real_tokens_of_its_layer():
             assert torch.allclose(got[row], expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", sorted(ENCODER_FAMILIES))
+def test_a_mean_final_head_feeds_the_mean_of_the_real_tokens_to_the_models_own_classifier(family):
+    model = _model(family)
+    backbone = EncoderBackbone(model, final_head="mean")
+    multi = MultiExitModel(backbone, (1,), "cls", 5).eval()
+    lengths = (9, 4, 12)
+    ids = _ids(backbone.pad_token_id, lengths=lengths)
+    with torch.no_grad():
+        final = multi(ids)[-1]
+        last = model.base_model(input_ids=ids, attention_mask=(ids != backbone.pad_token_id).long()).last_hidden_state
+        for row, length in enumerate(lengths):
+            pooled = last[row, :length].mean(0)
+            # BERT: dropout (off in eval) and the linear layer, no pooler; RoBERTa: its head on the mean
+            expected = model.classifier(pooled) if family == "bert" else model.classifier(pooled[None, None])[0]
+            assert torch.allclose(final[row], expected, atol=1e-5)
+        own = EncoderBackbone(model).eval()  # the model's own classifier reads something else
+        assert not torch.allclose(own.classifier(_last_state(own, ids)), final, atol=1e-3)
+    if family == "bert":  # the pooler is no part of a mean-reading model: nothing in it to train, freeze or count
+        assert not any("pooler" in name for name, _ in backbone.named_parameters())
+        assert any("pooler" in name for name, _ in own.named_parameters())
+
+
+def _last_state(backbone: EncoderBackbone, ids: torch.Tensor):
+    state = backbone.stem(ids)
+    for block in backbone.blocks:
+        state = block(state)
+    return state
+
+
+def test_final_heads_are_checked_where_they_are_chosen():
+    with pytest.raises(ValueError, match="unknown final head 'max'; valid final heads: own, mean"):
+        EncoderBackbone(_model("bert"), final_head="max")
+    with pytest.raises(ValueError, match="image model 'resnet-smoke' has only its own classifier"):
+        make_config("smoke", final_head="mean")
+    with pytest.raises(ValueError, match="has only its own classifier: final_head='own'"):
+        arch_spec("resnet-smoke").build(10, 1, 28, final_head="mean")
+    mean = make_config("smoke", dataset="wordnet-supersenses", final_head="mean")
+    own = make_config("smoke", dataset="wordnet-supersenses")
+    # "own" is what every run stored before the field meant: left out of the stored configuration
+    assert "final_head" not in own.to_dict() and mean.to_dict()["final_head"] == "mean"
+    assert run_key(mean) != run_key(own) and backbone_key(mean) != backbone_key(own)
+    model = build_model(mean)
+    assert model.backbone.classifier.final_head == "mean"
+
+
 def test_inference_stops_at_the_exit():
     backbone = EncoderBackbone(_model("bert"))
     multi = MultiExitModel(backbone, (1, 2), "cls", 5).eval()
@@ -105,6 +151,10 @@ def test_flops_per_exit_are_the_layers_attention_and_heads_counted_by_torch():
     pooler = 2 * hidden * hidden
     assert costs.flops_per_exit == [layer + head, 2 * layer + 2 * head, 3 * layer + 2 * head + pooler + head]
     assert costs.backbone_flops == 3 * layer + pooler + head
+    # the last exit on the mean of the tokens skips the pooler (the mean itself is no matmul)
+    mean = evaluate.exit_costs(MultiExitModel(EncoderBackbone(_model("bert"), final_head="mean"), (1, 2), "cls", 5),
+                               (length,))
+    assert mean.flops_per_exit == [layer + head, 2 * layer + 2 * head, 3 * layer + 2 * head + head]
 
 
 @pytest.mark.slow
@@ -153,7 +203,9 @@ def test_text_configurations_fit_data_to_model_and_refuse_mismatches():
     config = make_config("smoke", dataset="wordnet-supersenses")
     assert (config.arch, config.head, config.exit_after_blocks) == ("bert-smoke", "cls", (1, 2))
     cpu = make_config("cpu", dataset="wordnet-supersenses")
-    assert (cpu.arch, cpu.head, cpu.augment) == ("minilm-l6", "mean", False)  # MiniLM pools by the mean
+    # MiniLM pools by the mean, in its exits and its last one (sentence-transformers' pooling)
+    assert (cpu.arch, cpu.head, cpu.final_head, cpu.augment) == ("minilm-l6", "mean", "mean", False)
+    assert config.final_head == "own"  # BERT's own classifier: the pooler on [CLS]
     assert make_config("cpu", dataset="wordnet-supersenses", head="cls").head == "cls"
     with pytest.raises(ValueError, match="holds texts but the architecture 'resnet-smoke' reads images"):
         make_config("smoke", dataset="wordnet-supersenses", arch="resnet-smoke")

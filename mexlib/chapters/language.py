@@ -2,8 +2,9 @@
 
 :func:`run` compares the regimes on the profile's text encoder and data set (cpu: MiniLM on
 WordNet's supersenses; paper: BERT-Base on 20 Newsgroups, the paper's language row; smoke: a
-tiny random BERT), with SDN's method: a linear head on [CLS] after every layer, the encoder's
-own classifier as the last exit, the max-softmax rule. Here "disjoint" is how early exits are
+tiny random BERT), with SDN's method: a linear head after every layer on what the encoder's
+pretraining trained ([CLS] for BERT, the mean of the tokens for MiniLM), the encoder's classifier
+reading the last layer the same way as the last exit, the max-softmax rule. Here "disjoint" is how early exits are
 most often added in practice: the pretrained encoder fine-tuned with its own classifier, then
 frozen, and the heads fitted on it. Beside the regimes stand the equal-compute controls of the
 regimes chapter (:func:`mexlib.study.equal_compute_controls`): mixed fine-tunes the encoder in
@@ -80,7 +81,8 @@ def run(profile: str = "cpu", seeds=None, regimes=("disjoint", "joint", "mixed")
     result.add("language_wall_times", wall_table(study))
     wall = study.wall_times()
     result.data["minutes"] = (wall.groupby("run", sort=False)["seconds"].sum() / 60).rename("training minutes")
-    result.findings.append(("What the heads read", _spread_findings(spread, study.runs[0].config.head)))
+    first = study.runs[0].config
+    result.findings.append(("What the heads read", _spread_findings(spread, first.head, first.final_head)))
     result.findings.append(("Regimes", verdicts.regime_findings(study)))
     result.findings.append(("Beside the paper's BERT", _paper_findings(final, controls)))
     return result
@@ -145,14 +147,16 @@ def _spread(features: torch.Tensor) -> float:
     return float(features.std(0).norm() / features.mean(0).norm())
 
 
-def _spread_findings(spread: pd.DataFrame, head: str) -> list[str]:
+def _spread_findings(spread: pd.DataFrame, head: str, final_head: str = "own") -> list[str]:
     inner = spread.iloc[:-1]
     reads = {"cls": "the [CLS] token's", "mean": "the mean of the real tokens'"}.get(head, head)
+    last = {"own": "the model's own classifier (BERT: the pooler on [CLS])",
+            "mean": "the mean of the real tokens into the model's classifier"}.get(final_head, final_head)
     return [f"In the encoder as loaded, the [CLS] hidden state of layers 1–{len(inner)} varies between texts by "
             f"{inner['[CLS]'].min():.1%}–{inner['[CLS]'].max():.1%} of its norm, the mean of the tokens by "
             f"{inner['mean of the tokens'].min():.0%}–{inner['mean of the tokens'].max():.0%} (the last layer: "
             f"{spread['[CLS]'].iloc[-1]:.0%} and {spread['mean of the tokens'].iloc[-1]:.0%}). The heads here read "
-            f"{reads} hidden state (head '{head}')."]
+            f"{reads} hidden state (head '{head}'), the last exit {last} (final head '{final_head}')."]
 
 
 def _paper_findings(final: pd.DataFrame, controls: dict[str, str]) -> list[str]:

@@ -51,10 +51,15 @@ class ArchSpec:
         """What it reads: ``"text"`` (token ids) or ``"image"``."""
         return "text" if self.family == "huggingface" else "image"
 
-    def build(self, num_classes: int, in_channels: int, image_size: int) -> Backbone:
-        """The backbone for ``num_classes``; a text encoder ignores ``in_channels`` and ``image_size``."""
+    def build(self, num_classes: int, in_channels: int, image_size: int, final_head: str = "own") -> Backbone:
+        """The backbone for ``num_classes``; a text encoder ignores ``in_channels`` and ``image_size``
+        and reads its last layer into the last exit as ``final_head`` says (``encoders.FINAL_HEADS``;
+        every other family has only its own classifier, ``"own"``)."""
         if self.family == "huggingface":
-            return build_encoder(self.name, num_classes)
+            return build_encoder(self.name, num_classes, final_head)
+        if final_head != "own":
+            raise ValueError(f"final head {final_head!r} reads a text encoder's tokens; the {self.family} "
+                             f"architecture {self.name!r} has only its own classifier: final_head='own'")
         if self.family == "torchvision":
             return build_torchvision(self.settings["builder"], self.settings["weights"], num_classes, in_channels,
                                      image_size)

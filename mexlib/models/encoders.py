@@ -22,6 +22,10 @@ Names (:func:`encoder_spec`):
 * ``huggingface:<model id or folder>``: any model of :data:`ENCODER_FAMILIES` on the hub or on disk.
 
 A pretrained encoder keeps its weights; its classifier is new (initialised from the run's seed).
+The last exit reads the last layer as the model's own classifier does (``final_head="own"``: BERT's
+pooler on [CLS], RoBERTa's head on ``<s>``) or by the mean of the real tokens into the same
+classifier (``"mean"``, :data:`FINAL_HEADS`): the pooling a sentence-transformers model such as
+MiniLM was pretrained with, whose pooler was never trained (:data:`PREFERRED_FINAL_HEADS`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from .backbones import Backbone, FeatureInfo
+from .heads import mean_of_tokens
+from ..registry import check
 
 #: The model types whose encoders split into layers here (``config.model_type``).
 ENCODER_FAMILIES = {
@@ -53,6 +59,18 @@ NAMED_ENCODERS = {
 #: of its tokens (all-MiniLM-L6-v2's [CLS] barely varies between texts before its last layer: the
 #: language chapter measures it), ``cls`` for BERT's own pretraining, which trains [CLS].
 PREFERRED_HEADS = {"minilm-l6": "mean", "bert-base": "cls", "bert-smoke": "cls"}
+#: How the last exit can read the last layer (a configuration's ``final_head``).
+FINAL_HEADS = {
+    "own": "the model's own classifier (BERT: the pooler on [CLS], dense and tanh, then dropout and a linear "
+           "layer; RoBERTa: its classification head on <s>)",
+    "mean": "the mean of the real tokens' hidden states into the model's classifier (BERT: dropout and its "
+            "linear layer, no pooler; RoBERTa: its classification head): sentence-transformers' pooling",
+}
+#: The last exit each named encoder gets by default: ``mean`` for all-MiniLM-L6-v2, pretrained by
+#: sentence-transformers to pool by the mean (its ``1_Pooling/config.json``; the pooler in its
+#: checkpoint was never trained, and the language chapter's first runs found the final exit on it
+#: below the mean-pooled exit after layer 5 in every regime); the model's own elsewhere.
+PREFERRED_FINAL_HEADS = {"minilm-l6": "mean"}
 #: The smoke encoder's size (a BertConfig's settings).
 SMOKE_SETTINGS = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64)
 PREFIX = "huggingface:"
@@ -184,18 +202,31 @@ class _Layer(nn.Module):
         return (out[0] if isinstance(out, tuple) else out), mask, tokens
 
 
-class _SequenceClassifier(nn.Module):
-    """The model's own classifier on the last layer's hidden states (BERT: pooler, dropout, linear;
-    RoBERTa: its classification head)."""
+def check_final_head(kind: str) -> None:
+    check(kind, FINAL_HEADS, "final head")
 
-    def __init__(self, model: nn.Module, family: str):
+
+class _SequenceClassifier(nn.Module):
+    """The last exit on the last layer's hidden states, as ``final_head`` says (:data:`FINAL_HEADS`):
+    the model's own classifier (BERT: pooler, dropout, linear; RoBERTa: its classification head),
+    or the mean of the real tokens into it (BERT without the pooler)."""
+
+    def __init__(self, model: nn.Module, family: str, final_head: str = "own"):
         super().__init__()
-        self.family = family
+        check_final_head(final_head)
+        self.family, self.final_head = family, final_head
         if family == "bert":
-            self.pooler, self.dropout = model.base_model.pooler, model.dropout
+            self.dropout = model.dropout
+            if final_head == "own":
+                self.pooler = model.base_model.pooler
         self.head = model.classifier
 
     def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        if self.final_head == "mean":
+            pooled = mean_of_tokens(state)
+            if self.family == "bert":
+                return self.head(self.dropout(pooled))
+            return self.head(pooled.unsqueeze(1))  # RoBERTa's head reads the first position of [B, L, C]
         hidden = state[0]
         if self.family == "bert":
             return self.head(self.dropout(self.pooler(hidden)))
@@ -204,9 +235,10 @@ class _SequenceClassifier(nn.Module):
 
 class EncoderBackbone(Backbone):
     """A transformers sequence classifier of a supported family split into layers (module
-    docstring); ``pad_token_id`` marks padding in the input ids."""
+    docstring); ``pad_token_id`` marks padding in the input ids; ``final_head`` how the last exit
+    reads the last layer (:data:`FINAL_HEADS`)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, final_head: str = "own"):
         super().__init__()
         config = model.config
         family = config.model_type
@@ -218,7 +250,7 @@ class EncoderBackbone(Backbone):
         self.family, self.pad_token_id, self.vocab_size = family, int(config.pad_token_id), int(config.vocab_size)
         self.stem = _Embeddings(base.embeddings, config, self.pad_token_id)
         self.blocks = nn.ModuleList(_Layer(layer) for layer in base.encoder.layer)
-        self.classifier = _SequenceClassifier(model, family)
+        self.classifier = _SequenceClassifier(model, family, final_head)
         self.feature_info = [FeatureInfo(int(config.hidden_size), 1, "sequence") for _ in self.blocks]
 
     def example_input(self, shape, batch: int = 1, device=None, random: bool = False) -> Tensor:
@@ -232,16 +264,19 @@ class EncoderBackbone(Backbone):
         return ids.to(device or "cpu")
 
 
-def build_encoder(name: str, num_classes: int) -> EncoderBackbone:
+def build_encoder(name: str, num_classes: int, final_head: str = "own") -> EncoderBackbone:
     """The encoder ``name`` with a new classifier for ``num_classes`` (pretrained weights where the
-    name has them; the classifier, and for random encoders everything, from torch's generator)."""
+    name has them; the classifier, and for random encoders everything, from torch's generator),
+    its last exit reading the last layer as ``final_head`` says (:data:`FINAL_HEADS`)."""
+    check_final_head(final_head)
     source, pretrained = model_source(name)
     config = _load_config(name, num_classes)
     with _quiet_offline_where_local(source) as transformers:
         cls = transformers.AutoModelForSequenceClassification
         model = cls.from_pretrained(source, config=config) if pretrained else cls.from_config(config)
-    return EncoderBackbone(model)
+    return EncoderBackbone(model, final_head)
 
 
-__all__ = ["ENCODER_FAMILIES", "EncoderBackbone", "NAMED_ENCODERS", "PREFERRED_HEADS", "PREFIX", "build_encoder", "count_layers",
-           "is_encoder_name", "load_tokenizer", "model_source", "tokenize"]
+__all__ = ["ENCODER_FAMILIES", "EncoderBackbone", "FINAL_HEADS", "NAMED_ENCODERS", "PREFERRED_FINAL_HEADS",
+           "PREFERRED_HEADS", "PREFIX", "build_encoder", "check_final_head", "count_layers", "is_encoder_name",
+           "load_tokenizer", "model_source", "tokenize"]

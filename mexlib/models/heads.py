@@ -56,6 +56,14 @@ class ClsHead(nn.Module):
         return self.fc(state[0][:, 0])
 
 
+def mean_of_tokens(state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """``[B, C]``: the mean of each text's real tokens' hidden states in a text encoder's
+    (hidden states, attention mask, token mask) triple, padding left out."""
+    hidden, _, tokens = state
+    weights = tokens.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+
 class MeanTokensHead(nn.Module):
     """A linear layer on the mean of a text encoder's real tokens' hidden states (padding left
     out): the pooling of sentence-transformers models such as MiniLM."""
@@ -65,9 +73,7 @@ class MeanTokensHead(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, state: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        hidden, _, tokens = state
-        weights = tokens.to(hidden.dtype).unsqueeze(-1)
-        return self.fc((hidden * weights).sum(1) / weights.sum(1).clamp_min(1))
+        return self.fc(mean_of_tokens(state))
 
 
 #: Each head kind: the block-output layout it reads (FeatureInfo.layout) and what it is.

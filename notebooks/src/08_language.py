@@ -18,8 +18,10 @@
 #   mean of the real tokens' hidden states: MiniLM was pretrained to pool its tokens by their
 #   mean, and its [CLS] token barely varies between texts before the last layer (section 3
 #   measures it), so a head on [CLS] would have little to read (for BERT the heads read [CLS],
-#   which BERT's pretraining trains). The encoder's own classifier (its pooler on [CLS], dropout
-#   and a new linear layer) is the last exit. SDN's method, the max-softmax exit rule.
+#   which BERT's pretraining trains). The last exit is the encoder's classifier (dropout and a new
+#   linear layer) on the mean of the last layer's tokens, MiniLM's own pooling, rather than on
+#   BERT's pooler over [CLS], which MiniLM's pretraining never trained (`final_head="mean"`; BERT
+#   keeps its pooler). SDN's method, the max-softmax exit rule.
 # * **The data** (`wordnet-supersenses`): every WordNet synset's gloss labelled by its
 #   lexicographer file, the 45 coarse classes known as supersenses (26 of nouns, 15 of verbs, 3
 #   of adjectives, 1 of adverbs): "a domesticated carnivorous mammal ..." is `noun.animal`. It
@@ -102,7 +104,7 @@ print(result.tables["language_budget_table_validation"].frame.to_markdown())
 # per-dimension standard deviation over the texts as a share of the norm of the mean.
 #
 # Then each exit's test accuracy when every sample leaves there. The final exit is the encoder's
-# own classifier: in the disjoint regime it is the fine-tuned model untouched by any exit, so
+# classifier: in the disjoint regime it is the fine-tuned model untouched by any exit, so
 # joint − disjoint at the final exit is what training with exits costs (or gives) the full model;
 # the controls' rows ask the same at equal compute.
 
