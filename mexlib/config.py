@@ -26,7 +26,7 @@ from .data import DATASETS, dataset_spec
 from .hardware import COMPILE_MODES, PRECISIONS
 from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
-from .models.encoders import PREFERRED_FINAL_HEADS, PREFERRED_HEADS, check_final_head
+from .models.encoders import PREFERRED_FINAL_HEADS, PREFERRED_HEADS
 from .registry import check, lookup
 
 REGIMES = {
@@ -155,10 +155,7 @@ class RunConfig:
         if self.head == "auto":  # resolved here, so "auto" and its choice share one store key
             object.__setattr__(self, "head", default_head_kind(arch.layout))
         check_head(self.head, arch.layout)
-        check_final_head(self.final_head)
-        if self.final_head != "own" and arch.modality != "text":
-            raise ValueError(f"final_head={self.final_head!r} reads a text encoder's tokens; the image model "
-                             f"{self.arch!r} has only its own classifier: final_head='own'")
+        arch.check_final_head(self.final_head)
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..registry import check, lookup
 from .backbones import Backbone, BasicBlock, Bottleneck, CifarResNet, VisionTransformer
-from .encoders import EncoderBackbone, NAMED_ENCODERS, build_encoder, count_layers, is_encoder_name
+from .encoders import EncoderBackbone, NAMED_ENCODERS, build_encoder, check_final_head, count_layers, is_encoder_name
 from .library import TorchvisionBackbone, build_torchvision, count_blocks, family_of, parse_name
 from .msdnet import MSDNet
 
@@ -51,15 +51,20 @@ class ArchSpec:
         """What it reads: ``"text"`` (token ids) or ``"image"``."""
         return "text" if self.family == "huggingface" else "image"
 
+    def check_final_head(self, final_head: str) -> None:
+        """Refuses a last exit this architecture cannot have: one of ``encoders.FINAL_HEADS`` for a
+        text encoder, only its own classifier (``"own"``) for every other family."""
+        check_final_head(final_head)
+        if final_head != "own" and self.modality != "text":
+            raise ValueError(f"final head {final_head!r} reads a text encoder's tokens; the image model "
+                             f"{self.name!r} has only its own classifier: final_head='own'")
+
     def build(self, num_classes: int, in_channels: int, image_size: int, final_head: str = "own") -> Backbone:
         """The backbone for ``num_classes``; a text encoder ignores ``in_channels`` and ``image_size``
-        and reads its last layer into the last exit as ``final_head`` says (``encoders.FINAL_HEADS``;
-        every other family has only its own classifier, ``"own"``)."""
+        and reads its last layer into the last exit as ``final_head`` says (:meth:`check_final_head`)."""
+        self.check_final_head(final_head)
         if self.family == "huggingface":
             return build_encoder(self.name, num_classes, final_head)
-        if final_head != "own":
-            raise ValueError(f"final head {final_head!r} reads a text encoder's tokens; the {self.family} "
-                             f"architecture {self.name!r} has only its own classifier: final_head='own'")
         if self.family == "torchvision":
             return build_torchvision(self.settings["builder"], self.settings["weights"], num_classes, in_channels,
                                      image_size)

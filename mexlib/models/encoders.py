@@ -268,7 +268,6 @@ def build_encoder(name: str, num_classes: int, final_head: str = "own") -> Encod
     """The encoder ``name`` with a new classifier for ``num_classes`` (pretrained weights where the
     name has them; the classifier, and for random encoders everything, from torch's generator),
     its last exit reading the last layer as ``final_head`` says (:data:`FINAL_HEADS`)."""
-    check_final_head(final_head)
     source, pretrained = model_source(name)
     config = _load_config(name, num_classes)
     with _quiet_offline_where_local(source) as transformers:
