@@ -139,10 +139,11 @@ STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"
 #: deterministic kernels; 25: the language chapter; 26: the notebooks' wall time and the step modes),
 #: then the parts measured before (2026-11, from the copy of 3c4e2bd). Estimates: the regimes from
 #: that run (22-26 s per cpu-profile run, 32 s in bf16, compiles of 18-36 s, 9.2 s per run with 12
-#: jobs); the rest scaled from them. A part's real seconds are written beside its results: put
+#: jobs); the rest scaled from them (the language part's four trainings each compile, as
+#: compile="auto" does for transformers on CUDA: the least sure guess). A part's real seconds are written beside its results: put
 #: them here after a GPU session.
 ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
-                     "deterministic_cost": 40, "language": 180, "notebooks": 420, "step_modes": 300,
+                     "deterministic_cost": 40, "language": 240, "notebooks": 420, "step_modes": 300,
                      "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95, "paper_steps": 20,
                      "throughput": 60}
 PARTS = tuple(ESTIMATED_SECONDS)
