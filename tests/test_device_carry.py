@@ -107,6 +107,20 @@ def test_install_puts_the_missing_packages_into_the_carried_site(tmp_path, capsy
     assert "mexlib-carry-misfit (missing): FAILED" in printed
 
 
+def test_install_takes_this_pythons_wheel_and_nothing_twice(tmp_path, capsys):
+    """Of a package carried for two Pythons, the wheel that fits this one is installed (in one pip
+    call, though its name sorts second); a second install finds it in carry/site and does nothing."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    misfit = write_wheel(wheels, "mexlib-carry-probe", "1.0", tag="cp27-cp27mu-manylinux1_x86_64")
+    fitting = write_wheel(wheels, "mexlib-carry-probe", "1.0")
+    assert sorted(wheels.iterdir()) == [misfit, fitting]
+    assert device_carry.install(tmp_path) == []
+    assert capsys.readouterr().out == f"[device_carry] {fitting.name} (missing): installed\n"
+    assert device_carry.installed_versions(tmp_path / "site")["mexlib-carry-probe"] == "1.0"
+    assert device_carry.install(tmp_path) == [] and capsys.readouterr().out == ""
+
+
 def test_run_without_carried_data_says_to_prepare(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         device_carry.main(["run", "--carry", str(tmp_path)])

@@ -129,11 +129,22 @@ def to_install(wheels: list[Path], installed: dict[str, str], lows: dict[str, st
     return chosen
 
 
-def installed_versions() -> dict[str, str]:
-    """Every distribution this interpreter sees, by normalised name: its version."""
+def installed_versions(*folders: Path) -> dict[str, str]:
+    """Every distribution this interpreter sees, and those in ``folders``, by normalised name: its
+    version (a folder's first, as they come first on the path)."""
     from importlib import metadata
 
-    return {normalise(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    found = {}
+    for dist in metadata.distributions(path=[*map(str, folders), *sys.path]):
+        if dist.metadata["Name"]:
+            found.setdefault(normalise(dist.metadata["Name"]), dist.version)
+    return found
+
+
+def fits_here(wheel: Path) -> bool:
+    """Whether ``wheel`` is tagged pure Python, stable-ABI or for this Python (a rough test: pip decides)."""
+    tag = f"-cp{sys.version_info.major}{sys.version_info.minor}-"
+    return "-none-any" in wheel.name or "-abi3-" in wheel.name or tag in wheel.name
 
 
 def prepare(carry: Path, wheels: bool = True, pythons: tuple[str, ...] = ()) -> dict:
@@ -142,9 +153,16 @@ def prepare(carry: Path, wheels: bool = True, pythons: tuple[str, ...] = ()) -> 
     from mexlib import data as mdata
     from mexlib import text_data
 
-    carry.mkdir(parents=True, exist_ok=True)
-    (carry / "data").mkdir(exist_ok=True)
-    mdata.load_dataset("fashion-mnist", root=carry / "data")  # unpacks Debian's files (or the data folder's)
+    import torchvision
+
+    from mexlib import paths
+
+    mdata.load_dataset("fashion-mnist")  # into the data folder (unpacked from Debian's package if needed)
+    raw = carry / "data" / mdata.dataset_spec("fashion-mnist").folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for url, _ in torchvision.datasets.FashionMNIST.resources:  # the idx files torchvision reads
+        name = Path(url).stem
+        shutil.copyfile(paths.data_dir() / mdata.dataset_spec("fashion-mnist").folder / "raw" / name, raw / name)
     wordnet = carry / "data" / "wordnet"
     wordnet.mkdir(exist_ok=True)
     for name in text_data.DATA_FILES:
@@ -186,7 +204,9 @@ def install(carry: Path) -> list[str]:
     if manifest and here not in manifest["python"]:
         print(f"[device_carry] wheels packed for Python {', '.join(manifest['python'])}, this is {here}: "
               f"compiled packages among them will not install (pure-Python ones do)", flush=True)
-    chosen = to_install(wheels, installed_versions(), minimums())
+    chosen = to_install(wheels, installed_versions(site), minimums())
+    for candidates, _ in chosen.values():
+        candidates.sort(key=lambda w: not fits_here(w))  # this Python's wheel first
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target", str(site),
            "--upgrade"]
     if chosen and subprocess.run([*pip, *[str(c[0]) for c, _ in chosen.values()]], capture_output=True).returncode == 0:
