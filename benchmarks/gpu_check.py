@@ -457,6 +457,23 @@ def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu")
     return rows
 
 
+def host() -> dict:
+    """What the results depend on besides the code: the commit, the CPU cores this process may use
+    (the concurrency part gives each process its share), the GPUs with their memory, CUDA's and
+    cuDNN's versions."""
+    try:  # the work tree may travel without .git, or to a machine without git
+        commit = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        commit = None
+    gpus = [dict(name=torch.cuda.get_device_name(i),
+                 memory_gib=round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1))
+            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return dict(commit=commit, cpu_cores=len(os.sched_getaffinity(0)), gpus=gpus, cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+                python=sys.version.split()[0])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, help="folder with Fashion-MNIST's .gz idx files")
@@ -481,8 +498,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     if args.data is not None:
         mdata.SYSTEM_FOLDERS["fashion-mnist"] = [args.data.resolve()]
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seconds": {},
-               "not_run_over_budget": passed}
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "host": host(),
+               "seconds": {}, "not_run_over_budget": passed}
+    print(json.dumps(results["host"]), flush=True)
 
     def keep(part: str, value) -> None:  # written after every part, so a late failure loses nothing
         results[part] = value

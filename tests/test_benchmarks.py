@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -229,6 +230,15 @@ def test_gpu_check_issue_26_parts_run_on_the_cpu():
     (bound,) = gpu_check.bounds(archs=("vit-t",), batch=2, steps=2, warmup=1, device="cpu")
     assert bound["step_ms"] > 0 and 0 < bound["host_ms_per_step"] <= bound["step_ms"] + 1e-3
     assert bound["launches_per_step"] == 0 and bound["device_busy_share"] is None  # no device activity on the CPU
+
+
+def test_gpu_check_records_the_host():
+    """The results say which commit, cores and devices they were measured with."""
+    here = gpu_check.host()
+    assert here["cpu_cores"] == len(os.sched_getaffinity(0)) and here["python"] == sys.version.split()[0]
+    assert here["commit"] == subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                            cwd=Path(gpu_check.__file__).parent).stdout.strip()
+    assert len(here["gpus"]) == torch.cuda.device_count()
 
 
 def test_gpu_check_kernel_summary_counts_busy_time_once():
