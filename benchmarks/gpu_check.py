@@ -143,7 +143,7 @@ STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"
 #: compile="auto" does for transformers on CUDA: the least sure guess). A part's real seconds are written beside its results: put
 #: them here after a GPU session.
 ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
-                     "deterministic_cost": 40, "language": 240, "notebooks": 420, "step_modes": 300,
+                     "deterministic_cost": 40, "language": 240, "notebooks": 480, "step_modes": 300,
                      "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95, "paper_steps": 20,
                      "throughput": 60}
 PARTS = tuple(ESTIMATED_SECONDS)
