@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -149,17 +150,21 @@ ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concu
 PARTS = tuple(ESTIMATED_SECONDS)
 
 
+def fits(part: str, spent: float, budget: float) -> bool:
+    """Whether ``part`` may start with ``spent`` of ``budget`` seconds gone (0: no limit)."""
+    return not budget or spent + ESTIMATED_SECONDS[part] <= budget
+
+
 def plan(parts, budget: float) -> tuple[list[str], list[str]]:
-    """``parts`` in order split into those that fit ``budget`` seconds by their estimates (a part
-    that does not fit is passed over, a later cheaper one may still fit) and those that do not;
-    ``budget`` 0: no limit."""
-    chosen, passed, total = [], [], 0.0
+    """The forecast of :func:`fits` over ``parts`` in order if each took its estimate: those
+    that would run and those passed over (a later, cheaper part may still fit)."""
+    chosen, passed, spent = [], [], 0.0
     for part in parts:
-        if budget and total + ESTIMATED_SECONDS[part] > budget:
-            passed.append(part)
-        else:
+        if fits(part, spent, budget):
             chosen.append(part)
-            total += ESTIMATED_SECONDS[part]
+            spent += ESTIMATED_SECONDS[part]
+        else:
+            passed.append(part)
     return chosen, passed
 
 
@@ -195,8 +200,15 @@ def _step_function(profile: str, arch: str, batch: int, device: torch.device, mo
     return step, model, config
 
 
-def timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[float, float, object]:
-    """Run ``warmup`` then ``steps`` calls of ``step``: (warm-up seconds, timed seconds, last loss)."""
+class Timing(NamedTuple):
+    warmup: float  # seconds of the warm-up steps (a compiled mode's compile)
+    seconds: float  # seconds of the timed steps, once the device has finished them
+    queued: float  # seconds the host took to queue the timed steps
+    loss: object  # the last timed step's loss (None without timed steps)
+
+
+def timed_steps(step, steps: int, warmup: int, device: torch.device) -> Timing:
+    """Run ``warmup`` then ``steps`` calls of ``step`` and time them."""
     started = train_throughput.clock(device)
     for _ in range(warmup):
         step()
@@ -205,7 +217,8 @@ def timed_steps(step, steps: int, warmup: int, device: torch.device) -> tuple[fl
     loss = None
     for _ in range(steps):
         loss = step()
-    return warm, train_throughput.clock(device) - started, loss
+    queued = time.perf_counter() - started
+    return Timing(warm, train_throughput.clock(device) - started, queued, loss)
 
 
 def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, steps: int = 30, warmup: int = 5,
@@ -215,7 +228,7 @@ def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, st
     device = torch.device(device)
     step, model, config = _step_function(profile, arch, batch, device, mode)
     with deterministic_kernels(device, deterministic):
-        warm, seconds, loss = timed_steps(step, steps, warmup, device)
+        warm, seconds, _, loss = timed_steps(step, steps, warmup, device)
     result = dict(arch=arch, profile=profile, mode=mode, precision=config.precision, exits=model.num_exits,
                   batch=batch, steps=steps, deterministic=deterministic,
                   images_per_second=round(steps * batch / seconds, 2), warmup_seconds=round(warm, 1),
@@ -237,12 +250,12 @@ def step_modes(families=STEP_FAMILIES, modes=("eager", "compile", "reduce-overhe
         steps_by_mode, compile_seconds = {}, {}
         for mode in modes:
             step, _, _ = _step_function(profile, arch, batch, torch_device, mode)
-            compile_seconds[mode] = round(timed_steps(step, 0, warmup, torch_device)[0], 1)
+            compile_seconds[mode] = round(timed_steps(step, 0, warmup, torch_device).warmup, 1)
             steps_by_mode[mode] = step
         rates = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode, step in steps_by_mode.items():
-                rates[mode].append(round(steps * batch / timed_steps(step, steps, 0, torch_device)[1], 2))
+                rates[mode].append(round(steps * batch / timed_steps(step, steps, 0, torch_device).seconds, 2))
         median = {m: sorted(v)[len(v) // 2] for m, v in rates.items()}
         rows.append(dict(arch=arch, profile=profile, batch=batch, images_per_second=median, rounds=rates,
                          against_eager={m: round(v / median["eager"], 3) for m, v in median.items()},
@@ -353,12 +366,7 @@ def bounds(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 10, warmu
     rows = []
     for arch in archs:
         step, _, config = _step_function("paper", arch, batch, device, mode)
-        timed_steps(step, 0, warmup, device)
-        started = train_throughput.clock(device)
-        for _ in range(steps):  # unprofiled: the host's time to queue the steps, then the steps' time
-            step()
-        host = time.perf_counter() - started
-        seconds = train_throughput.clock(device) - started
+        timing = timed_steps(step, steps, warmup, device)  # unprofiled
         with profile(activities=activities) as profiled:
             for _ in range(steps):
                 step()
@@ -366,7 +374,8 @@ def bounds(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 10, warmu
         kernels = [(e.name, e.time_range.start, e.time_range.end) for e in profiled.events()
                    if e.device_type != DeviceType.CPU]
         rows.append(dict(arch=arch, mode=mode, batch=batch, precision=config.precision, steps=steps,
-                         step_ms=round(1e3 * seconds / steps, 3), host_ms_per_step=round(1e3 * host / steps, 3),
+                         step_ms=round(1e3 * timing.seconds / steps, 3),
+                         host_ms_per_step=round(1e3 * timing.queued / steps, 3),
                          **kernel_summary(kernels, steps, top)))
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -490,16 +499,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown parts {unknown}; valid parts: {', '.join(PARTS)}")
     if args.budget < 0:
         parser.error(f"--budget must be 0 (no limit) or a positive number of minutes, not {args.budget:g}")
-    parts, passed = plan(parts, 60 * args.budget)
-    print(f"[gpu_check] parts: {', '.join(parts)} (about {sum(ESTIMATED_SECONDS[p] for p in parts) / 60:.1f} min)"
-          + (f"; over the {args.budget:g}-minute budget, not run: {', '.join(passed)}" if passed else ""), flush=True)
+    budget = 60 * args.budget
+    forecast, over = plan(parts, budget)
+    print(f"[gpu_check] parts: {', '.join(forecast)} (about {sum(ESTIMATED_SECONDS[p] for p in forecast) / 60:.1f} "
+          f"min)" + (f"; over the {args.budget:g}-minute budget by the estimates: {', '.join(over)}" if over else ""),
+          flush=True)
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a GPU machine")
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     if args.data is not None:
         mdata.SYSTEM_FOLDERS["fashion-mnist"] = [args.data.resolve()]
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "host": host(),
-               "seconds": {}, "not_run_over_budget": passed}
+               "seconds": {}, "not_run_over_budget": []}
     print(json.dumps(results["host"]), flush=True)
 
     def keep(part: str, value) -> None:  # written after every part, so a late failure loses nothing
@@ -529,9 +540,8 @@ def main(argv: list[str] | None = None) -> None:
     began = time.perf_counter()
     for part in parts:
         started = time.perf_counter()
-        if args.budget and started - began + ESTIMATED_SECONDS[part] > 60 * args.budget:
-            passed.append(part)  # earlier parts took longer than estimated
-            results["not_run_over_budget"] = passed
+        if not fits(part, started - began, budget):  # by the time really spent, not the forecast
+            results["not_run_over_budget"].append(part)
             print(f"[gpu_check] {part} not run: {started - began:.0f} s gone, about {ESTIMATED_SECONDS[part]} s "
                   f"more would pass the {args.budget:g}-minute budget", flush=True)
             continue

@@ -158,11 +158,10 @@ def prepare(carry: Path, wheels: bool = True, pythons: tuple[str, ...] = ()) -> 
     from mexlib import paths
 
     mdata.load_dataset("fashion-mnist")  # into the data folder (unpacked from Debian's package if needed)
-    raw = carry / "data" / mdata.dataset_spec("fashion-mnist").folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    raw = Path(mdata.dataset_spec("fashion-mnist").folder) / "raw"
+    (carry / "data" / raw).mkdir(parents=True, exist_ok=True)
     for url, _ in torchvision.datasets.FashionMNIST.resources:  # the idx files torchvision reads
-        name = Path(url).stem
-        shutil.copyfile(paths.data_dir() / mdata.dataset_spec("fashion-mnist").folder / "raw" / name, raw / name)
+        shutil.copyfile(paths.data_dir() / raw / Path(url).stem, carry / "data" / raw / Path(url).stem)
     wordnet = carry / "data" / "wordnet"
     wordnet.mkdir(exist_ok=True)
     for name in text_data.DATA_FILES:
