@@ -21,10 +21,11 @@ H200; ``--budget`` runs those that fit, in order, and names the others):
 - ``notebooks``: the regimes and methods notebooks end to end (``mexlib.reproduce`` with its
   defaults, so the GPU's local jobs) into a temporary store and figures folder, with their
   wall times;
-- ``step_modes``: images/s of eager, compiled and CUDA-graphed (``reduce-overhead``) training
-  steps per family (the cpu-profile ResNet, MSDNet and ViT; the paper's ResNet-34 and ViT-T in
-  bf16), each compiled once and then timed in turn, with each compile's seconds: what
-  ``compile="auto"`` should pick (:data:`mexlib.hardware.FASTEST_STEP`);
+- ``step_modes``: samples/s of eager, compiled and CUDA-graphed (``reduce-overhead``) training
+  steps per family (the cpu-profile ResNet, MSDNet and ViT, the language chapter's MiniLM on
+  32-token texts; the paper's ResNet-34 and ViT-T in bf16), each at the batch size its runs
+  train with, compiled once and then timed in turn, with each compile's seconds: what
+  ``compile="auto"`` should pick per block layout (:data:`mexlib.hardware.FASTEST_STEP`);
 - ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
   (``torch.func.stack_module_state`` + ``vmap``), against one model and against the same models
   stepped in turn (``stacked_seeds.py``): aggregate images/s;
@@ -58,6 +59,7 @@ import torch
 from mexlib import data as mdata
 from mexlib.config import make_config
 from mexlib.hardware import deterministic_kernels
+from mexlib.models import arch_spec
 from mexlib.store import RunStore
 from mexlib.train import autocast_for, build_model, compile_for_training, make_optimizer, memory_format_for
 
@@ -133,18 +135,21 @@ def repeatability(profile: str = "cpu", device: str = "cuda") -> dict:
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
              "RTX 4090": 165e12, "V100": 125e12}
 #: The families whose step modes are compared: (profile, architecture).
-STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"), ("paper", "resnet34"),
-                 ("paper", "vit-t"))
+#: (profile, architecture) of each family ``step_modes`` times: every block layout the package
+#: trains (conv, multiscale, tokens, and the text encoders' sequence: the language chapter's MiniLM).
+STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"), ("cpu", "minilm-l6"),
+                 ("paper", "resnet34"), ("paper", "vit-t"))
 #: Every part with the seconds it is expected to take on one H200, in the default order: what the
 #: open issues need, cheapest first (26: peak share and what bounds it, concurrency; 28: the cost of
 #: deterministic kernels; 25: the language chapter; 26: the notebooks' wall time and the step modes),
 #: then the parts measured before (2026-11, from the copy of 3c4e2bd). Estimates: the regimes from
 #: that run (22-26 s per cpu-profile run, 32 s in bf16, compiles of 18-36 s, 9.2 s per run with 12
-#: jobs); the rest scaled from them (the language part's four trainings each compile, as
-#: compile="auto" does for transformers on CUDA: the least sure guess). A part's real seconds are written beside its results: put
+#: jobs); the rest scaled from them (the language part's four trainings, eager as compile="auto"
+#: has them for text encoders until step_modes has measured them: the least sure guess; step_modes'
+#: six families, each compiled twice). A part's real seconds are written beside its results: put
 #: them here after a GPU session.
 ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
-                     "deterministic_cost": 40, "language": 240, "notebooks": 480, "step_modes": 300,
+                     "deterministic_cost": 40, "language": 240, "notebooks": 480, "step_modes": 360,
                      "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95, "paper_steps": 20,
                      "throughput": 60}
 PARTS = tuple(ESTIMATED_SECONDS)
@@ -181,7 +186,11 @@ def _step_function(profile: str, arch: str, batch: int, device: torch.device, mo
     compile_for_training(model, config, device)
     optimizer = make_optimizer(model.parameters(), config.joint_phase)
     spec = mdata.dataset_spec(config.dataset)
-    x = torch.randn(batch, *spec.input_shape, device=device).contiguous(memory_format=memory_format_for(config, device))
+    if spec.modality == "text":  # token ids of full length: a text's cost is its length, not its words
+        x = model.backbone.example_input(spec.input_shape, batch, device, random=True)
+    else:
+        x = torch.randn(batch, *spec.input_shape, device=device).contiguous(
+            memory_format=memory_format_for(config, device))
     y = torch.randint(0, spec.num_classes, (batch,), device=device)
     autocast = autocast_for(device, config.precision)
     graphs = mode == "reduce-overhead" and device.type == "cuda"
@@ -238,26 +247,30 @@ def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, st
 
 
 def step_modes(families=STEP_FAMILIES, modes=("eager", "compile", "reduce-overhead"), rounds: int = 2,
-               device: str = "cuda", batch: int = 128, steps: int = 30, warmup: int = 5) -> list[dict]:
+               device: str = "cuda", batch: int | None = None, steps: int = 30, warmup: int = 5) -> list[dict]:
     """Per family, one training step built and warmed up in every mode (a compiled mode compiles
     once, in its warm-up: its seconds are kept), then the modes timed in turn over ``rounds``
-    (A B C A B C), and each mode's median images/s relative to eager."""
+    (A B C A B C), and each mode's median samples/s relative to eager. ``batch`` None: each
+    family's at the batch size its runs train with (its profile's joint phase), since that is
+    what ``compile="auto"`` decides for."""
     if device != "cuda":
         modes = tuple(m for m in modes if m != "reduce-overhead")  # CUDA graphs need CUDA
     torch_device = torch.device(device)
     rows = []
     for profile, arch in families:
+        size = batch or make_config(profile, arch=arch, regime="joint").joint_phase.batch_size
         steps_by_mode, compile_seconds = {}, {}
         for mode in modes:
-            step, _, _ = _step_function(profile, arch, batch, torch_device, mode)
+            step, _, _ = _step_function(profile, arch, size, torch_device, mode)
             compile_seconds[mode] = round(timed_steps(step, 0, warmup, torch_device).warmup, 1)
             steps_by_mode[mode] = step
         rates = {mode: [] for mode in modes}
         for _ in range(rounds):
             for mode, step in steps_by_mode.items():
-                rates[mode].append(round(steps * batch / timed_steps(step, steps, 0, torch_device).seconds, 2))
+                rates[mode].append(round(steps * size / timed_steps(step, steps, 0, torch_device).seconds, 2))
         median = {m: sorted(v)[len(v) // 2] for m, v in rates.items()}
-        rows.append(dict(arch=arch, profile=profile, batch=batch, images_per_second=median, rounds=rates,
+        rows.append(dict(arch=arch, profile=profile, layout=arch_spec(arch).layout, batch=size,
+                         samples_per_second=median, rounds=rates,
                          against_eager={m: round(v / median["eager"], 3) for m, v in median.items()},
                          compile_seconds=compile_seconds))
         print(json.dumps(rows[-1]), flush=True)

@@ -29,9 +29,10 @@ variable once, when it first runs: set it before the process starts.
 **Compiled training steps: where they were measured to pay.** ``compile="auto"`` (a run's
 configuration) trains a model's blocks and heads under ``torch.compile`` on a CUDA device when
 its layout is one where compiling was measured faster there (:data:`FASTEST_STEP`: on an H200,
-ViT-T's step 1.42× faster compiled, ResNet-34's 0.89×, so transformers compile and CNNs do not),
-and eagerly everywhere else, the CPU included (a compile costs tens of seconds there and the
-step is bound by arithmetic, not launches). ``"reduce-overhead"`` also captures each compiled
+ViT-T's step 1.42× faster compiled, ResNet-34's 0.89×, so vision transformers compile and CNNs
+do not; text encoders, not timed compiled on a GPU yet, do not either), and eagerly everywhere
+else, the CPU included (a compile costs tens of seconds there and the step is bound by
+arithmetic, not launches). ``"reduce-overhead"`` also captures each compiled
 piece in a CUDA graph (launch overhead gone: for small models on a GPU); off CUDA it means
 ``"compile"`` (one warning). A compiled run is stored under its own key: its numbers differ from
 the eager run's in the last bits (fused kernels), as a GPU's differ from a CPU's.

@@ -20,6 +20,7 @@ import stacked_seeds  # noqa: E402
 import train_throughput  # noqa: E402
 from mexlib import hardware  # noqa: E402
 from mexlib.config import make_config  # noqa: E402
+from mexlib.models import FAMILY_LAYOUTS, arch_spec  # noqa: E402
 from mexlib.store import RunStore  # noqa: E402
 
 
@@ -210,9 +211,16 @@ def test_gpu_check_issue_26_parts_run_on_the_cpu():
     modes = gpu_check.step_modes(families=(("smoke", "vit-smoke"),), modes=("eager", "reduce-overhead"),
                                  rounds=1, device="cpu", batch=2, steps=1, warmup=1)
     (row,) = modes
-    assert set(row["images_per_second"]) == {"eager"}  # no CUDA graphs without CUDA
-    assert row["against_eager"] == {m: round(v / row["images_per_second"]["eager"], 3)
-                                    for m, v in row["images_per_second"].items()}
+    assert set(row["samples_per_second"]) == {"eager"}  # no CUDA graphs without CUDA
+    assert row["against_eager"] == {m: round(v / row["samples_per_second"]["eager"], 3)
+                                    for m, v in row["samples_per_second"].items()}
+    # a text encoder's step takes token ids, at its runs' batch size unless one is given
+    (text,) = gpu_check.step_modes(families=(("smoke", "bert-smoke"),), modes=("eager",), rounds=1, device="cpu",
+                                   steps=1, warmup=1)
+    assert text["layout"] == "sequence" and text["samples_per_second"]["eager"] > 0
+    assert text["batch"] == make_config("smoke", arch="bert-smoke", regime="joint").joint_phase.batch_size
+    timed = {arch_spec(arch).layout for _, arch in gpu_check.STEP_FAMILIES}
+    assert timed == set(FAMILY_LAYOUTS.values())  # every block layout the package trains is timed
     (share,) = gpu_check.peak_share(archs=("vit-t",), batch=2, steps=1, device="cpu", peak=1e12)
     assert share["flops_per_step"] > 0
     assert share["share_of_peak"] == round(share["flops_per_step"] * share["images_per_second"] / 2 / 1e12, 4)
