@@ -1,6 +1,7 @@
 """The CUDA path on a GPU machine: what the open issues (26, 28, 25) need measured there.
 
     python benchmarks/gpu_check.py [--parts a,b,...] [--budget MINUTES] [--data FOLDER] [--out RESULTS.json]
+    python benchmarks/gpu_check.py --summarise RESULTS.json    (anywhere: what the results say)
 
 The parts, in the default order (:data:`ESTIMATED_SECONDS` has each one's expected seconds on an
 H200; ``--budget`` runs those that fit, in order, and names the others):
@@ -40,12 +41,18 @@ The JSON file is rewritten after every part, so a session stopped at its time li
 finished, and a part that fails is recorded while the next one runs. ``--data`` points at a
 folder holding Fashion-MNIST's four ``.gz`` idx files when the machine has neither
 ``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
+
+``--summarise`` reads such a file back (no GPU needed) and prints each of the issues' targets met
+or not (:data:`PEAK_TARGETS`, :data:`CONCURRENCY_TARGET`, :data:`NOTEBOOKS_TARGET_SECONDS`), each
+failed part, and the settings the measurements call for (:func:`summarise`): ``compile="auto"``'s
+mode per block layout, the jobs per GPU, the parts' seconds for :data:`ESTIMATED_SECONDS`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -479,6 +486,92 @@ def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu")
     return rows
 
 
+#: Issue 26's targets on one H200: each paper model's share of the bf16 peak at batch 128 (or the
+#: profile's explanation), the aggregate rate of concurrent cpu-profile jobs against one job, and the
+#: regimes and methods notebooks' seconds end to end.
+PEAK_TARGETS = {"resnet34": 0.15, "vit-t": 0.05}
+CONCURRENCY_TARGET = 5.0
+NOTEBOOKS_TARGET_SECONDS = 300
+#: A compiled step mode is chosen only this much faster than eager or more (closer is noise), and
+#: jobs per GPU only while the aggregate rate is within this of the best count's.
+MIN_GAIN = 1.05
+
+
+def run_samples(profile: str, arch: str) -> int | None:
+    """Samples one run's joint phase trains at most (its epoch cap × its training set); None for a
+    whole data set (the paper profile: up to 200 epochs of tens of thousands, against which a
+    compile's seconds are small)."""
+    config = make_config(profile, arch=arch, regime="joint")
+    return config.joint_phase.epochs * config.train_size if config.train_size else None
+
+
+def step_choice(row: dict, samples: int | None) -> dict:
+    """The step mode that pays for one ``step_modes`` row: the fastest mode at least
+    :data:`MIN_GAIN` × eager whose extra compile seconds are repaid within ``samples`` (its
+    ``break_even``: the samples after which it is ahead); eager when none is."""
+    rates, compiles = row["samples_per_second"], row["compile_seconds"]
+    choice = dict(mode="eager", gain=1.0, break_even=0)
+    for mode, rate in rates.items():
+        gain = rate / rates["eager"]
+        if mode == "eager" or gain < MIN_GAIN or gain <= choice["gain"]:
+            continue
+        saved = 1 / rates["eager"] - 1 / rate  # seconds per sample
+        break_even = math.ceil(max(0.0, compiles[mode] - compiles["eager"]) / saved)
+        if samples is None or break_even <= samples:
+            choice = dict(mode=mode, gain=round(gain, 3), break_even=break_even)
+    return choice
+
+
+def _rows(results: dict, part: str) -> list | dict | None:
+    value = results.get(part)
+    return None if value is None or isinstance(value, dict) and "error" in value else value
+
+
+def summarise(results: dict) -> dict:
+    """What a GPU session's results say: issue 26's and 28's targets each met or not
+    (``verdicts``), and the settings to take from them (``settings``: ``compile="auto"``'s mode per
+    block layout, "split" where the families of one layout disagree; the jobs per GPU; each part's
+    seconds for :data:`ESTIMATED_SECONDS`, rounded up to 10 s). A part that did not run or failed
+    is said so."""
+    verdicts, settings = [], {}
+    for part in PARTS:
+        if isinstance(results.get(part), dict) and "error" in results[part]:
+            verdicts.append(f"{part}: failed: {results[part]['error']}")
+    if shares := _rows(results, "peak_share"):
+        for row in shares:
+            share, target = row.get("share_of_peak"), PEAK_TARGETS.get(row["arch"])
+            if share is not None and target is not None:
+                verdicts.append(f"peak share {row['arch']}: {share:.1%} of {row['peak_tflops']:g} TFLOP/s, "
+                                f"target {target:.0%}: {'met' if share >= target else 'not met (see bounds)'}")
+    if together := _rows(results, "concurrency"):
+        best = max(r["images_per_second"] for r in together)
+        settings["jobs_per_gpu"] = min(r["processes"] for r in together if r["images_per_second"] * MIN_GAIN >= best)
+        top = max(together, key=lambda r: r["against_one"])
+        verdicts.append(f"concurrency: {top['against_one']:.2f}x one job's rate with {top['processes']} jobs, target "
+                        f"{CONCURRENCY_TARGET:g}x: {'met' if top['against_one'] >= CONCURRENCY_TARGET else 'not met'}")
+    if notebooks := _rows(results, "notebooks"):
+        seconds = sum(r["seconds"] for r in notebooks)
+        failed = [r["notebook"] for r in notebooks if r["returncode"] != 0]
+        verdicts.append(f"notebooks {', '.join(r['notebook'] for r in notebooks)}: {seconds:.0f} s, target "
+                        f"{NOTEBOOKS_TARGET_SECONDS} s: " + (f"failed ({', '.join(failed)})" if failed else
+                                                             "met" if seconds <= NOTEBOOKS_TARGET_SECONDS else "not met"))
+    if modes := _rows(results, "step_modes"):
+        by_layout: dict[str, dict[str, str]] = {}
+        for row in modes:
+            choice = step_choice(row, run_samples(row["profile"], row["arch"]))
+            by_layout.setdefault(row["layout"], {})[row["arch"]] = choice["mode"]
+            verdicts.append(f"step mode {row['arch']} ({row['layout']}): {choice['mode']}"
+                            + (f", {choice['gain']}x eager, ahead after {choice['break_even']} samples"
+                               if choice["mode"] != "eager" else ""))
+        settings["fastest_step"] = {layout: next(iter(set(chosen.values()))) if len(set(chosen.values())) == 1
+                                    else "split" for layout, chosen in by_layout.items()}
+    for row in _rows(results, "deterministic_cost") or []:
+        verdicts.append(f"deterministic kernels {row['arch']}: {row['ratio']:.2f}x the step rate without")
+    if results.get("seconds"):
+        settings["estimated_seconds"] = {part: math.ceil(s / 10) * 10 for part, s in results["seconds"].items()}
+    return dict(verdicts=verdicts, settings=settings)
+
+
 def host() -> dict:
     """What the results depend on besides the code: the commit, the CPU cores this process may use
     (the concurrency part gives each process its share), the GPUs with their memory, CUDA's and
@@ -502,10 +595,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"the parts to run, in this order (default: all: {','.join(PARTS)})")
+    parser.add_argument("--summarise", type=Path, metavar="RESULTS",
+                        help="read a results file written by --out, print what it says of the issues' targets and "
+                             "the settings to take from it, and stop (no GPU needed)")
     parser.add_argument("--budget", type=float, default=8.0,
                         help="minutes: run only the parts whose estimated seconds (ESTIMATED_SECONDS) fit, in "
                              "order, passing over those that do not (default 8; 0: every part)")
     args = parser.parse_args(argv)
+    if args.summarise is not None:
+        try:
+            results = json.loads(args.summarise.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            parser.error(f"cannot read the results file {args.summarise}: {error}")
+        summary = summarise(results)
+        print(f"{args.summarise}: {results.get('device')}, torch {results.get('torch')}, commit "
+              f"{results.get('host', {}).get('commit')}")
+        print("\n".join(summary["verdicts"]) or "no part with a target ran")
+        print(json.dumps(summary["settings"], indent=1))
+        return
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:

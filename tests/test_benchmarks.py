@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -305,3 +307,64 @@ def test_gpu_check_refuses_unknown_parts(capsys):
     with pytest.raises(SystemExit) as stopped:
         gpu_check.main(["--parts", "concurrency,warp"])
     assert stopped.value.code == 2 and f"valid parts: {', '.join(gpu_check.PARTS)}" in capsys.readouterr().err
+
+
+def _modes_row(profile, arch, rates, compiles):
+    return dict(profile=profile, arch=arch, layout=arch_spec(arch).layout, samples_per_second=rates,
+                against_eager={m: round(r / rates["eager"], 3) for m, r in rates.items()}, compile_seconds=compiles)
+
+
+def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
+    """The summary of a GPU session's results: a compiled mode is chosen where it is clearly
+    faster and repays its compile within one run (per layout; "split" where families disagree),
+    jobs per GPU where more stop paying, each target met or not, failures named."""
+    vit_samples = gpu_check.run_samples("cpu", "vit-cpu")
+    text_samples = gpu_check.run_samples("cpu", "minilm-l6")
+    assert vit_samples and text_samples and gpu_check.run_samples("paper", "resnet34") is None  # whole data set
+    saved_text = 1 / 100 - 1 / 150  # seconds per text the compiled MiniLM saves
+    results = {
+        "device": "NVIDIA H200", "torch": "2.11.0", "host": {"commit": "abc1234"},
+        "step_modes": [
+            # 2x faster, 20 s more to compile: ahead after 40,000 images, well within a run
+            _modes_row("cpu", "vit-cpu", {"eager": 1000.0, "compile": 2000.0}, {"eager": 0.5, "compile": 20.5}),
+            _modes_row("cpu", "resnet-cpu", {"eager": 1000.0, "compile": 1000.0 * (gpu_check.MIN_GAIN - 0.02)},
+                       {"eager": 0.5, "compile": 1.0}),  # faster, but within noise
+            _modes_row("paper", "resnet34", {"eager": 100.0, "compile": 120.0, "reduce-overhead": 300.0},
+                       {"eager": 1.0, "compile": 40.0, "reduce-overhead": 900.0}),  # a whole data set repays it
+            # 1.5x faster, but the compile is repaid only after 1.5 runs' texts
+            _modes_row("cpu", "minilm-l6", {"eager": 100.0, "compile": 150.0},
+                       {"eager": 0.0, "compile": 1.5 * text_samples * saved_text})],
+        "concurrency": [dict(processes=n, images_per_second=rate, against_one=round(rate / 100, 3))
+                        for n, rate in ((1, 100.0), (2, 190.0), (4, 350.0), (8, 360.0))],
+        "notebooks": [dict(notebook="01_regimes", seconds=120.0, returncode=0),
+                      dict(notebook="02_methods", seconds=150.0, returncode=0)],
+        "peak_share": [dict(arch="resnet34", share_of_peak=0.079, peak_tflops=789.6),
+                       dict(arch="vit-t", share_of_peak=0.06, peak_tflops=789.6)],
+        "deterministic_cost": [dict(arch="resnet34", ratio=0.81)],
+        "language": {"error": "RuntimeError: out of memory"},
+        "seconds": {"peak_share": 31.2, "concurrency": 80.0},
+    }
+    vit = gpu_check.step_choice(results["step_modes"][0], vit_samples)
+    assert vit == dict(mode="compile", gain=2.0, break_even=math.ceil(20 / (1 / 1000 - 1 / 2000)))
+    assert gpu_check.step_choice(results["step_modes"][0], vit["break_even"] - 1)["mode"] == "eager"
+    assert gpu_check.step_choice(results["step_modes"][2], None)["mode"] == "reduce-overhead"  # the fastest
+    summary = gpu_check.summarise(results)
+    assert summary["settings"] == dict(fastest_step={"tokens": "compile", "conv": "split", "sequence": "eager"},
+                                       jobs_per_gpu=4,  # 8 jobs add under 5 % to 4's rate
+                                       estimated_seconds={"peak_share": 40, "concurrency": 80})
+    verdicts = "\n".join(summary["verdicts"])
+    assert "language: failed: RuntimeError: out of memory" in verdicts
+    assert "concurrency: 3.60x one job's rate with 8 jobs, target 5x: not met" in verdicts
+    assert "notebooks 01_regimes, 02_methods: 270 s, target 300 s: met" in verdicts
+    assert "peak share resnet34: 7.9% of 789.6 TFLOP/s, target 15%: not met (see bounds)" in verdicts
+    assert "peak share vit-t: 6.0% of 789.6 TFLOP/s, target 5%: met" in verdicts
+    assert "deterministic kernels resnet34: 0.81x" in verdicts
+    path = tmp_path / "gpu_check.json"
+    path.write_text(json.dumps(results))
+    gpu_check.main(["--summarise", str(path)])  # needs no GPU
+    printed = capsys.readouterr().out
+    assert "NVIDIA H200, torch 2.11.0, commit abc1234" in printed and '"jobs_per_gpu": 4' in printed
+    path.write_text('{"step_modes": [')  # cut short
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.main(["--summarise", str(path)])
+    assert stop.value.code == 2 and "cannot read the results file" in capsys.readouterr().err
