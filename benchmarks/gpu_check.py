@@ -237,6 +237,29 @@ def timed_steps(step, steps: int, warmup: int, device: torch.device) -> Timing:
     return Timing(warm, train_throughput.clock(device) - started, queued, loss)
 
 
+def _each(items, measure, label) -> list[dict]:
+    """``measure(item)`` for each of ``items`` in order; one that raises is kept as its
+    ``label(item)`` fields with ``"error"`` and the others still run: a lend is short, and one
+    model running out of memory must not lose the others' figures. The GPU's cached memory is
+    released after each."""
+    rows = []
+    for item in items:
+        try:
+            rows.append(measure(item))
+        except Exception as error:
+            rows.append({**label(item), "error": f"{type(error).__name__}: {error}"})
+            print(f"[gpu_check] {label(item)} failed: {rows[-1]['error']}", flush=True)
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return rows
+
+
+def _measured(rows: list[dict]) -> list[dict]:
+    """The rows of ``rows`` that :func:`_each` did not record as failed."""
+    return [row for row in rows if "error" not in row]
+
+
 def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, steps: int = 30, warmup: int = 5,
               device: str = "cuda", deterministic: bool = False) -> dict:
     """Images/s of ``arch``'s training step in ``mode`` (with ``deterministic`` kernels or
@@ -263,8 +286,9 @@ def step_modes(families=STEP_FAMILIES, modes=("eager", "compile", "reduce-overhe
     if device != "cuda":
         modes = tuple(m for m in modes if m != "reduce-overhead")  # CUDA graphs need CUDA
     torch_device = torch.device(device)
-    rows = []
-    for profile, arch in families:
+
+    def one(family) -> dict:
+        profile, arch = family
         size = batch or make_config(profile, arch=arch, regime="joint").joint_phase.batch_size
         steps_by_mode, compile_seconds = {}, {}
         for mode in modes:
@@ -276,15 +300,13 @@ def step_modes(families=STEP_FAMILIES, modes=("eager", "compile", "reduce-overhe
             for mode, step in steps_by_mode.items():
                 rates[mode].append(round(steps * size / timed_steps(step, steps, 0, torch_device).seconds, 2))
         median = {m: sorted(v)[len(v) // 2] for m, v in rates.items()}
-        rows.append(dict(arch=arch, profile=profile, layout=arch_spec(arch).layout, batch=size,
-                         samples_per_second=median, rounds=rates,
-                         against_eager={m: round(v / median["eager"], 3) for m, v in median.items()},
-                         compile_seconds=compile_seconds))
-        print(json.dumps(rows[-1]), flush=True)
-        del steps_by_mode
-        if torch_device.type == "cuda":
-            torch.cuda.empty_cache()
-    return rows
+        row = dict(arch=arch, profile=profile, layout=arch_spec(arch).layout, batch=size, samples_per_second=median,
+                   rounds=rates, against_eager={m: round(v / median["eager"], 3) for m, v in median.items()},
+                   compile_seconds=compile_seconds)
+        print(json.dumps(row), flush=True)
+        return row
+
+    return _each(families, one, lambda family: dict(profile=family[0], arch=family[1]))
 
 
 def peak_share(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 30, device: str = "cuda",
@@ -296,8 +318,8 @@ def peak_share(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 30, d
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = peak if peak is not None else peak_flops(name)
-    rows = []
-    for arch in archs:
+
+    def one(arch: str) -> dict:
         step, _, config = _step_function("paper", arch, batch, device)
         step()
         with FlopCounterMode(display=False) as counter:
@@ -305,12 +327,14 @@ def peak_share(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 30, d
         flops = counter.get_total_flops()
         rate = step_rate("paper", arch, batch=batch, steps=steps, device=str(device))["images_per_second"]
         achieved = flops * rate / batch
-        rows.append(dict(arch=arch, device=name, batch=batch, precision=config.precision, flops_per_step=flops,
-                         images_per_second=rate, achieved_tflops=round(achieved / 1e12, 2),
-                         peak_tflops=None if peak is None else round(peak / 1e12, 1),
-                         share_of_peak=None if peak is None else round(achieved / peak, 4)))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+        row = dict(arch=arch, device=name, batch=batch, precision=config.precision, flops_per_step=flops,
+                   images_per_second=rate, achieved_tflops=round(achieved / 1e12, 2),
+                   peak_tflops=None if peak is None else round(peak / 1e12, 1),
+                   share_of_peak=None if peak is None else round(achieved / peak, 4))
+        print(json.dumps(row), flush=True)
+        return row
+
+    return _each(archs, one, lambda arch: dict(arch=arch))
 
 
 def batch_scaling(archs=("resnet34", "vit-t"), batches=(32, 64, 128, 256, 512), steps: int = 20, warmup: int = 3,
@@ -318,15 +342,21 @@ def batch_scaling(archs=("resnet34", "vit-t"), batches=(32, 64, 128, 256, 512), 
     """Eager images/s of each paper model's step at each batch size. Images/s that grow almost in
     proportion to the batch mean a fixed cost per step (kernel launches, Python) bounds the step;
     flat images/s mean the arithmetic does."""
-    rows = []
-    for arch in archs:
-        rates = {b: step_rate("paper", arch, batch=b, steps=steps, warmup=warmup, device=device)["images_per_second"]
-                 for b in batches}
-        smallest = min(batches)
-        rows.append(dict(arch=arch, images_per_second=rates,
-                         against_smallest={b: round(r / rates[smallest], 3) for b, r in rates.items()}))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+
+    def one(arch: str) -> dict:  # a batch that fails (out of memory, say) is named; the others are kept
+        measured = _each(batches, lambda b: step_rate("paper", arch, batch=b, steps=steps, warmup=warmup,
+                                                      device=device), lambda b: dict(batch=b))
+        rates = {b: row["images_per_second"] for b, row in zip(batches, measured) if "error" not in row}
+        if not rates:
+            raise RuntimeError(f"no batch size ran: {measured[0]['error']}")
+        smallest = min(rates)
+        row = dict(arch=arch, images_per_second=rates,
+                   against_smallest={b: round(r / rates[smallest], 3) for b, r in rates.items()},
+                   failed={row["batch"]: row["error"] for row in measured if "error" in row})
+        print(json.dumps(row), flush=True)
+        return row
+
+    return _each(archs, one, lambda arch: dict(arch=arch))
 
 
 #: Kernel names of matrix products and convolutions (cuBLAS, cuDNN, CUTLASS and inductor's
@@ -383,8 +413,8 @@ def bounds(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 10, warmu
 
     device = torch.device(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    rows = []
-    for arch in archs:
+
+    def one(arch: str) -> dict:
         step, _, config = _step_function("paper", arch, batch, device, mode)
         timing = timed_steps(step, steps, warmup, device)  # unprofiled
         with profile(activities=activities) as profiled:
@@ -393,12 +423,13 @@ def bounds(archs=("resnet34", "vit-t"), batch: int = 128, steps: int = 10, warmu
             train_throughput.clock(device)
         kernels = [(e.name, e.time_range.start, e.time_range.end) for e in profiled.events()
                    if e.device_type != DeviceType.CPU]
-        rows.append(dict(arch=arch, mode=mode, batch=batch, precision=config.precision, steps=steps,
-                         step_ms=round(1e3 * timing.seconds / steps, 3),
-                         host_ms_per_step=round(1e3 * timing.queued / steps, 3),
-                         **kernel_summary(kernels, steps, top)))
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
+        row = dict(arch=arch, mode=mode, batch=batch, precision=config.precision, steps=steps,
+                   step_ms=round(1e3 * timing.seconds / steps, 3), host_ms_per_step=round(1e3 * timing.queued / steps, 3),
+                   **kernel_summary(kernels, steps, top))
+        print(json.dumps(row), flush=True)
+        return row
+
+    return _each(archs, one, lambda arch: dict(arch=arch))
 
 
 def _concurrent_worker(steps: int, warmup: int, batch: int, device: str, profile: str) -> None:
@@ -421,11 +452,11 @@ def concurrency(counts=(1, 2, 4, 8), steps: int = 100, warmup: int = 10, batch: 
     """Aggregate images/s of ``n`` processes each training ``profile``'s joint step on one
     device at once (each with its share of the CPU cores as threads, as local jobs), for each
     ``n`` of ``counts``, and its ratio to one process."""
-    rows = []
     here = str(Path(__file__).resolve().parent)
     code = (f"import sys; sys.path.insert(0, {here!r}); import gpu_check; "
             f"gpu_check._concurrent_worker({steps}, {warmup}, {batch}, {device!r}, {profile!r})")
-    for n in counts:
+
+    def one(n: int) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // n))}
         workers = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     text=True, env=env) for _ in range(n)]
@@ -437,17 +468,24 @@ def concurrency(counts=(1, 2, 4, 8), steps: int = 100, warmup: int = 10, batch: 
                 w.stdin.write("go\n")
                 w.stdin.flush()
             rates = [float(w.stdout.readline()) for w in workers]
-        finally:  # after a failure the others would wait for their go forever
+        except BaseException:  # the others would wait for their go until killed: kill them now
+            for w in workers:
+                w.kill()
+            raise
+        finally:
             for w in workers:
                 try:
                     w.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     w.kill()
                     w.wait()
-        rows.append(dict(processes=n, images_per_second=round(sum(rates), 1),
-                         per_process=[round(r, 1) for r in rates]))
-        rows[-1]["against_one"] = round(rows[-1]["images_per_second"] / rows[0]["images_per_second"], 3)
-        print(json.dumps(rows[-1]), flush=True)
+        return dict(processes=n, images_per_second=round(sum(rates), 1), per_process=[round(r, 1) for r in rates])
+
+    rows = _each(counts, one, lambda n: dict(processes=n))
+    measured = _measured(rows)
+    for row in measured:  # against the fewest processes that ran (one, unless it failed)
+        row["against_one"] = round(row["images_per_second"] / measured[0]["images_per_second"], 3)
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -457,15 +495,18 @@ def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128
     statistics) trained in one process as one stacked model, against the same models stepped in
     turn (``stacked_seeds.py``'s comparison, one round), for each ``k`` of ``counts``: aggregate
     images/s stacked, in turn, and the stacked rate against ``k`` = 1's."""
-    rows = []
-    for k in counts:
+
+    def one(k: int) -> dict:
         result = stacked_seeds.measure(k, batch, steps, warmup, rounds=1, device=device, arch=arch, profile=profile)
-        rows.append(dict(arch=arch, seeds=k, images_per_second=result["images_per_second"]["stacked"],
-                         in_turn=result["images_per_second"]["separate"],
-                         stacked_over_in_turn=result["stacked_over_separate"],
-                         largest_weight_difference=result["largest_weight_difference"]))
-        rows[-1]["against_one"] = round(rows[-1]["images_per_second"] / rows[0]["images_per_second"], 3)
-        print(json.dumps(rows[-1]), flush=True)
+        return dict(arch=arch, seeds=k, images_per_second=result["images_per_second"]["stacked"],
+                    in_turn=result["images_per_second"]["separate"], stacked_over_in_turn=result["stacked_over_separate"],
+                    largest_weight_difference=result["largest_weight_difference"])
+
+    rows = _each(counts, one, lambda k: dict(arch=arch, seeds=k))
+    measured = _measured(rows)
+    for row in measured:  # against the fewest seeds that ran (one, unless it failed)
+        row["against_one"] = round(row["images_per_second"] / measured[0]["images_per_second"], 3)
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -523,7 +564,10 @@ def step_choice(row: dict, samples: int | None) -> dict:
 
 
 def _rows(results: dict, part: str) -> list | dict | None:
+    """A part's results without what failed (None if it did not run or failed whole)."""
     value = results.get(part)
+    if isinstance(value, list):
+        return _measured(value)
     return None if value is None or isinstance(value, dict) and "error" in value else value
 
 
@@ -535,8 +579,13 @@ def summarise(results: dict) -> dict:
     is said so."""
     verdicts, settings = [], {}
     for part in PARTS:
-        if isinstance(results.get(part), dict) and "error" in results[part]:
-            verdicts.append(f"{part}: failed: {results[part]['error']}")
+        value = results.get(part)
+        if isinstance(value, dict) and "error" in value:
+            verdicts.append(f"{part}: failed: {value['error']}")
+        for row in value if isinstance(value, list) else []:
+            if "error" in row:
+                named = ", ".join(f"{key} {item}" for key, item in row.items() if key != "error")
+                verdicts.append(f"{part} ({named}): failed: {row['error']}")
     if shares := _rows(results, "peak_share"):
         for row in shares:
             share, target = row.get("share_of_peak"), PEAK_TARGETS.get(row["arch"])
@@ -651,11 +700,11 @@ def main(argv: list[str] | None = None) -> None:
 
     run = {"concurrency": concurrency, "step_modes": step_modes, "peak_share": peak_share, "stacked": stacked,
            "bounds": bounds, "batch_scaling": batch_scaling,
-           "deterministic_cost": lambda: [deterministic_cost(arch) for arch in ("resnet34", "vit-t")],
+           "deterministic_cost": lambda: _each(("resnet34", "vit-t"), deterministic_cost, lambda arch: dict(arch=arch)),
            "repeatability": repeatability, "regimes": lambda: regimes("fp32"),
            "regimes_bf16": lambda: regimes("bf16"),
            "language": lambda: regimes("fp32", dataset="wordnet-supersenses"),
-           "paper_steps": lambda: [paper_step_throughput(arch) for arch in ("resnet34", "vit-t")],
+           "paper_steps": lambda: _each(("resnet34", "vit-t"), paper_step_throughput, lambda arch: dict(arch=arch)),
            "throughput": throughput, "notebooks": notebook_times}
     began = time.perf_counter()
     for part in parts:

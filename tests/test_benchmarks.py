@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,22 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         gpu_check.main(["--summarise", str(path)])
     assert stop.value.code == 2 and "cannot read the results file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_gpu_check_one_failure_loses_no_other_measurement():
+    """A family, batch size or process count that fails is recorded with its error and the
+    others are still measured (a GPU lend is short: one out-of-memory must not lose the rest)."""
+    rows = gpu_check.step_modes(families=(("smoke", "vit-smoke"), ("smoke", "no-such-arch"), ("smoke", "resnet-smoke")),
+                                modes=("eager",), rounds=1, device="cpu", batch=2, steps=1, warmup=1)
+    assert [row["arch"] for row in rows] == ["vit-smoke", "no-such-arch", "resnet-smoke"]
+    assert "no-such-arch" in rows[1]["error"] and "error" not in rows[0] and rows[2]["samples_per_second"]["eager"] > 0
+    (scaling,) = gpu_check.batch_scaling(archs=("vit-t",), batches=(2, -1), steps=1, warmup=0, device="cpu")
+    assert set(scaling["images_per_second"]) == {2} and set(scaling["failed"]) == {-1}
+    started = time.perf_counter()
+    (failed,) = gpu_check.concurrency(counts=(2,), steps=1, warmup=0, batch=2, device="cpu", profile="no-such-profile")
+    assert failed["processes"] == 2 and "ended before its warm-up" in failed["error"]
+    assert time.perf_counter() - started < 60  # the other worker was not left waiting for its go
+    summary = gpu_check.summarise({"step_modes": rows})
+    assert summary["settings"]["fastest_step"] == {"tokens": "eager", "conv": "eager"}
+    assert any(v.startswith("step_modes (profile smoke, arch no-such-arch): failed: ") for v in summary["verdicts"])
