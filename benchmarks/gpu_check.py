@@ -37,8 +37,10 @@ H200; ``--budget`` runs those that fit, in order, and names the others):
   ``paper_steps`` (the paper models' images/s) and ``throughput`` (``train_throughput.py``'s
   comparison on the GPU, with 0 and 8 loader workers).
 
-The JSON file is rewritten after every part, so a session stopped at its time limit keeps what
-finished, and a part that fails is recorded while the next one runs. ``--data`` points at a
+The JSON file is rewritten (whole or not at all) after every part, so a session stopped at its
+time limit keeps what finished, and a part that fails is recorded while the next one runs. A later
+call with the same ``--out`` adds its parts to the file's (same device and PyTorch; each part's
+commit is kept in ``commits``); a file from elsewhere is moved aside, never overwritten. ``--data`` points at a
 folder holding Fashion-MNIST's four ``.gz`` idx files when the machine has neither
 ``data/FashionMNIST`` nor Debian's package (it is used as the system folder).
 
@@ -638,6 +640,40 @@ def host() -> dict:
                 python=sys.version.split()[0])
 
 
+def write_results(path: Path, results: dict) -> None:
+    """``results`` into ``path`` whole or not at all (a lend can end mid-write)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(results, indent=1))
+    os.replace(partial, path)
+
+
+def with_earlier_results(path: Path, results: dict) -> dict:
+    """``results`` (a new call's, no part yet) on top of those already in ``path`` from the same
+    device and PyTorch, so calls in one lend or in several add up in one file: the earlier parts
+    and their seconds and commits kept, a part measured again replaced. A file from another device
+    or PyTorch, or one that cannot be read, is moved aside to ``path.earlier-N.json`` (said so),
+    never overwritten."""
+    if not path.exists():
+        return results
+    try:
+        earlier = json.loads(path.read_text())
+        same = isinstance(earlier, dict) and all(earlier.get(k) == results[k] for k in ("device", "torch"))
+    except (OSError, ValueError):
+        same = False
+    if same:
+        print(f"[gpu_check] adding to the results in {path} ({', '.join(p for p in PARTS if p in earlier)})",
+              flush=True)
+        return {**earlier, **{k: results[k] for k in ("device", "torch", "host")},
+                "seconds": dict(earlier.get("seconds", {})), "not_run_over_budget": []}
+    n = 1
+    while (aside := path.with_name(f"{path.stem}.earlier-{n}{path.suffix}")).exists():
+        n += 1
+    os.replace(path, aside)
+    print(f"[gpu_check] {path} holds results of another device or PyTorch, or cannot be read: moved to {aside}",
+          flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, help="folder with Fashion-MNIST's .gz idx files")
@@ -681,11 +717,14 @@ def main(argv: list[str] | None = None) -> None:
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "host": host(),
                "seconds": {}, "not_run_over_budget": []}
     print(json.dumps(results["host"]), flush=True)
+    if args.out is not None:
+        results = with_earlier_results(args.out, results)
 
     def keep(part: str, value) -> None:  # written after every part, so a late failure loses nothing
         results[part] = value
+        results.setdefault("commits", {})[part] = results["host"]["commit"]
         if args.out is not None:
-            args.out.write_text(json.dumps(results, indent=1))
+            write_results(args.out, results)
 
     def throughput() -> list[dict]:
         rows = []

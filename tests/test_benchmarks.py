@@ -388,3 +388,27 @@ def test_gpu_check_one_failure_loses_no_other_measurement():
     summary = gpu_check.summarise({"step_modes": rows})
     assert summary["settings"]["fastest_step"] == {"tokens": "eager", "conv": "eager"}
     assert any(v.startswith("step_modes (profile smoke, arch no-such-arch): failed: ") for v in summary["verdicts"])
+
+
+def test_gpu_check_calls_add_up_in_one_results_file(tmp_path, capsys):
+    """A second call (the same lend or a later one) adds its parts to the file of the first from
+    the same device and PyTorch; a file from another device, or one cut short, is moved aside,
+    never overwritten."""
+    path = tmp_path / "gpu_check.json"
+    fresh = dict(device="NVIDIA H200", torch="2.11.0", host=dict(commit="new"), seconds={}, not_run_over_budget=[])
+    assert gpu_check.with_earlier_results(path, fresh) is fresh  # nothing there yet
+    earlier = dict(fresh, host=dict(commit="old"), seconds={"peak_share": 30.0}, peak_share=[dict(arch="vit-t")],
+                   commits={"peak_share": "old"}, not_run_over_budget=["notebooks"])
+    gpu_check.write_results(path, earlier)
+    assert [f.name for f in tmp_path.iterdir()] == ["gpu_check.json"]  # written whole, nothing partial left
+    merged = gpu_check.with_earlier_results(path, fresh)
+    assert merged["peak_share"] == earlier["peak_share"] and merged["seconds"] == {"peak_share": 30.0}
+    assert merged["host"] == {"commit": "new"} and merged["commits"] == {"peak_share": "old"}
+    assert merged["not_run_over_budget"] == [] and path.exists()  # this call's list starts empty
+    other = dict(fresh, torch="2.14.1")
+    assert gpu_check.with_earlier_results(path, other) is other
+    assert not path.exists() and json.loads((tmp_path / "gpu_check.earlier-1.json").read_text()) == earlier
+    path.write_text('{"device": "NVIDIA H200", "peak_')  # cut short by the end of a lend
+    assert gpu_check.with_earlier_results(path, fresh) is fresh
+    assert (tmp_path / "gpu_check.earlier-2.json").read_text().startswith('{"device"')
+    assert "moved to" in capsys.readouterr().out
