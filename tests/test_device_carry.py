@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import importlib.metadata as metadata
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -128,3 +129,19 @@ def test_run_without_carried_data_says_to_prepare(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         device_carry.main(["prepare", "--python", "twelve"])
     assert stopped.value.code == 2 and "--python takes a Python 3 version" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)
+def test_run_ends_with_what_the_results_say(tmp_path, capfd):
+    """After gpu_check, ``run`` prints the summary of every call's results in the carried file
+    (here gpu_check stops at once, finding no GPU, and leaves the earlier results as they were)."""
+    (tmp_path / "wheels").mkdir()
+    earlier = {"device": "NVIDIA H200", "torch": "2.11.0", "host": {"commit": "abc1234"},
+               "concurrency": [dict(processes=1, images_per_second=100.0, against_one=1.0),
+                               dict(processes=2, images_per_second=210.0, against_one=2.1)]}
+    (tmp_path / "gpu_check.json").write_text(json.dumps(earlier))
+    code = device_carry.run(tmp_path, [])
+    printed = capfd.readouterr()
+    assert code != 0 and "no CUDA device" in printed.err
+    assert "concurrency: 2.10x one job's rate with 2 jobs, target 5x: not met" in printed.out
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == earlier

@@ -20,8 +20,10 @@ folder (``carry/``, git-ignored) with:
 the version mexlib requires (pyproject.toml), each wheel on its own so that one that does not fit
 the machine's Python is named and the rest still install; then it runs ``gpu_check.py`` with
 ``carry/site`` and the work tree on PYTHONPATH, ``MEXLIB_DATA=carry/data``, Hugging Face offline
-and the results written to ``carry/gpu_check.json`` (unless ``--out`` is given). What it installs
-and runs is printed, so a 15-minute lend spends its time measuring.
+and the results written to ``carry/gpu_check.json`` (unless ``--out`` is given; a second call adds
+its parts to the first's), and ends with ``gpu_check.py --summarise`` of that file: every target
+met or not and the settings to take. What it installs and runs is printed, so a 15-minute lend
+spends its time measuring.
 """
 
 from __future__ import annotations
@@ -262,7 +264,11 @@ def run(carry: Path, gpu_check_args: list[str]) -> int:
         gpu_check_args = [*gpu_check_args, "--out", str(carry / "gpu_check.json")]
     command = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), *gpu_check_args]
     print(f"[device_carry] {' '.join(command)}", flush=True)
-    return subprocess.run(command, env=env, cwd=REPO).returncode
+    code = subprocess.run(command, env=env, cwd=REPO).returncode
+    out = Path(gpu_check_args[gpu_check_args.index("--out") + 1])
+    if out.exists():  # what the results say so far, every call's parts together
+        subprocess.run([*command[:2], "--summarise", str(out)], env=env, cwd=REPO)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
