@@ -27,6 +27,10 @@ H200; ``--budget`` runs those that fit, in order, and names the others):
   32-token texts; the paper's ResNet-34 and ViT-T in bf16), each at the batch size its runs
   train with, compiled once and then timed in turn, with each compile's seconds: what
   ``compile="auto"`` should pick per block layout (:data:`mexlib.hardware.FASTEST_STEP`);
+- ``trained_modes``: seed 0's joint run of the cpu-profile ResNet and ViT trained by the trainer
+  eagerly, compiled and as CUDA graphs, and seed 1's eagerly: whether a compiled mode's accuracy
+  stays within the seeds' spread of eager's, and what each mode costs a whole run, compiles
+  included;
 - ``stacked``: several seeds of the cpu-profile ViT in one process, their parameters stacked
   (``torch.func.stack_module_state`` + ``vmap``), against one model and against the same models
   stepped in turn (``stacked_seeds.py``): aggregate images/s;
@@ -82,8 +86,8 @@ def train_and_score(store: RunStore, config) -> dict:
     run = store.get_or_run(config)
     logits, labels = run.logits("test")
     accuracy = (logits.argmax(-1) == labels).double().mean(1)
-    row = dict(regime=config.regime, precision=run.config["precision"],
-               seconds=round(time.perf_counter() - started, 1),
+    row = dict(regime=config.regime, precision=run.config["precision"], compile=run.config.get("compile") or "eager",
+               seed=config.seed, seconds=round(time.perf_counter() - started, 1),
                exit_accuracy=[round(a, 4) for a in accuracy.tolist()],
                device=run.provenance["device"])
     print(json.dumps(row), flush=True)
@@ -96,6 +100,30 @@ def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "f
     chapter's encoder and data)."""
     return [train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision, **overrides))
             for regime in ("disjoint", "joint", "mixed")]
+
+
+def trained_modes(archs=("resnet-cpu", "vit-cpu"), modes=("compile", "reduce-overhead"), profile: str = "cpu",
+                  device: str = "cuda") -> list[dict]:
+    """Seed 0's joint run of each of ``archs`` (``profile``) trained by the trainer eagerly and in
+    each of ``modes``, and seed 1's eagerly, into a fresh store: every run's exit accuracies and
+    wall seconds (its compiles included), each mode's final-exit accuracy and wall seconds against
+    eager's, and the two eager seeds' final-exit difference: the seeds' spread a compiled run
+    should stay within (GPU runs are not bit-exact, so equal is not expected)."""
+    with tempfile.TemporaryDirectory() as runs:
+        store = RunStore(runs, device=device, progress=False)
+
+        def one(arch: str) -> dict:
+            trained = [("eager", 0), ("eager", 1), *((mode, 0) for mode in modes)]
+            rows = [train_and_score(store, make_config(profile, arch=arch, regime="joint", seed=seed, compile=mode))
+                    for mode, seed in trained]
+            eager = rows[0]
+            final = [row["exit_accuracy"][-1] for row in rows]
+            return dict(arch=arch, profile=profile, runs=rows, seeds_difference=round(abs(final[1] - final[0]), 4),
+                        final_against_eager={mode: round(f - final[0], 4) for (mode, _), f in zip(trained[2:], final[2:])},
+                        seconds_against_eager={mode: round(row["seconds"] / eager["seconds"], 3)
+                                               for (mode, _), row in zip(trained[2:], rows[2:])})
+
+        return _each(archs, one, lambda arch: dict(arch=arch))
 
 
 def paper_step_throughput(arch: str, steps: int = 30, batch: int = 128, warmup: int = 5,
@@ -150,17 +178,18 @@ STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"
                  ("paper", "resnet34"), ("paper", "vit-t"))
 #: Every part with the seconds it is expected to take on one H200, in the default order: what the
 #: open issues need, cheapest first (26: peak share and what bounds it, concurrency; 28: the cost of
-#: deterministic kernels; 25: the language chapter; 26: the notebooks' wall time and the step modes),
-#: then the parts measured before (2026-11, from the copy of 3c4e2bd). Estimates: the regimes from
-#: that run (22-26 s per cpu-profile run, 32 s in bf16, compiles of 18-36 s, 9.2 s per run with 12
-#: jobs); the rest scaled from them (the language part's four trainings, eager as compile="auto"
-#: has them for text encoders until step_modes has measured them: the least sure guess; step_modes'
-#: six families, each compiled twice). A part's real seconds are written beside its results: put
-#: them here after a GPU session.
+#: deterministic kernels; 25: the language chapter; 26: the notebooks' wall time, the step modes and
+#: the runs trained in them), then the parts measured before (2026-11, from the copy of 3c4e2bd).
+#: Estimates: the regimes from that run (22-26 s per cpu-profile run, 32 s in bf16, compiles of
+#: 18-36 s, 9.2 s per run with 12 jobs); the rest scaled from them (the language part's four
+#: trainings, eager as compile="auto" has them for text encoders until step_modes has measured them:
+#: the least sure guess; step_modes' six families, each compiled twice; trained_modes' eight runs,
+#: four of them compiling every block and head for training and for evaluation). A part's real
+#: seconds are written beside its results: put them here after a GPU session.
 ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
                      "deterministic_cost": 40, "language": 240, "notebooks": 480, "step_modes": 360,
-                     "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95, "paper_steps": 20,
-                     "throughput": 60}
+                     "trained_modes": 420, "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95,
+                     "paper_steps": 20, "throughput": 60}
 PARTS = tuple(ESTIMATED_SECONDS)
 
 
@@ -616,6 +645,12 @@ def summarise(results: dict) -> dict:
                                if choice["mode"] != "eager" else ""))
         settings["fastest_step"] = {layout: next(iter(set(chosen.values()))) if len(set(chosen.values())) == 1
                                     else "split" for layout, chosen in by_layout.items()}
+    for row in _rows(results, "trained_modes") or []:
+        for mode, difference in row["final_against_eager"].items():
+            verdicts.append(f"trained {row['arch']} {mode}: final exit {100 * difference:+.2f} points against eager "
+                            f"(the two eager seeds differ by {100 * row['seeds_difference']:.2f}): "
+                            f"{'within' if abs(difference) <= row['seeds_difference'] else 'outside'} the seeds' spread; "
+                            f"{row['seconds_against_eager'][mode]:.2f}x eager's wall time")
     for row in _rows(results, "deterministic_cost") or []:
         verdicts.append(f"deterministic kernels {row['arch']}: {row['ratio']:.2f}x the step rate without")
     if results.get("seconds"):
@@ -744,7 +779,7 @@ def main(argv: list[str] | None = None) -> None:
            "regimes_bf16": lambda: regimes("bf16"),
            "language": lambda: regimes("fp32", dataset="wordnet-supersenses"),
            "paper_steps": lambda: _each(("resnet34", "vit-t"), paper_step_throughput, lambda arch: dict(arch=arch)),
-           "throughput": throughput, "notebooks": notebook_times}
+           "throughput": throughput, "notebooks": notebook_times, "trained_modes": trained_modes}
     began = time.perf_counter()
     for part in parts:
         started = time.perf_counter()

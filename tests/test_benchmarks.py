@@ -342,6 +342,9 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
         "peak_share": [dict(arch="resnet34", share_of_peak=0.079, peak_tflops=789.6),
                        dict(arch="vit-t", share_of_peak=0.06, peak_tflops=789.6)],
         "deterministic_cost": [dict(arch="resnet34", ratio=0.81)],
+        "trained_modes": [dict(arch="vit-cpu", seeds_difference=0.003, final_against_eager={"compile": -0.002,
+                                                                                          "reduce-overhead": 0.0045},
+                               seconds_against_eager={"compile": 1.5, "reduce-overhead": 0.8})],
         "language": {"error": "RuntimeError: out of memory"},
         "seconds": {"peak_share": 31.2, "concurrency": 80.0},
     }
@@ -360,6 +363,9 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
     assert "peak share resnet34: 7.9% of 789.6 TFLOP/s, target 15%: not met (see bounds)" in verdicts
     assert "peak share vit-t: 6.0% of 789.6 TFLOP/s, target 5%: met" in verdicts
     assert "deterministic kernels resnet34: 0.81x" in verdicts
+    assert ("trained vit-cpu compile: final exit -0.20 points against eager (the two eager seeds differ by 0.30): "
+            "within the seeds' spread; 1.50x eager's wall time") in verdicts
+    assert "trained vit-cpu reduce-overhead: final exit +0.45 points" in verdicts and "outside the seeds' spread; 0.80x" in verdicts
     path = tmp_path / "gpu_check.json"
     path.write_text(json.dumps(results))
     gpu_check.main(["--summarise", str(path)])  # needs no GPU
@@ -412,3 +418,15 @@ def test_gpu_check_calls_add_up_in_one_results_file(tmp_path, capsys):
     assert gpu_check.with_earlier_results(path, fresh) is fresh
     assert (tmp_path / "gpu_check.earlier-2.json").read_text().startswith('{"device"')
     assert "moved to" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(120)
+def test_gpu_check_trained_modes_set_runs_beside_the_seeds_spread():
+    """trained_modes trains seed 0 and seed 1 eagerly through the trainer (and seed 0 in each
+    compiled mode asked for: none here, compiling on the CPU takes most of a minute) and measures
+    a mode against the two eager seeds' difference."""
+    (row,) = gpu_check.trained_modes(archs=("resnet-smoke",), modes=(), profile="smoke", device="cpu")
+    eager, other = row["runs"]
+    assert (eager["seed"], other["seed"], eager["compile"], eager["regime"]) == (0, 1, "eager", "joint")
+    assert row["seeds_difference"] == round(abs(other["exit_accuracy"][-1] - eager["exit_accuracy"][-1]), 4)
+    assert row["final_against_eager"] == {} and len(eager["exit_accuracy"]) == len(make_config("smoke").exit_after_blocks) + 1
