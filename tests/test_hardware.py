@@ -282,6 +282,22 @@ def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compil
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(200)  # compiling takes about 20 s here
+def test_l2w_trains_under_a_compiled_step_to_the_eager_runs_numbers(tmp_path, monkeypatch):
+    """L2W's meta step differentiates twice through the model, which compiled pieces
+    (aot_autograd) cannot: under ``compile="compile"`` (what ``auto`` picks for a ViT on CUDA) it
+    runs them eagerly, and the run trains to the eager run's logits within float rounding."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    common = dict(arch="vit-smoke", regime="joint", method="l2w", epochs=1, train_size=256, test_size=256)
+    store = RunStore(tmp_path, device="cpu", progress=False)
+    eager = store.get_or_run(make_config("smoke", **common))
+    compiled = store.get_or_run(make_config("smoke", compile="compile", **common))
+    assert compiled.config["compile"] == "compile"
+    a, b = eager.logits("test")[0], compiled.logits("test")[0]
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
+
+
 def test_jobs_per_gpu_is_bounded_by_memory_cores_and_the_cap():
     job = hardware.JOB_GPU_MEMORY["cpu"]
     cap = hardware.MAX_JOBS_PER_GPU

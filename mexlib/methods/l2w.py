@@ -117,7 +117,10 @@ class L2WStep(StepRule):
 
     def loss(self, model, x, y, autocast, lr):
         if self.step % self.interval == 0 and len(y) >= 2:
-            self.meta_step(model, x, y, autocast, lr)
+            # it differentiates twice through the model, which compiled pieces (aot_autograd)
+            # cannot: under a compiled step (compile="compile" or CUDA graphs) it runs them eagerly
+            with torch.compiler.set_stance("force_eager"):
+                self.meta_step(model, x, y, autocast, lr)
         self.step += 1
         with autocast:
             logits = model.forward_context(x, outputs=False).logits
