@@ -35,7 +35,8 @@ else, the CPU included (a compile costs tens of seconds there and the step is bo
 arithmetic, not launches). ``"reduce-overhead"`` also captures each compiled
 piece in a CUDA graph (launch overhead gone: for small models on a GPU); off CUDA it means
 ``"compile"`` (one warning). A compiled run is stored under its own key: its numbers differ from
-the eager run's in the last bits (fused kernels), as a GPU's differ from a CPU's.
+the eager run's in the last bits (fused kernels), as a GPU's differ from a CPU's, and in a model
+with dropout (the text encoders) by the masks, which compiled code draws from its own generator.
 
 **Jobs per GPU.** A small model leaves most of a GPU idle, so ``make reproduce`` on a CUDA
 machine trains runs as parallel local jobs sharing each GPU (:func:`jobs_per_gpu`): as many as
