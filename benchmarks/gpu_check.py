@@ -167,11 +167,13 @@ def repeatability(profile: str = "cpu", device: str = "cuda") -> dict:
     print(json.dumps(result), flush=True)
     return result
 
+
 #: Dense bf16 tensor-core peaks (FLOP/s, no sparsity) by a substring of the device's name, from
-#: the vendors' data sheets; the SXM parts' figures (a PCIe or NVL card runs lower clocks).
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
-             "RTX 4090": 165e12, "V100": 125e12}
-#: The families whose step modes are compared: (profile, architecture).
+#: the vendors' data sheets; the first name found in the device's counts, so the NVL and PCIe cards
+#: (lower clocks) come before the SXM parts' plain names.
+PEAK_BF16 = {"H200 NVL": 835e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H200": 989e12, "H100": 989e12,
+             "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12, "A10": 125e12, "RTX 4090": 165e12,
+             "V100": 125e12}
 #: (profile, architecture) of each family ``step_modes`` times: every block layout the package
 #: trains (conv, multiscale, tokens, and the text encoders' sequence: the language chapter's MiniLM).
 STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"), ("cpu", "minilm-l6"),

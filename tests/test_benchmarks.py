@@ -228,6 +228,8 @@ def test_gpu_check_issue_26_parts_run_on_the_cpu():
     assert share["flops_per_step"] > 0
     assert share["share_of_peak"] == round(share["flops_per_step"] * share["images_per_second"] / 2 / 1e12, 4)
     assert gpu_check.peak_flops("NVIDIA H200") == gpu_check.PEAK_BF16["H200"] and gpu_check.peak_flops("cpu") is None
+    for card in gpu_check.PEAK_BF16:  # every card finds its own figure, not a shorter name's
+        assert gpu_check.peak_flops(f"NVIDIA {card}") == gpu_check.PEAK_BF16[card], card
     together = gpu_check.concurrency(counts=(1, 2), steps=2, warmup=1, batch=4, device="cpu", profile="smoke")
     assert [r["processes"] for r in together] == [1, 2] and len(together[1]["per_process"]) == 2
     assert together[1]["images_per_second"] == pytest.approx(sum(together[1]["per_process"]), abs=0.2)
