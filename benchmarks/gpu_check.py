@@ -97,9 +97,11 @@ def train_and_score(store: RunStore, config) -> dict:
 def regime_comparison(store: RunStore, profile: str = "cpu", precision: str = "fp32", **overrides) -> list[dict]:
     """Seed 0 of ``profile``'s three regimes trained into ``store`` (on the store's device);
     ``overrides`` change the configuration (``dataset="wordnet-supersenses"``: the language
-    chapter's encoder and data)."""
-    return [train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision, **overrides))
-            for regime in ("disjoint", "joint", "mixed")]
+    chapter's encoder and data). A regime whose run fails is recorded with its error (:func:`_each`)."""
+    return _each(("disjoint", "joint", "mixed"),
+                 lambda regime: train_and_score(store, make_config(profile, regime=regime, seed=0, precision=precision,
+                                                                   **overrides)),
+                 lambda regime: dict(regime=regime))
 
 
 def trained_modes(archs=("resnet-cpu", "vit-cpu"), modes=("compile", "reduce-overhead"), profile: str = "cpu",

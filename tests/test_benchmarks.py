@@ -76,6 +76,9 @@ def test_gpu_check_parts_run_on_the_cpu(tmp_path):
     trained_in = "bf16" if hardware.has_native_bf16("cpu") else "fp32"  # the rule of mexlib.hardware
     assert [row["precision"] for row in rows + bf16] == ["fp32"] * 3 + [trained_in] * 3
     assert [row["regime"] for row in rows] == ["disjoint", "joint", "mixed"]
+    failed = gpu_check.regime_comparison(RunStore(tmp_path, device="cpu", progress=False), "smoke", arch="no-such")
+    assert [(row["regime"], "no-such" in row["error"]) for row in failed] == [(r, True) for r in ("disjoint", "joint",
+                                                                                                  "mixed")]
     stored = RunStore(tmp_path, device="cpu", progress=False)
     for row in rows:
         run = stored.get_or_run(make_config("smoke", regime=row["regime"], seed=0))
