@@ -573,6 +573,23 @@ NOTEBOOKS_TARGET_SECONDS = 300
 MIN_GAIN = 1.05
 
 
+#: The language chapter's committed per-exit test accuracies on the CPU (mean and std over 3 seeds).
+LANGUAGE_ON_CPU = Path(__file__).resolve().parents[1] / "figures" / "language_per_exit_accuracy.csv"
+
+
+def final_exit_on_cpu(path: Path = LANGUAGE_ON_CPU) -> dict[str, tuple[float, float]]:
+    """Each regime's final-exit accuracy in a per-exit table (mean, std), from its last exit's
+    columns; empty when the table is missing."""
+    import csv
+
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as table:
+        rows = list(csv.DictReader(table))
+    last = max(int(column.split()[1]) for column in rows[0] if column.startswith("exit ")) if rows else 0
+    return {row["regime"]: (float(row[f"exit {last} mean"]), float(row[f"exit {last} std"])) for row in rows}
+
+
 def run_samples(profile: str, arch: str) -> int | None:
     """Samples one run's joint phase trains at most (its epoch cap × its training set); None for a
     whole data set (the paper profile: up to 200 epochs of tens of thousands, against which a
@@ -655,6 +672,13 @@ def summarise(results: dict) -> dict:
                             f"(the two eager seeds differ by {100 * row['seeds_difference']:.2f}): "
                             f"{'within' if abs(difference) <= row['seeds_difference'] else 'outside'} the seeds' spread; "
                             f"{row['seconds_against_eager'][mode]:.2f}x eager's wall time")
+    on_cpu = final_exit_on_cpu()
+    for row in _rows(results, "language") or []:
+        final = row["exit_accuracy"][-1]
+        mean, std = on_cpu.get(row["regime"], (None, None))
+        verdicts.append(f"language {row['regime']} on {row.get('device')}: final exit {final:.1%}, trained in "
+                        f"{row['seconds']:.0f} s" + ("" if mean is None else
+                                                     f"; on the CPU {mean:.1%} ± {std:.1%} (3 seeds)"))
     for row in _rows(results, "deterministic_cost") or []:
         verdicts.append(f"deterministic kernels {row['arch']}: {row['ratio']:.2f}x the step rate without")
     if results.get("seconds"):

@@ -350,7 +350,8 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
         "trained_modes": [dict(arch="vit-cpu", seeds_difference=0.003, final_against_eager={"compile": -0.002,
                                                                                           "reduce-overhead": 0.0045},
                                seconds_against_eager={"compile": 1.5, "reduce-overhead": 0.8})],
-        "language": {"error": "RuntimeError: out of memory"},
+        "language": [dict(regime="mixed", exit_accuracy=[0.3, 0.75], seconds=41.0, device="cuda:0"),
+                     {"regime": "joint", "error": "RuntimeError: out of memory"}],
         "seconds": {"peak_share": 31.2, "concurrency": 80.0},
     }
     vit = gpu_check.step_choice(results["step_modes"][0], vit_samples)
@@ -362,7 +363,12 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
                                        jobs_per_gpu=4,  # 8 jobs add under 5 % to 4's rate
                                        estimated_seconds={"peak_share": 40, "concurrency": 80})
     verdicts = "\n".join(summary["verdicts"])
-    assert "language: failed: RuntimeError: out of memory" in verdicts
+    assert "language (regime joint): failed: RuntimeError: out of memory" in verdicts
+    table = tmp_path / "per_exit.csv"
+    table.write_text("regime,exit 0 mean,exit 0 std,exit 1 mean,exit 1 std\njoint,0.3,0.01,0.7,0.02\n")
+    assert gpu_check.final_exit_on_cpu(table) == {"joint": (0.7, 0.02)} and gpu_check.final_exit_on_cpu(tmp_path) == {}
+    mean, std = gpu_check.final_exit_on_cpu()["mixed"]  # the committed table's last exit
+    assert f"language mixed on cuda:0: final exit 75.0%, trained in 41 s; on the CPU {mean:.1%} ± {std:.1%}" in verdicts
     assert "concurrency: 3.60x one job's rate with 8 jobs, target 5x: not met" in verdicts
     assert "notebooks 01_regimes, 02_methods: 270 s, target 300 s: met" in verdicts
     assert "peak share resnet34: 7.9% of 789.6 TFLOP/s, target 15%: not met (see bounds)" in verdicts
