@@ -71,6 +71,7 @@ import torch
 
 from mexlib import data as mdata
 from mexlib.config import make_config
+from mexlib.evaluate import per_exit_accuracy
 from mexlib.hardware import deterministic_kernels
 from mexlib.models import arch_spec
 from mexlib.store import RunStore
@@ -84,8 +85,7 @@ def train_and_score(store: RunStore, config) -> dict:
     """Train (or load) one run and return its wall time, every exit's test accuracy, its device."""
     started = time.perf_counter()
     run = store.get_or_run(config)
-    logits, labels = run.logits("test")
-    accuracy = (logits.argmax(-1) == labels).double().mean(1)
+    accuracy = per_exit_accuracy(*run.logits("test"))
     row = dict(regime=config.regime, precision=run.config["precision"], compile=run.config.get("compile") or "eager",
                seed=config.seed, seconds=round(time.perf_counter() - started, 1),
                exit_accuracy=[round(a, 4) for a in accuracy.tolist()],
@@ -115,15 +115,15 @@ def trained_modes(archs=("resnet-cpu", "vit-cpu"), modes=("compile", "reduce-ove
         store = RunStore(runs, device=device, progress=False)
 
         def one(arch: str) -> dict:
-            trained = [("eager", 0), ("eager", 1), *((mode, 0) for mode in modes)]
-            rows = [train_and_score(store, make_config(profile, arch=arch, regime="joint", seed=seed, compile=mode))
-                    for mode, seed in trained]
-            eager = rows[0]
-            final = [row["exit_accuracy"][-1] for row in rows]
-            return dict(arch=arch, profile=profile, runs=rows, seeds_difference=round(abs(final[1] - final[0]), 4),
-                        final_against_eager={mode: round(f - final[0], 4) for (mode, _), f in zip(trained[2:], final[2:])},
-                        seconds_against_eager={mode: round(row["seconds"] / eager["seconds"], 3)
-                                               for (mode, _), row in zip(trained[2:], rows[2:])})
+            eager, other, *compiled = [
+                train_and_score(store, make_config(profile, arch=arch, regime="joint", seed=seed, compile=mode))
+                for mode, seed in (("eager", 0), ("eager", 1), *((mode, 0) for mode in modes))]
+            final = eager["exit_accuracy"][-1]
+            return dict(arch=arch, profile=profile, runs=[eager, other, *compiled],
+                        seeds_difference=round(abs(other["exit_accuracy"][-1] - final), 4),
+                        final_against_eager={m: round(r["exit_accuracy"][-1] - final, 4) for m, r in zip(modes, compiled)},
+                        seconds_against_eager={m: round(r["seconds"] / eager["seconds"], 3)
+                                               for m, r in zip(modes, compiled)})
 
         return _each(archs, one, lambda arch: dict(arch=arch))
 
@@ -293,6 +293,16 @@ def _each(items, measure, label) -> list[dict]:
 def _measured(rows: list[dict]) -> list[dict]:
     """The rows of ``rows`` that :func:`_each` did not record as failed."""
     return [row for row in rows if "error" not in row]
+
+
+def _against_first(rows: list[dict]) -> list[dict]:
+    """``rows`` with each measured one's images/s against the first measured one's (``against_one``:
+    one process or seed, unless that one failed), printed."""
+    measured = _measured(rows)
+    for row in measured:
+        row["against_one"] = round(row["images_per_second"] / measured[0]["images_per_second"], 3)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def step_rate(profile: str, arch: str, mode: str = "eager", batch: int = 128, steps: int = 30, warmup: int = 5,
@@ -516,12 +526,7 @@ def concurrency(counts=(1, 2, 4, 8), steps: int = 100, warmup: int = 10, batch: 
                     w.wait()
         return dict(processes=n, images_per_second=round(sum(rates), 1), per_process=[round(r, 1) for r in rates])
 
-    rows = _each(counts, one, lambda n: dict(processes=n))
-    measured = _measured(rows)
-    for row in measured:  # against the fewest processes that ran (one, unless it failed)
-        row["against_one"] = round(row["images_per_second"] / measured[0]["images_per_second"], 3)
-        print(json.dumps(row), flush=True)
-    return rows
+    return _against_first(_each(counts, one, lambda n: dict(processes=n)))
 
 
 def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128, device: str = "cuda",
@@ -537,12 +542,7 @@ def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128
                     in_turn=result["images_per_second"]["separate"], stacked_over_in_turn=result["stacked_over_separate"],
                     largest_weight_difference=result["largest_weight_difference"])
 
-    rows = _each(counts, one, lambda k: dict(arch=arch, seeds=k))
-    measured = _measured(rows)
-    for row in measured:  # against the fewest seeds that ran (one, unless it failed)
-        row["against_one"] = round(row["images_per_second"] / measured[0]["images_per_second"], 3)
-        print(json.dumps(row), flush=True)
-    return rows
+    return _against_first(_each(counts, one, lambda k: dict(arch=arch, seeds=k)))
 
 
 def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu") -> list[dict]:
@@ -664,8 +664,8 @@ def summarise(results: dict) -> dict:
             verdicts.append(f"step mode {row['arch']} ({row['layout']}): {choice['mode']}"
                             + (f", {choice['gain']}x eager, ahead after {choice['break_even']} samples"
                                if choice["mode"] != "eager" else ""))
-        settings["fastest_step"] = {layout: next(iter(set(chosen.values()))) if len(set(chosen.values())) == 1
-                                    else "split" for layout, chosen in by_layout.items()}
+        agreed = {layout: set(chosen.values()) for layout, chosen in by_layout.items()}
+        settings["fastest_step"] = {layout: min(m) if len(m) == 1 else "split" for layout, m in agreed.items()}
     for row in _rows(results, "trained_modes") or []:
         for mode, difference in row["final_against_eager"].items():
             verdicts.append(f"trained {row['arch']} {mode}: final exit {100 * difference:+.2f} points against eager "

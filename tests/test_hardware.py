@@ -255,18 +255,20 @@ def test_compile_auto_keeps_every_stored_cpu_key_and_keys_a_compiled_gpu_run_apa
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)  # compiling takes about 20 s here (35 s beside two training jobs)
-def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compiled(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["sdn", "l2w"])
+def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compiled(tmp_path, monkeypatch, method):
     """``compile="compile"`` on the CPU: every piece of the model compiled (torch.compile's
     inductor), the state dict's names unchanged, and a ViT's test logits within float rounding
     of the eager run's (its kernels fuse; the arithmetic is the same), stored under its own key.
-    Inductor's cache goes to a folder of the test's own: its key does not include
-    ATEN_CPU_CAPABILITY, so kernels cached natively (AVX-512) and reused with ``avx2`` (the
-    slower-CPU stand-in) gave NaN losses."""
+    L2W too, whose meta step differentiates twice through the model, which compiled pieces
+    (aot_autograd) cannot: it runs them eagerly there. Inductor's cache goes to a folder of the
+    test's own: its key does not include ATEN_CPU_CAPABILITY, so kernels cached natively (AVX-512)
+    and reused with ``avx2`` (the slower-CPU stand-in) gave NaN losses."""
     from mexlib.train import compile_for_training
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
 
-    common = dict(arch="vit-smoke", regime="joint", epochs=1, train_size=256, test_size=256)
+    common = dict(arch="vit-smoke", regime="joint", method=method, epochs=1, train_size=256, test_size=256)
     model = build_model(make_config("smoke", **common))
     names = list(model.state_dict())
     assert compile_for_training(model, make_config("smoke", compile="compile", **common), CPU) == "compile"
@@ -278,22 +280,6 @@ def test_a_compiled_run_trains_to_the_eager_runs_numbers_and_is_stored_as_compil
     compiled = store.get_or_run(make_config("smoke", compile="compile", **common))
     assert compiled.config["compile"] == "compile" and "compile" not in eager.config
     assert compiled.path != eager.path
-    a, b = eager.logits("test")[0], compiled.logits("test")[0]
-    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(200)  # compiling takes about 20 s here
-def test_l2w_trains_under_a_compiled_step_to_the_eager_runs_numbers(tmp_path, monkeypatch):
-    """L2W's meta step differentiates twice through the model, which compiled pieces
-    (aot_autograd) cannot: under ``compile="compile"`` (what ``auto`` picks for a ViT on CUDA) it
-    runs them eagerly, and the run trains to the eager run's logits within float rounding."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    common = dict(arch="vit-smoke", regime="joint", method="l2w", epochs=1, train_size=256, test_size=256)
-    store = RunStore(tmp_path, device="cpu", progress=False)
-    eager = store.get_or_run(make_config("smoke", **common))
-    compiled = store.get_or_run(make_config("smoke", compile="compile", **common))
-    assert compiled.config["compile"] == "compile"
     a, b = eager.logits("test")[0], compiled.logits("test")[0]
     assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), float((a - b).abs().max())
 
