@@ -53,7 +53,7 @@ def _stop_hung_test(item: pytest.Item, seconds: float) -> None:
     faulthandler.dump_traceback(file=err, all_threads=True)
     err.write(f"\nHUNG TEST: {item.nodeid}; stopping the test run.\n")
     err.flush()
-    from child_reaper import descendants, kill  # here: loading it as a plugin is the suite's choice
+    from mexlib.processes import descendants, kill
 
     kill(descendants())  # no child of this process outlives it
     os._exit(HUNG_EXIT_STATUS)

@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from child_reaper import kill
 from hang_watchdog import HUNG_EXIT_STATUS, time_limit
 from mexlib import paths
+from mexlib.processes import kill
 
 TESTS = Path(__file__).resolve().parent
 
