@@ -36,6 +36,10 @@ H200; ``--budget`` runs those that fit, in order, and names the others):
   stepped in turn (``stacked_seeds.py``): aggregate images/s;
 - ``repeatability``: whether two trainings of one cpu-profile run are bit-identical with
   ``deterministic=True`` and without;
+- ``study``: the whole cpu-profile ``make reproduce``, notebook by notebook, until the budget
+  ends; a later call goes on where it stopped (its run store kept beside ``--out``, in
+  ``study/``: a lend's ``carry`` folder, so over several lends), the seconds adding up, until
+  every notebook is done: the whole study's wall time on the GPU (:func:`study_times`);
 - measured before (2026-11): ``regimes`` and ``regimes_bf16`` (the cpu-profile comparison of seed
   0 in fp32 and under bf16 autocast: every exit's test accuracy, the wall time per run),
   ``paper_steps`` (the paper models' images/s) and ``throughput`` (``train_throughput.py``'s
@@ -189,16 +193,18 @@ STEP_FAMILIES = (("cpu", "resnet-cpu"), ("cpu", "msdnet-cpu"), ("cpu", "vit-cpu"
 #: trainings, eager as compile="auto" has them for text encoders until step_modes has measured them:
 #: the least sure guess; step_modes' six families, each compiled twice; trained_modes' eight runs,
 #: four of them compiling every block and head for training and for evaluation). A part's real
-#: seconds are written beside its results: put them here after a GPU session.
+#: seconds are written beside its results: put them here after a GPU session. Last, ``study``: the
+#: least time left for it to start; it then runs until the budget ends (and goes on in a later call).
 ESTIMATED_SECONDS = {"peak_share": 30, "bounds": 30, "batch_scaling": 30, "concurrency": 80,
                      "deterministic_cost": 40, "language": 240, "notebooks": 480, "step_modes": 360,
                      "trained_modes": 420, "stacked": 60, "repeatability": 120, "regimes": 75, "regimes_bf16": 95,
-                     "paper_steps": 20, "throughput": 60}
+                     "paper_steps": 20, "throughput": 60, "study": 120}
 PARTS = tuple(ESTIMATED_SECONDS)
 
 
 def fits(part: str, spent: float, budget: float) -> bool:
-    """Whether ``part`` may start with ``spent`` of ``budget`` seconds gone (0: no limit)."""
+    """Whether ``part`` may start with ``spent`` of ``budget`` seconds gone (0: no limit); ``study``,
+    which runs until the budget ends, when at least its estimate is left."""
     return not budget or spent + ESTIMATED_SECONDS[part] <= budget
 
 
@@ -562,12 +568,113 @@ def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu")
     return rows
 
 
+#: The marker of a ``study`` folder: its measurement's id (a store that rows of another id, or none,
+#: measured is started over) and the profile.
+STUDY_MARKER = "STUDY.json"
+#: What ``study`` makes in its folder (and clears when it starts over); nothing else there is touched.
+STUDY_FOLDERS = ("runs", "figures", "build", "logs")
+
+
+def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, list[dict]]:
+    """The id of the measurement in ``folder`` and the rows to go on from: ``earlier``'s rows when
+    they measured this folder's store (the same id in its marker, the same profile); otherwise a
+    new id, the folder's runs, figures, build and logs cleared (runs stored in it would make the
+    notebooks look faster than they are) and no rows. A folder holding anything but a study's is
+    refused, so that nothing else is ever cleared."""
+    import uuid
+
+    marker = folder / STUDY_MARKER
+    if folder.is_dir() and any(folder.iterdir()) and not marker.is_file():
+        raise ValueError(f"{folder} is not a study folder (no {STUDY_MARKER}) and not empty: name an empty or new one")
+    try:
+        known = json.loads(marker.read_text()) if marker.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        known = {}
+    if (earlier and isinstance(known, dict) and known.get("id") == earlier.get("id")
+            and known.get("profile") == profile == earlier.get("profile")):
+        return earlier["id"], [dict(row) for row in earlier.get("notebooks", [])]
+    import shutil
+
+    for name in STUDY_FOLDERS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    study_id = uuid.uuid4().hex[:12]
+    marker.write_text(json.dumps(dict(id=study_id, profile=profile)))
+    return study_id, []
+
+
+def study_times(folder: Path, earlier: dict | None = None, deadline: float | None = None, profile: str = "cpu",
+                notebooks=None, reproduce_args=()) -> dict:
+    """The whole ``make reproduce`` of ``profile``, notebook by notebook in its order (each one
+    ``python -m mexlib.reproduce --notebook`` with its defaults: on a GPU machine, the local jobs
+    sharing the GPUs; ``reproduce_args`` adds to them) into the run store, figures and build
+    folders under ``folder``, until ``deadline`` (``time.monotonic()``; None: to the end). A
+    notebook still running then is stopped with every process below it (its kernel, its jobs:
+    :func:`mexlib.processes.kill`) and its seconds so far are kept.
+
+    A later call with ``earlier`` (this part's value from the last call) and the same ``folder``
+    goes on: notebooks done are skipped, a stopped or failed one starts again (its runs stored
+    so far are reused), a stopped one's seconds adding up. So the study's seconds over several
+    calls (several GPU lends, the folder carried between them) are its seconds in one call plus
+    what the stops lost: the runs in flight at each stop, and a process start per notebook: an
+    upper bound. A failed notebook is retried once per call; its failed attempt's seconds are not
+    counted. Returns ``dict(id, profile, notebooks=[{notebook, state, seconds, attempts, ...}],
+    complete, seconds)``."""
+    from mexlib import reproduce
+    from mexlib.processes import descendants, kill
+
+    study_id, rows = study_start(folder, earlier, profile)
+    names = [nb.stem for nb in reproduce.notebooks()] if notebooks is None else list(notebooks)
+    by_name = {row["notebook"]: row for row in rows}
+    rows = [by_name.get(name, dict(notebook=name, state="to do", seconds=0.0, attempts=0)) for name in names]
+    env = {**os.environ, "MEXLIB_RUNS": str(folder / "runs"), "MEXLIB_FIGURES": str(folder / "figures"),
+           "MEXLIB_BUILD": str(folder / "build")}
+    (folder / "logs").mkdir(exist_ok=True)
+    for row in rows:
+        if row["state"] == "done":
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        log = folder / "logs" / f"{row['notebook']}.log"
+        if row["state"] == "failed":
+            row["seconds"] = 0.0  # a failed attempt is not part of the study's time
+        started = time.monotonic()
+        with log.open("a") as out:
+            out.write(f"\n[gpu_check] attempt {row['attempts'] + 1}\n")
+            out.flush()
+            process = subprocess.Popen([sys.executable, "-m", "mexlib.reproduce", "--profile", profile, "--notebook",
+                                        row["notebook"], *reproduce_args], env=env, stdout=out,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                code = process.wait(timeout=left)
+                row["state"] = "done" if code == 0 else "failed"
+                row["returncode"] = code
+            except subprocess.TimeoutExpired:
+                row["state"] = "stopped"
+                row["stopped"] = row.get("stopped", 0) + 1
+                row["processes_stopped"] = len(kill(descendants(process.pid) | {process.pid}))
+            finally:
+                if process.poll() is None:  # interrupted here (Ctrl-C): nothing of the notebook stays running
+                    kill(descendants(process.pid) | {process.pid})
+        row["seconds"] = round(row["seconds"] + time.monotonic() - started, 1)
+        row["attempts"] += 1
+        if row["state"] == "failed":
+            row["tail"] = log.read_text(errors="replace")[-1200:]
+        print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
+    done = [row for row in rows if row["state"] == "done"]
+    return dict(id=study_id, profile=profile, notebooks=rows, complete=len(done) == len(rows),
+                seconds=round(sum(row["seconds"] for row in rows), 1))
+
+
 #: Issue 26's targets on one H200: each paper model's share of the bf16 peak at batch 128 (or the
 #: profile's explanation), the aggregate rate of concurrent cpu-profile jobs against one job, and the
 #: regimes and methods notebooks' seconds end to end.
 PEAK_TARGETS = {"resnet34": 0.15, "vit-t": 0.05}
 CONCURRENCY_TARGET = 5.0
 NOTEBOOKS_TARGET_SECONDS = 300
+#: The whole cpu-profile ``make reproduce`` on one H200 (the ``study`` part).
+STUDY_TARGET_SECONDS = 1200
 #: A compiled step mode is chosen only this much faster than eager or more (closer is noise), and
 #: jobs per GPU only while the aggregate rate is within this of the best count's.
 MIN_GAIN = 1.05
@@ -679,10 +786,27 @@ def summarise(results: dict) -> dict:
         verdicts.append(f"language {row['regime']} on {row.get('device')}: final exit {final:.1%}, trained in "
                         f"{row['seconds']:.0f} s" + ("" if mean is None else
                                                      f"; on the CPU {mean:.1%} ± {std:.1%} (3 seeds)"))
+    if study := _rows(results, "study"):
+        rows = study["notebooks"]
+        done = [r["notebook"] for r in rows if r["state"] == "done"]
+        failed = [r["notebook"] for r in rows if r["state"] == "failed"]
+        seconds, target = study["seconds"], STUDY_TARGET_SECONDS
+        head = f"whole study ({study['profile']} profile): {len(done)} of {len(rows)} notebooks done in {seconds:.0f} s"
+        if failed:
+            verdicts.append(f"{head}; failed: {', '.join(failed)}")
+        elif study["complete"]:
+            verdicts.append(f"{head}, target {target} s: {'met' if seconds <= target else 'not met'}")
+        else:
+            verdicts.append(f"{head} so far, target {target} s: " + (
+                "not met (past it already)" if seconds > target else
+                "not known yet (go on: --parts study, with the same carry folder)"))
+        if study["complete"]:
+            settings["study_seconds"] = {r["notebook"]: r["seconds"] for r in rows}
     for row in _rows(results, "deterministic_cost") or []:
         verdicts.append(f"deterministic kernels {row['arch']}: {row['ratio']:.2f}x the step rate without")
     if results.get("seconds"):
-        settings["estimated_seconds"] = {part: math.ceil(s / 10) * 10 for part, s in results["seconds"].items()}
+        settings["estimated_seconds"] = {part: math.ceil(s / 10) * 10 for part, s in results["seconds"].items()
+                                         if part != "study"}  # that one runs until the budget ends
     return dict(verdicts=verdicts, settings=settings)
 
 
@@ -746,6 +870,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summarise", type=Path, metavar="RESULTS",
                         help="read a results file written by --out, print what it says of the issues' targets and "
                              "the settings to take from it, and stop (no GPU needed)")
+    parser.add_argument("--study", type=Path, metavar="FOLDER",
+                        help="the study part's folder (run store, figures, logs), kept between calls so that it "
+                             "goes on where the last stopped (default: study/ beside --out; without --out, a "
+                             "temporary one)")
     parser.add_argument("--budget", type=float, default=8.0,
                         help="minutes: run only the parts whose estimated seconds (ESTIMATED_SECONDS) fit, in "
                              "order, passing over those that do not (default 8; 0: every part)")
@@ -770,7 +898,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = 60 * args.budget
     forecast, over = plan(parts, budget)
     print(f"[gpu_check] parts: {', '.join(forecast)} (about {sum(ESTIMATED_SECONDS[p] for p in forecast) / 60:.1f} "
-          f"min)" + (f"; over the {args.budget:g}-minute budget by the estimates: {', '.join(over)}" if over else ""),
+          f"min{'; study until the budget ends' if 'study' in forecast and budget else ''})" + (f"; over the {args.budget:g}-minute budget by the estimates: {', '.join(over)}" if over else ""),
           flush=True)
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a GPU machine")
@@ -807,10 +935,19 @@ def main(argv: list[str] | None = None) -> None:
            "regimes_bf16": lambda: regimes("bf16"),
            "language": lambda: regimes("fp32", dataset="wordnet-supersenses"),
            "paper_steps": lambda: _each(("resnet34", "vit-t"), paper_step_throughput, lambda arch: dict(arch=arch)),
-           "throughput": throughput, "notebooks": notebook_times, "trained_modes": trained_modes}
-    began = time.perf_counter()
+           "throughput": throughput, "notebooks": notebook_times, "trained_modes": trained_modes,
+           "study": lambda: whole_study(args.study or (args.out.parent / "study" if args.out else None))}
+
+    def whole_study(folder: Path | None) -> dict:  # until the budget ends
+        deadline = began + budget if budget else None
+        if folder is not None:
+            return study_times(folder.resolve(), results.get("study"), deadline)
+        with tempfile.TemporaryDirectory() as scratch:
+            return study_times(Path(scratch), None, deadline)
+
+    began = time.monotonic()  # the clock of study_times' deadline
     for part in parts:
-        started = time.perf_counter()
+        started = time.monotonic()
         if not fits(part, started - began, budget):  # by the time really spent, not the forecast
             results["not_run_over_budget"].append(part)
             print(f"[gpu_check] {part} not run: {started - began:.0f} s gone, about {ESTIMATED_SECONDS[part]} s "
@@ -821,7 +958,7 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as error:  # one part's failure is recorded; the others still run
             value = {"error": f"{type(error).__name__}: {error}"}
             print(f"[gpu_check] {part} failed: {value['error']}", flush=True)
-        results["seconds"][part] = round(time.perf_counter() - started, 1)
+        results["seconds"][part] = round(time.monotonic() - started, 1)
         keep(part, value)
 
 

@@ -441,3 +441,62 @@ def test_gpu_check_trained_modes_set_runs_beside_the_seeds_spread():
     assert (eager["seed"], other["seed"], eager["compile"], eager["regime"]) == (0, 1, "eager", "joint")
     assert row["seeds_difference"] == round(abs(other["exit_accuracy"][-1] - eager["exit_accuracy"][-1]), 4)
     assert row["final_against_eager"] == {} and len(eager["exit_accuracy"]) == len(make_config("smoke").exit_after_blocks) + 1
+
+
+@pytest.mark.timeout(150)
+def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_path):
+    """The whole-study part: a notebook still running at the deadline is stopped with every process
+    below it and its seconds kept; the next call goes on (the stopped notebook again, its seconds
+    adding up; a notebook done is not run again), a failing notebook is named with its output's
+    tail, and the summary says the target met only once every notebook is done."""
+    from mexlib.processes import descendants
+
+    folder, names = tmp_path / "study", ("00_data", "99_no_such_notebook")
+    first = gpu_check.study_times(folder, None, time.monotonic() + 4, profile="smoke", notebooks=names)
+    stopped, later = first["notebooks"]
+    assert stopped["state"] == "stopped" and stopped["attempts"] == 1 and 4 <= stopped["seconds"] < 20
+    assert stopped["processes_stopped"] >= 1 and not descendants()  # the notebook's kernel went with it
+    assert later == dict(notebook=names[1], state="to do", seconds=0.0, attempts=0) and not first["complete"]
+    assert "not known yet" in "\n".join(gpu_check.summarise({"study": first})["verdicts"])
+
+    second = gpu_check.study_times(folder, first, None, profile="smoke", notebooks=names)
+    done, failed = second["notebooks"]
+    assert second["id"] == first["id"] and (done["state"], done["attempts"]) == ("done", 2)
+    assert done["seconds"] > stopped["seconds"] and (folder / "figures" / "smoke").is_dir()
+    assert failed["state"] == "failed" and failed["returncode"] != 0 and "unknown notebooks" in failed["tail"]
+    assert second["seconds"] == round(done["seconds"] + failed["seconds"], 1) and not second["complete"]
+    verdicts = "\n".join(gpu_check.summarise({"study": second})["verdicts"])
+    assert f"whole study (smoke profile): 1 of 2 notebooks done in {second['seconds']:.0f} s; failed: {names[1]}" \
+        in verdicts
+
+    third = gpu_check.study_times(folder, second, None, profile="smoke", notebooks=names[:1])
+    assert third["notebooks"] == [done] and third["complete"]  # nothing run again
+    summary = gpu_check.summarise({"study": third, "seconds": {"study": 1.0, "bounds": 30.0}})
+    assert (f"whole study (smoke profile): 1 of 1 notebooks done in {done['seconds']:.0f} s, target "
+            f"{gpu_check.STUDY_TARGET_SECONDS} s: met") in summary["verdicts"]
+    assert summary["settings"]["study_seconds"] == {"00_data": done["seconds"]}
+    assert summary["settings"]["estimated_seconds"] == {"bounds": 30}  # the study runs to the budget's end
+
+
+def test_gpu_check_study_starts_over_on_a_store_it_did_not_measure(tmp_path):
+    """Rows of another measurement (another id, another profile, none) never go on in a folder:
+    its runs are cleared (they would make the notebooks look fast) and a new id begins; a folder
+    that is not a study's is refused, untouched."""
+    folder = tmp_path / "study"
+    study_id, rows = gpu_check.study_start(folder, None, "cpu")
+    (folder / "runs").mkdir()
+    (folder / "runs" / "a-run").write_text("stored")
+    earlier = dict(id=study_id, profile="cpu", notebooks=[dict(notebook="00_data", state="done", seconds=9.0,
+                                                               attempts=1)])
+    assert rows == [] and gpu_check.study_start(folder, earlier, "cpu") == (study_id, earlier["notebooks"])
+    assert (folder / "runs" / "a-run").is_file()
+    for other in (dict(earlier, id="elsewhere"), dict(earlier, profile="smoke"), None):
+        new_id, rows = gpu_check.study_start(folder, other, "cpu")
+        assert new_id != study_id and rows == [] and not (folder / "runs").exists()
+        study_id = new_id
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="not a study folder"):
+        gpu_check.study_start(mine, None, "cpu")
+    assert (mine / "notes.txt").read_text() == "keep"

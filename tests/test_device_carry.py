@@ -78,14 +78,19 @@ def test_prepare_carries_the_data_mexlib_reads(tmp_path):
     except mdata.DatasetNotFoundError as missing:
         pytest.skip(f"this machine lacks a data set to carry: {missing}")
     carry = tmp_path / "carry"
+    left = [carry / "gpu_check.json", carry / "study" / "runs" / "a-run"]  # what a lend brought back
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("kept")
     manifest = device_carry.prepare(carry, wheels=False)
+    assert all(path.read_text() == "kept" for path in left)  # the next lend goes on from them
     assert all(filecmp.cmp(wordnet / n, carry / "data" / "wordnet" / n, shallow=False) for n in text_data.DATA_FILES)
     assert text_data.find_wordnet(carry / "data" / "wordnet") == carry / "data" / "wordnet"
     carried = mdata.load_dataset("fashion-mnist", root=carry / "data")
     assert all(getattr(carried, part).equal(getattr(here, part))
                for part in ("train_images", "train_labels", "test_images", "test_labels"))
     assert set(manifest["files"]) == {str(p.relative_to(carry)) for p in carry.rglob("*")
-                                      if p.is_file() and p.name != "MANIFEST.json"}
+                                      if p.is_file() and p.name != "MANIFEST.json" and p not in left}
     assert manifest["packages"] == {} and manifest["python"] == [f"{sys.version_info.major}.{sys.version_info.minor}"]
 
 

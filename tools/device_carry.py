@@ -21,7 +21,8 @@ the version mexlib requires (pyproject.toml), each wheel on its own so that one 
 the machine's Python is named and the rest still install; then it runs ``gpu_check.py`` with
 ``carry/site`` and the work tree on PYTHONPATH, ``MEXLIB_DATA=carry/data``, Hugging Face offline
 and the results written to ``carry/gpu_check.json`` (unless ``--out`` is given; a second call adds
-its parts to the first's), and ends with ``gpu_check.py --summarise`` of that file: every target
+its parts to the first's; the ``study`` part keeps its run store in ``carry/study`` and goes on
+there in the next call, in a later lend too when ``carry`` comes back with its results), and ends with ``gpu_check.py --summarise`` of that file: every target
 met or not and the settings to take. What it installs and runs is printed, so a 15-minute lend
 spends its time measuring.
 """
@@ -183,7 +184,8 @@ def prepare(carry: Path, wheels: bool = True, pythons: tuple[str, ...] = ()) -> 
                                        f"{name}=={packages[name]}"], capture_output=True, text=True)
                 if done.returncode != 0:
                     print(f"[device_carry] no {name} {packages[name]} wheel for Python {version}", flush=True)
-    files = sorted(str(p.relative_to(carry)) for p in carry.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+    files = sorted(str(p.relative_to(carry)) for folder in ("data", "wheels") for p in (carry / folder).rglob("*")
+                   if p.is_file())  # not what a lend left: its packages, results and study store
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     manifest = dict(commit=commit, python=[f"{sys.version_info.major}.{sys.version_info.minor}", *pythons],
