@@ -604,7 +604,7 @@ def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, 
 
 
 def study_times(folder: Path, earlier: dict | None = None, deadline: float | None = None, profile: str = "cpu",
-                notebooks=None, reproduce_args=()) -> dict:
+                notebooks=None, reproduce_args=(), keep=None, every: float = 30.0) -> dict:
     """The whole ``make reproduce`` of ``profile``, notebook by notebook in its order (each one
     ``python -m mexlib.reproduce --notebook`` with its defaults: on a GPU machine, the local jobs
     sharing the GPUs; ``reproduce_args`` adds to them) into the run store, figures and build
@@ -617,9 +617,11 @@ def study_times(folder: Path, earlier: dict | None = None, deadline: float | Non
     so far are reused), a stopped one's seconds adding up. So the study's seconds over several
     calls (several GPU lends, the folder carried between them) are its seconds in one call plus
     what the stops lost: the runs in flight at each stop, and a process start per notebook: an
-    upper bound. A failed notebook is retried once per call; its failed attempt's seconds are not
-    counted. Returns ``dict(id, profile, notebooks=[{notebook, state, seconds, attempts, ...}],
-    complete, seconds)``."""
+    upper bound. ``keep(value)`` is called with the value so far every ``every`` seconds and after
+    each notebook, so a call killed from outside (a lend's end) loses at most ``every`` seconds of
+    the count: a notebook it finds still "running" counts as stopped. A failed notebook is
+    retried once per call; its failed attempt's seconds are not counted. Returns ``dict(id,
+    profile, notebooks=[{notebook, state, seconds, attempts, ...}], complete, seconds)``."""
     from mexlib import reproduce
     from mexlib.processes import descendants, kill
 
@@ -630,41 +632,56 @@ def study_times(folder: Path, earlier: dict | None = None, deadline: float | Non
     env = {**os.environ, "MEXLIB_RUNS": str(folder / "runs"), "MEXLIB_FIGURES": str(folder / "figures"),
            "MEXLIB_BUILD": str(folder / "build")}
     (folder / "logs").mkdir(exist_ok=True)
+
+    def value() -> dict:
+        return dict(id=study_id, profile=profile, notebooks=rows,
+                    complete=all(row["state"] == "done" for row in rows),
+                    seconds=round(sum(row["seconds"] for row in rows), 1))
+
     for row in rows:
         if row["state"] == "done":
             continue
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
+        if deadline is not None and deadline <= time.monotonic():
             break
         log = folder / "logs" / f"{row['notebook']}.log"
         if row["state"] == "failed":
             row["seconds"] = 0.0  # a failed attempt is not part of the study's time
-        started = time.monotonic()
+        for key in ("returncode", "tail"):  # an earlier attempt's
+            row.pop(key, None)
+        before, started = row["seconds"], time.monotonic()
         with log.open("a") as out:
             out.write(f"\n[gpu_check] attempt {row['attempts'] + 1}\n")
             out.flush()
             process = subprocess.Popen([sys.executable, "-m", "mexlib.reproduce", "--profile", profile, "--notebook",
                                         row["notebook"], *reproduce_args], env=env, stdout=out,
                                        stderr=subprocess.STDOUT, start_new_session=True)
+            row["attempts"] += 1
             try:
-                code = process.wait(timeout=left)
-                row["state"] = "done" if code == 0 else "failed"
-                row["returncode"] = code
-            except subprocess.TimeoutExpired:
-                row["state"] = "stopped"
-                row["stopped"] = row.get("stopped", 0) + 1
-                row["processes_stopped"] = len(kill(descendants(process.pid) | {process.pid}))
+                while True:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    try:
+                        code = process.wait(timeout=every if left is None else max(0.0, min(every, left)))
+                    except subprocess.TimeoutExpired:
+                        if left is not None and left <= every:  # the deadline has come
+                            row.update(state="stopped", stopped=row.get("stopped", 0) + 1,
+                                       processes_stopped=len(kill(descendants(process.pid) | {process.pid})))
+                            break
+                        row.update(state="running", seconds=round(before + time.monotonic() - started, 1))
+                        if keep is not None:
+                            keep(value())
+                        continue
+                    row.update(state="done" if code == 0 else "failed", returncode=code)
+                    break
             finally:
                 if process.poll() is None:  # interrupted here (Ctrl-C): nothing of the notebook stays running
                     kill(descendants(process.pid) | {process.pid})
-        row["seconds"] = round(row["seconds"] + time.monotonic() - started, 1)
-        row["attempts"] += 1
+        row["seconds"] = round(before + time.monotonic() - started, 1)
         if row["state"] == "failed":
             row["tail"] = log.read_text(errors="replace")[-1200:]
         print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
-    done = [row for row in rows if row["state"] == "done"]
-    return dict(id=study_id, profile=profile, notebooks=rows, complete=len(done) == len(rows),
-                seconds=round(sum(row["seconds"] for row in rows), 1))
+        if keep is not None:
+            keep(value())
+    return value()
 
 
 #: Issue 26's targets on one H200: each paper model's share of the bf16 peak at batch 128 (or the
@@ -940,8 +957,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def whole_study(folder: Path | None) -> dict:  # until the budget ends
         deadline = began + budget if budget else None
-        if folder is not None:
-            return study_times(folder.resolve(), results.get("study"), deadline)
+        if folder is not None:  # the results file has the count so far, should the lend end first
+            return study_times(folder.resolve(), results.get("study"), deadline, keep=lambda v: keep("study", v))
         with tempfile.TemporaryDirectory() as scratch:
             return study_times(Path(scratch), None, deadline)
 

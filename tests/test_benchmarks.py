@@ -451,9 +451,13 @@ def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_
     tail, and the summary says the target met only once every notebook is done."""
     from mexlib.processes import descendants
 
-    folder, names = tmp_path / "study", ("00_data", "99_no_such_notebook")
-    first = gpu_check.study_times(folder, None, time.monotonic() + 4, profile="smoke", notebooks=names)
+    folder, names, kept = tmp_path / "study", ("00_data", "99_no_such_notebook"), []
+    first = gpu_check.study_times(folder, None, time.monotonic() + 4, profile="smoke", notebooks=names,
+                                  keep=lambda value: kept.append(json.loads(json.dumps(value))), every=1)
     stopped, later = first["notebooks"]
+    # the count so far was handed out while the notebook ran (a lend's end would have lost no more)
+    assert [v["notebooks"][0]["state"] for v in kept] == ["running"] * (len(kept) - 1) + ["stopped"]
+    assert len(kept) >= 3 and 0 < kept[-2]["notebooks"][0]["seconds"] < stopped["seconds"] and kept[-1] == first
     assert stopped["state"] == "stopped" and stopped["attempts"] == 1 and 4 <= stopped["seconds"] < 20
     assert stopped["processes_stopped"] >= 1 and not descendants()  # the notebook's kernel went with it
     assert later == dict(notebook=names[1], state="to do", seconds=0.0, attempts=0) and not first["complete"]
