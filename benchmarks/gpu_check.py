@@ -603,6 +603,21 @@ def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, 
     return study_id, []
 
 
+def slowest_cells(notebook: Path, top: int = 3) -> list[dict]:
+    """The ``top`` code cells of an executed notebook that took longest (papermill's per-cell
+    durations): where a notebook's time goes (training, an analysis, drawing), each with its
+    index and the first line of its source; empty when the file is missing or unreadable."""
+    try:
+        cells = json.loads(notebook.read_text())["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    timed = [dict(cell=i, seconds=round(c["metadata"]["papermill"]["duration"], 1),
+                  source=next((line.strip() for line in "".join(c["source"]).splitlines() if line.strip()), "")[:80])
+             for i, c in enumerate(cells) if c.get("cell_type") == "code"
+             and isinstance(c.get("metadata", {}).get("papermill", {}).get("duration"), (int, float))]
+    return sorted(timed, key=lambda c: -c["seconds"])[:top]
+
+
 def study_times(folder: Path, earlier: dict | None = None, deadline: float | None = None, profile: str = "cpu",
                 notebooks=None, reproduce_args=(), keep=None, every: float = 30.0) -> dict:
     """The whole ``make reproduce`` of ``profile``, notebook by notebook in its order (each one
@@ -617,7 +632,7 @@ def study_times(folder: Path, earlier: dict | None = None, deadline: float | Non
     so far are reused), a stopped one's seconds adding up. So the study's seconds over several
     calls (several GPU lends, the folder carried between them) are its seconds in one call plus
     what the stops lost: the runs in flight at each stop, and a process start per notebook: an
-    upper bound. ``keep(value)`` is called with the value so far every ``every`` seconds and after
+    upper bound. A notebook done has its :func:`slowest_cells` (of its last attempt) beside it. ``keep(value)`` is called with the value so far every ``every`` seconds and after
     each notebook, so a call killed from outside (a lend's end) loses at most ``every`` seconds of
     the count: a notebook it finds still "running" counts as stopped. A failed notebook is
     retried once per call; its failed attempt's seconds are not counted. Returns ``dict(id,
@@ -678,6 +693,8 @@ def study_times(folder: Path, earlier: dict | None = None, deadline: float | Non
         row["seconds"] = round(before + time.monotonic() - started, 1)
         if row["state"] == "failed":
             row["tail"] = log.read_text(errors="replace")[-1200:]
+        if row["state"] == "done":
+            row["slowest_cells"] = slowest_cells(folder / "build" / "notebooks" / profile / f"{row['notebook']}.ipynb")
         print(json.dumps({k: v for k, v in row.items() if k != "tail"}), flush=True)
         if keep is not None:
             keep(value())
@@ -817,6 +834,11 @@ def summarise(results: dict) -> dict:
             verdicts.append(f"{head} so far, target {target} s: " + (
                 "not met (past it already)" if seconds > target else
                 "not known yet (go on: --parts study, with the same carry folder)"))
+        for row in rows:  # where each notebook's time went
+            if row["state"] == "done" and row.get("slowest_cells"):
+                cell = row["slowest_cells"][0]
+                verdicts.append(f"  {row['notebook']}: {row['seconds']:.0f} s, the slowest cell {cell['cell']} "
+                                f"{cell['seconds']:.0f} s ({cell['source']})")
         if study["complete"]:
             settings["study_seconds"] = {r["notebook"]: r["seconds"] for r in rows}
     for row in _rows(results, "deterministic_cost") or []:

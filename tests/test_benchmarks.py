@@ -468,10 +468,15 @@ def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_
     assert second["id"] == first["id"] and (done["state"], done["attempts"]) == ("done", 2)
     assert done["seconds"] > stopped["seconds"] and (folder / "figures" / "smoke").is_dir()
     assert failed["state"] == "failed" and failed["returncode"] != 0 and "unknown notebooks" in failed["tail"]
+    cells = done["slowest_cells"]  # from the executed copy's per-cell durations
+    assert 1 <= len(cells) <= 3 and [c["seconds"] for c in cells] == sorted((c["seconds"] for c in cells), reverse=True)
+    assert 0 < sum(c["seconds"] for c in cells) < done["seconds"] and all(c["source"] for c in cells)
     assert second["seconds"] == round(done["seconds"] + failed["seconds"], 1) and not second["complete"]
     verdicts = "\n".join(gpu_check.summarise({"study": second})["verdicts"])
     assert f"whole study (smoke profile): 1 of 2 notebooks done in {second['seconds']:.0f} s; failed: {names[1]}" \
         in verdicts
+    assert (f"  00_data: {done['seconds']:.0f} s, the slowest cell {cells[0]['cell']} {cells[0]['seconds']:.0f} s "
+            f"({cells[0]['source']})") in verdicts
 
     third = gpu_check.study_times(folder, second, None, profile="smoke", notebooks=names[:1])
     assert third["notebooks"] == [done] and third["complete"]  # nothing run again
