@@ -64,6 +64,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -603,18 +604,34 @@ def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, 
     return study_id, []
 
 
+def _headline(source: str) -> str:
+    """The line of a cell that says what it does: its first assignment from a call
+    (``result = chapter.run(...)``), else its first line that is not an import or a comment."""
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    called = [line for line in lines if re.match(r"^[\w, .\[\]\"']+\s*=\s*[\w.]+\(", line)]
+    plain = [line for line in lines if not re.match(r"^(import |from |#|@)", line)]
+    return (called or plain or lines or [""])[0][:100]
+
+
 def slowest_cells(notebook: Path, top: int = 3) -> list[dict]:
     """The ``top`` code cells of an executed notebook that took longest (papermill's per-cell
     durations): where a notebook's time goes (training, an analysis, drawing), each with its
-    index and the first line of its source; empty when the file is missing or unreadable."""
+    index, the line that says what it does (:func:`_headline`) and the first line it printed
+    (the chapters print how many runs were ready and how many trained); empty when the file is
+    missing or unreadable."""
     try:
         cells = json.loads(notebook.read_text())["cells"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    timed = [dict(cell=i, seconds=round(c["metadata"]["papermill"]["duration"], 1),
-                  source=next((line.strip() for line in "".join(c["source"]).splitlines() if line.strip()), "")[:80])
-             for i, c in enumerate(cells) if c.get("cell_type") == "code"
-             and isinstance(c.get("metadata", {}).get("papermill", {}).get("duration"), (int, float))]
+    timed = []
+    for index, cell in enumerate(cells):
+        seconds = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if cell.get("cell_type") != "code" or not isinstance(seconds, (int, float)):
+            continue
+        printed = "".join("".join(o.get("text", "")) for o in cell.get("outputs", [])
+                          if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        timed.append(dict(cell=index, seconds=round(seconds, 1), source=_headline("".join(cell["source"])),
+                          printed=next((line.strip() for line in printed.splitlines() if line.strip()), "")[:160]))
     return sorted(timed, key=lambda c: -c["seconds"])[:top]
 
 
@@ -838,7 +855,8 @@ def summarise(results: dict) -> dict:
             if row["state"] == "done" and row.get("slowest_cells"):
                 cell = row["slowest_cells"][0]
                 verdicts.append(f"  {row['notebook']}: {row['seconds']:.0f} s, the slowest cell {cell['cell']} "
-                                f"{cell['seconds']:.0f} s ({cell['source']})")
+                                f"{cell['seconds']:.0f} s ({cell['source']}" + (f" -> {cell['printed']}" if cell.get(
+                                    "printed") else "") + ")")
         if study["complete"]:
             settings["study_seconds"] = {r["notebook"]: r["seconds"] for r in rows}
     for row in _rows(results, "deterministic_cost") or []:

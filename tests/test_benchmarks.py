@@ -475,8 +475,9 @@ def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_
     verdicts = "\n".join(gpu_check.summarise({"study": second})["verdicts"])
     assert f"whole study (smoke profile): 1 of 2 notebooks done in {second['seconds']:.0f} s; failed: {names[1]}" \
         in verdicts
+    printed = f" -> {cells[0]['printed']}" if cells[0]["printed"] else ""
     assert (f"  00_data: {done['seconds']:.0f} s, the slowest cell {cells[0]['cell']} {cells[0]['seconds']:.0f} s "
-            f"({cells[0]['source']})") in verdicts
+            f"({cells[0]['source']}{printed})") in verdicts
 
     third = gpu_check.study_times(folder, second, None, profile="smoke", notebooks=names[:1])
     assert third["notebooks"] == [done] and third["complete"]  # nothing run again
@@ -485,6 +486,26 @@ def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_
             f"{gpu_check.STUDY_TARGET_SECONDS} s: met") in summary["verdicts"]
     assert summary["settings"]["study_seconds"] == {"00_data": done["seconds"]}
     assert summary["settings"]["estimated_seconds"] == {"bounds": 30}  # the study runs to the budget's end
+
+
+def test_gpu_check_names_a_cell_by_the_line_that_does_its_work(tmp_path):
+    """A chapter's cell opens with imports; the line that names it is the call whose result it keeps."""
+    cell = "import pandas as pd\nfrom mexlib import plots\n\nplots.use_style()\nresult = chapter.run(profile, seeds=seeds)\n"
+    assert gpu_check._headline(cell) == "result = chapter.run(profile, seeds=seeds)"
+    assert gpu_check._headline("import torch\n# a note\nplots.use_style()\n") == "plots.use_style()"
+    assert gpu_check._headline("import torch\n") == "import torch" and gpu_check._headline("") == ""
+    notebook = tmp_path / "executed.ipynb"
+    code = dict(cell_type="code", source=[cell], outputs=[
+        dict(output_type="stream", name="stderr", text=["a warning\n"]),
+        dict(output_type="stream", name="stdout", text=["\n", "27 runs ready\n", "more\n"])])
+    notebook.write_text(json.dumps(dict(cells=[
+        dict(code, metadata=dict(papermill=dict(duration=1.04))), dict(cell_type="markdown", source=["# t"]),
+        dict(code, metadata=dict(papermill=dict(duration=30.26))), dict(code, metadata={})])))
+    assert gpu_check.slowest_cells(notebook, top=5) == [
+        dict(cell=2, seconds=30.3, source="result = chapter.run(profile, seeds=seeds)", printed="27 runs ready"),
+        dict(cell=0, seconds=1.0, source="result = chapter.run(profile, seeds=seeds)", printed="27 runs ready")]
+    notebook.write_text('{"cells": [')  # cut short
+    assert gpu_check.slowest_cells(notebook) == []
 
 
 def test_gpu_check_study_starts_over_on_a_store_it_did_not_measure(tmp_path):
