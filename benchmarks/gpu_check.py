@@ -204,8 +204,8 @@ PARTS = tuple(ESTIMATED_SECONDS)
 
 
 def fits(part: str, spent: float, budget: float) -> bool:
-    """Whether ``part`` may start with ``spent`` of ``budget`` seconds gone (0: no limit); ``study``,
-    which runs until the budget ends, when at least its estimate is left."""
+    """Whether ``part`` may start with ``spent`` of ``budget`` seconds gone (0: no limit). (``study``
+    then runs until the budget ends: its estimate is the least time worth starting it with.)"""
     return not budget or spent + ESTIMATED_SECONDS[part] <= budget
 
 
@@ -649,11 +649,13 @@ def study_times(folder: Path, earlier: dict | None = None, deadline: float | Non
     so far are reused), a stopped one's seconds adding up. So the study's seconds over several
     calls (several GPU lends, the folder carried between them) are its seconds in one call plus
     what the stops lost: the runs in flight at each stop, and a process start per notebook: an
-    upper bound. A notebook done has its :func:`slowest_cells` (of its last attempt) beside it. ``keep(value)`` is called with the value so far every ``every`` seconds and after
-    each notebook, so a call killed from outside (a lend's end) loses at most ``every`` seconds of
-    the count: a notebook it finds still "running" counts as stopped. A failed notebook is
-    retried once per call; its failed attempt's seconds are not counted. Returns ``dict(id,
-    profile, notebooks=[{notebook, state, seconds, attempts, ...}], complete, seconds)``."""
+    upper bound. A failed notebook is retried once per call; its failed attempt's seconds are
+    not counted. A notebook done has its :func:`slowest_cells` (of its last attempt) beside it.
+
+    ``keep(value)`` is called with the value so far every ``every`` seconds and after each
+    notebook, so a call killed from outside (a lend's end) loses at most ``every`` seconds of the
+    count: a notebook the next call finds still "running" goes on as a stopped one. Returns
+    ``dict(id, profile, notebooks=[{notebook, state, seconds, attempts, ...}], complete, seconds)``."""
     from mexlib import reproduce
     from mexlib.processes import descendants, kill
 
@@ -954,9 +956,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--budget must be 0 (no limit) or a positive number of minutes, not {args.budget:g}")
     budget = 60 * args.budget
     forecast, over = plan(parts, budget)
+    until_the_end = "; study until the budget ends" if "study" in forecast and budget else ""
     print(f"[gpu_check] parts: {', '.join(forecast)} (about {sum(ESTIMATED_SECONDS[p] for p in forecast) / 60:.1f} "
-          f"min{'; study until the budget ends' if 'study' in forecast and budget else ''})" + (f"; over the {args.budget:g}-minute budget by the estimates: {', '.join(over)}" if over else ""),
-          flush=True)
+          f"min{until_the_end})" + (f"; over the {args.budget:g}-minute budget by the estimates: {', '.join(over)}"
+                                     if over else ""), flush=True)
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check is for a GPU machine")
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
