@@ -554,7 +554,8 @@ def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128
 
 def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu") -> list[dict]:
     """Wall seconds of each notebook run end to end by ``mexlib.reproduce`` with its defaults (on a
-    GPU machine: the local jobs sharing the GPUs) into a fresh run store and figures folder."""
+    GPU machine: the local jobs sharing the GPUs) into a fresh run store and figures folder, and
+    its :func:`slowest_cells` (how many runs it trained, and in how long)."""
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         env = {**os.environ, "MEXLIB_RUNS": f"{scratch}/runs", "MEXLIB_FIGURES": f"{scratch}/figures",
@@ -564,7 +565,9 @@ def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu")
             done = subprocess.run([sys.executable, "-m", "mexlib.reproduce", "--profile", profile, "--notebook",
                                    notebook], env=env, capture_output=True, text=True)
             rows.append(dict(notebook=notebook, seconds=round(time.perf_counter() - started, 1),
-                             returncode=done.returncode, tail=done.stdout[-600:] + done.stderr[-600:]))
+                             returncode=done.returncode, tail=done.stdout[-600:] + done.stderr[-600:],
+                             slowest_cells=slowest_cells(Path(scratch) / "build" / "notebooks" / profile
+                                                         / f"{notebook}.ipynb")))
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -783,6 +786,14 @@ def _rows(results: dict, part: str) -> list | dict | None:
     return None if value is None or isinstance(value, dict) and "error" in value else value
 
 
+def _where_time_went(row: dict) -> str:
+    """A notebook's seconds and its slowest cell (what it does, what it printed first)."""
+    cell = row["slowest_cells"][0]
+    printed = f" -> {cell['printed']}" if cell.get("printed") else ""
+    return (f"  {row['notebook']}: {row['seconds']:.0f} s, the slowest cell {cell['cell']} {cell['seconds']:.0f} s "
+            f"({cell['source']}{printed})")
+
+
 def summarise(results: dict) -> dict:
     """What a GPU session's results say: issue 26's and 28's targets each met or not
     (``verdicts``), and the settings to take from them (``settings``: ``compile="auto"``'s mode per
@@ -816,6 +827,7 @@ def summarise(results: dict) -> dict:
         verdicts.append(f"notebooks {', '.join(r['notebook'] for r in notebooks)}: {seconds:.0f} s, target "
                         f"{NOTEBOOKS_TARGET_SECONDS} s: " + (f"failed ({', '.join(failed)})" if failed else
                                                              "met" if seconds <= NOTEBOOKS_TARGET_SECONDS else "not met"))
+        verdicts += [_where_time_went(row) for row in notebooks if row.get("slowest_cells")]
     if modes := _rows(results, "step_modes"):
         by_layout: dict[str, dict[str, str]] = {}
         for row in modes:
@@ -853,12 +865,7 @@ def summarise(results: dict) -> dict:
             verdicts.append(f"{head} so far, target {target} s: " + (
                 "not met (past it already)" if seconds > target else
                 "not known yet (go on: --parts study, with the same carry folder)"))
-        for row in rows:  # where each notebook's time went
-            if row["state"] == "done" and row.get("slowest_cells"):
-                cell = row["slowest_cells"][0]
-                verdicts.append(f"  {row['notebook']}: {row['seconds']:.0f} s, the slowest cell {cell['cell']} "
-                                f"{cell['seconds']:.0f} s ({cell['source']}" + (f" -> {cell['printed']}" if cell.get(
-                                    "printed") else "") + ")")
+        verdicts += [_where_time_went(row) for row in rows if row["state"] == "done" and row.get("slowest_cells")]
         if study["complete"]:
             settings["study_seconds"] = {r["notebook"]: r["seconds"] for r in rows}
     for row in _rows(results, "deterministic_cost") or []:

@@ -488,6 +488,18 @@ def test_gpu_check_study_stops_at_its_deadline_and_goes_on_where_it_stopped(tmp_
     assert summary["settings"]["estimated_seconds"] == {"bounds": 30}  # the study runs to the budget's end
 
 
+def test_gpu_check_notebooks_part_times_each_notebook_and_says_where_its_time_went():
+    """The notebooks part, on the CPU with the smoke profile: a notebook's wall seconds end to end
+    (a fresh store), its slowest cells from the executed copy, and the summary's line for it."""
+    (row,) = gpu_check.notebook_times(("00_data",), profile="smoke")
+    assert row["notebook"] == "00_data" and row["returncode"] == 0, row["tail"]
+    cells = row["slowest_cells"]
+    assert cells and 0 < sum(c["seconds"] for c in cells) < row["seconds"]
+    verdicts = gpu_check.summarise({"notebooks": [row]})["verdicts"]
+    assert verdicts[0].startswith(f"notebooks 00_data: {row['seconds']:.0f} s, target ")
+    assert verdicts[1].startswith(f"  00_data: {row['seconds']:.0f} s, the slowest cell {cells[0]['cell']} ")
+
+
 def test_gpu_check_names_a_cell_by_the_line_that_does_its_work(tmp_path):
     """A chapter's cell opens with imports; the line that names it is the call whose result it keeps."""
     cell = "import pandas as pd\nfrom mexlib import plots\n\nplots.use_style()\nresult = chapter.run(profile, seeds=seeds)\n"
