@@ -547,7 +547,7 @@ def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128
         result = stacked_seeds.measure(k, batch, steps, warmup, rounds=1, device=device, arch=arch, profile=profile)
         return dict(arch=arch, seeds=k, images_per_second=result["images_per_second"]["stacked"],
                     in_turn=result["images_per_second"]["separate"], stacked_over_in_turn=result["stacked_over_separate"],
-                    largest_weight_difference=result["largest_weight_difference"])
+                    largest_weight_difference=result["largest_weight_difference"], unbatched=result["unbatched"])
 
     return _against_first(_each(counts, one, lambda k: dict(arch=arch, seeds=k)))
 
@@ -821,6 +821,17 @@ def summarise(results: dict) -> dict:
         top = max(together, key=lambda r: r["against_one"])
         verdicts.append(f"concurrency: {top['against_one']:.2f}x one job's rate with {top['processes']} jobs, target "
                         f"{CONCURRENCY_TARGET:g}x: {'met' if top['against_one'] >= CONCURRENCY_TARGET else 'not met'}")
+    if seeds := _rows(results, "stacked"):  # several runs in one process, against several processes
+        top = max(seeds, key=lambda r: r["against_one"])
+        loops = sorted({op for r in seeds for op in r.get("unbatched", [])})
+        line = (f"stacked seeds ({top['arch']}): at best {top['against_one']:.2f}x one model's images/s with "
+                f"{top['seeds']} seeds, {top['stacked_over_in_turn']:.2f}x the same seeds in turn")
+        if together:
+            processes = max(together, key=lambda r: r["against_one"])
+            better = "stacking" if top["against_one"] > processes["against_one"] * MIN_GAIN else "processes"
+            line += (f"; {processes['processes']} processes: {processes['against_one']:.2f}x one: keep {better}")
+        verdicts.append(line + (f" (vmap looped over the seeds for {', '.join(loops)}: a batched attention, "
+                                f"PyTorch's math one, may change this)" if loops else ""))
     if notebooks := _rows(results, "notebooks"):
         seconds = sum(r["seconds"] for r in notebooks)
         failed = [r["notebook"] for r in notebooks if r["returncode"] != 0]

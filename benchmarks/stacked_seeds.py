@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
+import warnings
 
 import torch
 
@@ -87,6 +89,19 @@ def stacked_step(models, x, y, lr: float = 0.05):
     return step, lambda: [{name: p[k] for name, p in params.items()} for k in range(len(models))]
 
 
+#: How PyTorch says that ``vmap`` runs an operator once per stacked model (no batching rule for it).
+UNBATCHED = re.compile(r"not yet implemented the batching rule for ([\w:.]+)")
+
+
+def unbatched_operators(step) -> list[str]:
+    """The operators that ``vmap`` loops over instead of batching during one call of ``step``
+    (PyTorch warns for each: a loop over the seeds undoes what stacking them is for)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step()
+    return sorted({m.group(1).rstrip(".") for w in caught if (m := UNBATCHED.search(str(w.message)))})
+
+
 def largest_difference(seeds: int, batch: int, device: torch.device, **model) -> float:
     """The largest absolute difference between the weights after one step of (a) and of (b) from
     the same models and batches."""
@@ -104,10 +119,11 @@ def measure(seeds: int = 4, batch: int = 128, steps: int = 10, warmup: int = 2, 
     """Images/second of (a) and (b) over interleaved rounds (medians) and their ratio."""
     device = torch.device(device)
     difference = largest_difference(seeds, min(batch, 16), device, **model)
-    ways = {}
+    ways, unbatched = {}, {}
     for name, make in (("separate", separate_step), ("stacked", stacked_step)):
         models, x, y = models_and_batches(seeds, batch, device, **model)
         step, _ = make(models, x, y)
+        unbatched[name] = unbatched_operators(step)  # a first step, as a warm-up's
         for _ in range(warmup):
             step()
         ways[name] = step
@@ -119,7 +135,7 @@ def measure(seeds: int = 4, batch: int = 128, steps: int = 10, warmup: int = 2, 
                 step()
             rates[name].append(seeds * batch * steps / (clock(device) - started))
     result = dict(seeds=seeds, batch=batch, steps=steps, rounds=rounds, device=str(device),
-                  threads=torch.get_num_threads(), largest_weight_difference=difference,
+                  threads=torch.get_num_threads(), largest_weight_difference=difference, unbatched=unbatched["stacked"],
                   images_per_second={name: round(statistics.median(r), 1) for name, r in rates.items()},
                   all_rates={name: [round(v, 1) for v in r] for name, r in rates.items()})
     result["stacked_over_separate"] = round(result["images_per_second"]["stacked"]
@@ -132,7 +148,8 @@ def report(result: dict) -> str:
     return (f"{result['seeds']} seeds, batch {result['batch']}, {result['device']} ({result['threads']} threads): "
             f"(a) in turn {rates['separate']:.0f} images/s, (b) stacked {rates['stacked']:.0f} images/s, "
             f"(b)/(a) = {result['stacked_over_separate']:.3f}; one step of each agrees to "
-            f"{result['largest_weight_difference']:.1e}")
+            f"{result['largest_weight_difference']:.1e}"
+            + (f"; vmap loops over the seeds for {', '.join(result['unbatched'])}" if result["unbatched"] else ""))
 
 
 def main(argv=None) -> None:

@@ -303,6 +303,14 @@ def test_stacked_seeds_train_each_seed_as_its_own_model_would():
     alone()
     assert max(float((a[n] - b[n]).detach().abs().max()) for a, b in zip(read(), read_alone()) for n in a) > 1e-4
     result = stacked_seeds.measure(seeds=2, batch=4, steps=1, warmup=0, rounds=3, arch="vit-smoke", profile="smoke")
+    # what vmap loops over is named: here exactly what it loops over in the ViT's attention alone, if anything
+    from torch.func import vmap
+    heads = torch.randn(2, 4, 3, 5, 8)  # seeds × batch × heads × tokens × width
+    attention = stacked_seeds.unbatched_operators(
+        lambda: vmap(lambda t: torch.nn.functional.scaled_dot_product_attention(t, t, t))(heads))
+    assert stacked_seeds.unbatched_operators(lambda: vmap(torch.sin)(heads)) == []
+    assert result["unbatched"] == attention and all("." != op[-1] for op in attention)
+    assert ("vmap loops over the seeds" in stacked_seeds.report(result)) == bool(attention)
     rates = result["images_per_second"]
     assert all(len(r) == 3 for r in result["all_rates"].values())
     assert result["stacked_over_separate"] == round(rates["stacked"] / rates["separate"], 3)
@@ -342,6 +350,10 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
                        {"eager": 0.0, "compile": 1.5 * text_samples * saved_text})],
         "concurrency": [dict(processes=n, images_per_second=rate, against_one=round(rate / 100, 3))
                         for n, rate in ((1, 100.0), (2, 190.0), (4, 350.0), (8, 360.0))],
+        "stacked": [dict(arch="vit-cpu", seeds=1, images_per_second=100.0, stacked_over_in_turn=1.0, against_one=1.0,
+                         unbatched=[]),
+                    dict(arch="vit-cpu", seeds=4, images_per_second=250.0, stacked_over_in_turn=2.2, against_one=2.5,
+                         unbatched=["aten::_efficient_attention"])],
         "notebooks": [dict(notebook="01_regimes", seconds=120.0, returncode=0),
                       dict(notebook="02_methods", seconds=150.0, returncode=0)],
         "peak_share": [dict(arch="resnet34", share_of_peak=0.079, peak_tflops=789.6),
@@ -371,6 +383,10 @@ def test_gpu_check_summary_derives_the_settings_and_verdicts(tmp_path, capsys):
     assert f"language mixed on cuda:0: final exit 75.0%, trained in 41 s; on the CPU {mean:.1%} ± {std:.1%}" in verdicts
     assert "concurrency: 3.60x one job's rate with 8 jobs, target 5x: not met" in verdicts
     assert "notebooks 01_regimes, 02_methods: 270 s, target 300 s: met" in verdicts
+    assert ("stacked seeds (vit-cpu): at best 2.50x one model's images/s with 4 seeds, 2.20x the same seeds in turn; "
+            "8 processes: 3.60x one: keep processes (vmap looped over the seeds for aten::_efficient_attention") in verdicts
+    fewer = dict(results, concurrency=[dict(r, against_one=min(r["against_one"], 2.0)) for r in results["concurrency"]])
+    assert "processes: 2.00x one: keep stacking" in "\n".join(gpu_check.summarise(fewer)["verdicts"])
     assert "peak share resnet34: 7.9% of 789.6 TFLOP/s, target 15%: not met (see bounds)" in verdicts
     assert "peak share vit-t: 6.0% of 789.6 TFLOP/s, target 5%: met" in verdicts
     assert "deterministic kernels resnet34: 0.81x" in verdicts
