@@ -65,10 +65,12 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import NamedTuple
 
@@ -555,21 +557,10 @@ def stacked(counts=(1, 4, 8), steps: int = 30, warmup: int = 5, batch: int = 128
 def notebook_times(notebooks=("01_regimes", "02_methods"), profile: str = "cpu") -> list[dict]:
     """Wall seconds of each notebook run end to end by ``mexlib.reproduce`` with its defaults (on a
     GPU machine: the local jobs sharing the GPUs) into a fresh run store and figures folder, and
-    its :func:`slowest_cells` (how many runs it trained, and in how long)."""
-    rows = []
+    its :func:`slowest_cells` (how many runs it trained, and in how long): :func:`study_times`'s
+    rows for these notebooks, in one call with no deadline."""
     with tempfile.TemporaryDirectory() as scratch:
-        env = {**os.environ, "MEXLIB_RUNS": f"{scratch}/runs", "MEXLIB_FIGURES": f"{scratch}/figures",
-               "MEXLIB_BUILD": f"{scratch}/build"}
-        for notebook in notebooks:
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "mexlib.reproduce", "--profile", profile, "--notebook",
-                                   notebook], env=env, capture_output=True, text=True)
-            rows.append(dict(notebook=notebook, seconds=round(time.perf_counter() - started, 1),
-                             returncode=done.returncode, tail=done.stdout[-600:] + done.stderr[-600:],
-                             slowest_cells=slowest_cells(Path(scratch) / "build" / "notebooks" / profile
-                                                         / f"{notebook}.ipynb")))
-            print(json.dumps(rows[-1]), flush=True)
-    return rows
+        return study_times(Path(scratch), profile=profile, notebooks=notebooks)["notebooks"]
 
 
 #: The marker of a ``study`` folder: its measurement's id (a store that rows of another id, or none,
@@ -585,8 +576,6 @@ def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, 
     new id, the folder's runs, figures, build and logs cleared (runs stored in it would make the
     notebooks look faster than they are) and no rows. A folder holding anything but a study's is
     refused, so that nothing else is ever cleared."""
-    import uuid
-
     marker = folder / STUDY_MARKER
     if folder.is_dir() and any(folder.iterdir()) and not marker.is_file():
         raise ValueError(f"{folder} is not a study folder (no {STUDY_MARKER}) and not empty: name an empty or new one")
@@ -597,8 +586,6 @@ def study_start(folder: Path, earlier: dict | None, profile: str) -> tuple[str, 
     if (earlier and isinstance(known, dict) and known.get("id") == earlier.get("id")
             and known.get("profile") == profile == earlier.get("profile")):
         return earlier["id"], [dict(row) for row in earlier.get("notebooks", [])]
-    import shutil
-
     for name in STUDY_FOLDERS:
         shutil.rmtree(folder / name, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -818,18 +805,17 @@ def summarise(results: dict) -> dict:
     if together := _rows(results, "concurrency"):
         best = max(r["images_per_second"] for r in together)
         settings["jobs_per_gpu"] = min(r["processes"] for r in together if r["images_per_second"] * MIN_GAIN >= best)
-        top = max(together, key=lambda r: r["against_one"])
-        verdicts.append(f"concurrency: {top['against_one']:.2f}x one job's rate with {top['processes']} jobs, target "
-                        f"{CONCURRENCY_TARGET:g}x: {'met' if top['against_one'] >= CONCURRENCY_TARGET else 'not met'}")
+        jobs = max(together, key=lambda r: r["against_one"])
+        verdicts.append(f"concurrency: {jobs['against_one']:.2f}x one job's rate with {jobs['processes']} jobs, target "
+                        f"{CONCURRENCY_TARGET:g}x: {'met' if jobs['against_one'] >= CONCURRENCY_TARGET else 'not met'}")
     if seeds := _rows(results, "stacked"):  # several runs in one process, against several processes
         top = max(seeds, key=lambda r: r["against_one"])
         loops = sorted({op for r in seeds for op in r.get("unbatched", [])})
         line = (f"stacked seeds ({top['arch']}): at best {top['against_one']:.2f}x one model's images/s with "
                 f"{top['seeds']} seeds, {top['stacked_over_in_turn']:.2f}x the same seeds in turn")
         if together:
-            processes = max(together, key=lambda r: r["against_one"])
-            better = "stacking" if top["against_one"] > processes["against_one"] * MIN_GAIN else "processes"
-            line += (f"; {processes['processes']} processes: {processes['against_one']:.2f}x one: keep {better}")
+            better = "stacking" if top["against_one"] > jobs["against_one"] * MIN_GAIN else "processes"
+            line += f"; {jobs['processes']} processes: {jobs['against_one']:.2f}x one: keep {better}"
         verdicts.append(line + (f" (vmap looped over the seeds for {', '.join(loops)}: a batched attention, "
                                 f"PyTorch's math one, may change this)" if loops else ""))
     if notebooks := _rows(results, "notebooks"):
