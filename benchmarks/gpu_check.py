@@ -77,6 +77,7 @@ from typing import NamedTuple
 import torch
 
 from mexlib import data as mdata
+from mexlib import paths
 from mexlib.config import make_config
 from mexlib.evaluate import per_exit_accuracy
 from mexlib.hardware import deterministic_kernels
@@ -890,13 +891,6 @@ def host() -> dict:
                 python=sys.version.split()[0])
 
 
-def write_results(path: Path, results: dict) -> None:
-    """``results`` into ``path`` whole or not at all (a lend can end mid-write)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(results, indent=1))
-    os.replace(partial, path)
-
-
 def with_earlier_results(path: Path, results: dict) -> dict:
     """``results`` (a new call's, no part yet) on top of those already in ``path`` from the same
     device and PyTorch, so calls in one lend or in several add up in one file: the earlier parts
@@ -979,7 +973,7 @@ def main(argv: list[str] | None = None) -> None:
         results[part] = value
         results.setdefault("commits", {})[part] = results["host"]["commit"]
         if args.out is not None:
-            write_results(args.out, results)
+            paths.write_whole(args.out, json.dumps(results, indent=1))  # a lend can end mid-write
 
     def throughput() -> list[dict]:
         rows = []

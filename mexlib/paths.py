@@ -12,12 +12,14 @@ figures, tables    ``MEXLIB_FIGURES``  ``<root>/figures``
 build output       ``MEXLIB_BUILD``    ``<root>/build``
 =================  ==================  =========================================
 
-No other module builds a path relative to the working directory.
+No other module builds a path relative to the working directory. :func:`write_whole` is how a
+file that others read while it changes (a checkpoint, a marker, a results file) is written.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -50,3 +52,20 @@ def figures_root() -> Path:
 
 def notebooks_dir() -> Path:
     return ROOT / "notebooks"
+
+
+def write_whole(path: Path, data: str | bytes) -> None:
+    """``data`` into ``path`` whole or not at all: written to a temporary file of this call's own
+    beside it (made with the process's umask, as a plain write would) and renamed over ``path``,
+    so a reader sees the old file or the new one, never half of one, and two writers never share
+    a temporary file. A failure (a full disk, a read-only folder) raises its ``OSError`` and
+    leaves ``path`` as it was and no temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with tmp.open("xb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import hardware
+from . import hardware, paths
 from .config import BACKBONE_ALONE, PhaseConfig, RunConfig
 from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
@@ -228,18 +228,11 @@ def _validate(model, phase, loader, method, autocast, graphs: bool = False) -> t
 
 
 def _save_atomic(obj, path: Path) -> None:
-    """A checkpoint, written whole or not at all: serialised in memory, written to a temporary
-    file and renamed over the last one. A full disk raises its OSError and leaves the previous
-    checkpoint (and no temporary file) behind."""
+    """A checkpoint, written whole or not at all (:func:`mexlib.paths.write_whole`): a full disk
+    raises its OSError and leaves the previous checkpoint (and no temporary file) behind."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(buffer.getbuffer())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    paths.write_whole(path, buffer.getbuffer())
 
 
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,

@@ -8,9 +8,10 @@ import contextlib
 import fcntl
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from . import paths
 
 
 class WorkArea:
@@ -96,9 +97,7 @@ class WorkArea:
     def _write(self, key: str, marker: str, record: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{key}.{marker}.json"
-        tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
+        paths.write_whole(path, json.dumps(record, indent=1))
 
 
 __all__ = ["WorkArea"]

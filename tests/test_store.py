@@ -663,6 +663,28 @@ def test_a_full_disk_names_the_entry_and_leaves_the_store_as_it_was(tmp_path):
         assert store.kept("result-large-1") is None
 
 
+def test_a_file_written_whole_keeps_the_old_one_on_a_full_disk(tmp_path):
+    """paths.write_whole (a checkpoint, a sweep's marker, a results file): the new content or,
+    on a full disk, the old file as it was and no temporary file; made with the umask, as a
+    plain write (a shared store's other users read it)."""
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    whole = tmp_path / "whole.json"
+    paths.write_whole(whole, "{}")
+    assert whole.read_text() == "{}" and whole.stat().st_mode == plain.stat().st_mode
+    with _small_disk(tmp_path / "small", "64k") as root:
+        marker, checkpoint = root / "failed.json", root / "joint.ckpt"
+        paths.write_whole(marker, '{"error": "old"}')
+        mexlib.train._save_atomic({"epoch": 1}, checkpoint)
+        before = {f.name: f.read_bytes() for f in root.iterdir()}
+        with pytest.raises(OSError, match="No space left on device"):
+            paths.write_whole(marker, "x" * 200_000)
+        with pytest.raises(OSError, match="No space left on device"):
+            mexlib.train._save_atomic({"epoch": 2, "weights": torch.zeros(50_000)}, checkpoint)
+        assert {f.name: f.read_bytes() for f in root.iterdir()} == before  # nothing else left, nothing changed
+        assert torch.load(checkpoint, weights_only=True) == {"epoch": 1}
+
+
 def test_a_read_only_store_is_read_and_refuses_a_write_by_name(tmp_path):
     from mexlib.store import StoreWriteError
 
