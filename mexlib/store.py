@@ -28,12 +28,11 @@ with the labels).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
-import io
 import json
 import os
-import pickle
 import shutil
 import time
 import uuid
@@ -49,10 +48,11 @@ import torch
 from torch import Tensor
 
 from . import hardware, paths
+from .checkpoints import CheckpointWriteError, ForeignFileError, load_tensors, save_tensors
 from .config import RunConfig, stable_hash
 from .device_data import DataCache, DeviceData, StreamingData
 from .hardware import resolve_device
-from .methods import training_method
+from .methods import TrainingDiverged, training_method
 from .models import MultiExitModel, arch_spec, exit_logits
 from .provenance import code_fingerprint, files_fingerprint, provenance, source_fingerprint
 from .train import build_model, train_backbone, train_regime
@@ -143,11 +143,11 @@ class StoredRun:
         if split not in ("val", "test"):
             raise ValueError(f"unknown split {split!r}; valid splits: val, test")
         if self._logits is None:
-            self._logits = torch.load(self.path / "logits.pt", weights_only=True)
+            self._logits = load_tensors(self.path / "logits.pt")
         return self._logits[f"{split}_logits"], self._logits[f"{split}_labels"]
 
     def state_dict(self) -> dict:
-        return torch.load(self.path / "weights.pt", weights_only=True, map_location="cpu")
+        return load_tensors(self.path / "weights.pt", map_location="cpu")
 
     def model(self) -> MultiExitModel:
         """The trained model, rebuilt from the configuration and loaded with the weights."""
@@ -281,8 +281,9 @@ class RunStore:
                 return found
             data = self.device_data(config)
             started = time.perf_counter()
-            model, results = train_regime(config, data, self.device, backbone_state, workdir,
-                                          self.progress)
+            with _naming(config, f"run-{key}"):
+                model, results = train_regime(config, data, self.device, backbone_state, workdir,
+                                              self.progress)
             phases = [{"phase": "backbone", "stored_run": backbone_run.path.name}] if backbone_run else []
             phases += [r.to_dict() for r in results]
             return self._write(f"run-{key}", config.to_dict(), model.state_dict(), model, data,
@@ -301,7 +302,8 @@ class RunStore:
                 return found
             data = self.device_data(config)
             started = time.perf_counter()
-            model, result = train_backbone(config, data, self.device, workdir, self.progress)
+            with _naming(config, f"backbone-{key}"):
+                model, result = train_backbone(config, data, self.device, workdir, self.progress)
             return self._write(f"backbone-{key}", config.to_dict(), model.backbone.state_dict(),
                                model, data, [result.to_dict()], time.perf_counter() - started,
                                workdir, final_exit_only=True)
@@ -333,8 +335,8 @@ class RunStore:
         files = json.loads((path / "manifest.json").read_text())
         try:
             return {file: json.loads((path / file).read_text()) if file.endswith(".json")
-                    else _unplain(torch.load(path / file, weights_only=True)) for file in files}
-        except pickle.UnpicklingError as error:  # written by older code as a pickle of objects
+                    else _unplain(load_tensors(path / file)) for file in files}
+        except ForeignFileError as error:  # written by older code as a pickle of objects
             self._set_aside(name, f"holds more than tensors and plain values ({error})", stacklevel=3)
             return None
 
@@ -378,12 +380,21 @@ class RunStore:
         return StoredRun(final)
 
 
-def save_tensors(obj, path: Path) -> None:
-    """``torch.save`` through memory, then one plain write: a full disk or a read-only store then
-    raises the OSError that says so (``torch.save`` to a file reports it as an iostream error)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    path.write_bytes(buffer.getbuffer())
+def describe(config: RunConfig) -> str:
+    """A run in a few words: architecture, dataset, regime, method and seed."""
+    return f"{config.arch} on {config.dataset}, {config.regime}, {config.method}, seed {config.seed}"
+
+
+@contextlib.contextmanager
+def _naming(config: RunConfig, entry: str):
+    """Training errors that name only a phase and an epoch, re-raised naming the run (its
+    configuration and the entry it was to be stored as)."""
+    try:
+        yield
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{describe(config)} ({entry}): {error}") from error
+    except CheckpointWriteError as error:
+        raise CheckpointWriteError(error.errno, f"{describe(config)} ({entry}): {error.strerror}") from error
 
 
 def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path:

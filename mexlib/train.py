@@ -13,16 +13,18 @@ the phase-1 weights). A phase trains up to its epoch cap with early stopping on 
 split: one stopper per monitored exit, a checkpoint whenever any of them improves, a stop once
 all have gone ``patience`` epochs without improving, and the phase ends on that checkpoint.
 
-Every epoch writes a resumable checkpoint (model, optimiser, scheduler, stoppers, history);
-a phase started again with the same checkpoint path continues where it stopped and ends
+Every epoch writes a resumable checkpoint (model, optimiser, scheduler, stoppers, history, and
+the state of every global random generator: torch's on the CPU and on each GPU, Python's and
+NumPy's); a phase started again with the same checkpoint path continues where it stopped and ends
 bit-identical to an uninterrupted run, because each epoch's data order and augmentation depend
-only on the seed and the epoch.
+only on the seed and the epoch, and what else draws at random (dropout) continues from the
+generators' state at the checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import io
+import errno
 import math
 import time
 import warnings
@@ -33,7 +35,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import hardware, paths
+from . import hardware
+from .checkpoints import (CheckpointWriteError, DamagedCheckpointWarning, random_state, read_checkpoint, restore_random_state,
+                          write_checkpoint)
 from .config import BACKBONE_ALONE, PhaseConfig, RunConfig
 from .data import dataset_spec
 from .device_data import DeviceData, memory_format_for
@@ -227,14 +231,6 @@ def _validate(model, phase, loader, method, autocast, graphs: bool = False) -> t
     return (correct.double() / n).tolist(), (losses / n).tolist()
 
 
-def _save_atomic(obj, path: Path) -> None:
-    """A checkpoint, written whole or not at all (:func:`mexlib.paths.write_whole`): a full disk
-    raises its OSError and leaves the previous checkpoint (and no temporary file) behind."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    paths.write_whole(path, buffer.getbuffer())
-
-
 def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: DeviceData,
                 method: Method, device: torch.device, checkpoint: Path | None = None,
                 progress: bool = True, description: str = "", precision: str = "fp32",
@@ -275,6 +271,7 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
             recorder.load_state_dict(state.get("recorder", {}))
         best_state, start_epoch = state["best_state"], state["epoch"] + 1
         result = PhaseResult(**state["result"])
+        restore_random_state(state["random"])
     autocast = autocast_for(device, precision)
     bar = tqdm(total=settings.epochs, initial=start_epoch, disable=not progress, leave=True,
                desc=f"{description}{phase}", unit="epoch", dynamic_ncols=True)
@@ -314,11 +311,12 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
         if recorder is not None:
             recorder.on_epoch_end(model, phase, epoch)
         if checkpoint is not None:
-            _save_atomic(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                              scheduler=scheduler.state_dict(), stopper=stopper.state_dict(),
-                              step_rule=rule.state_dict(), best_state=best_state,
-                              result=result.to_dict(),
-                              recorder=recorder.state_dict() if recorder is not None else {}), checkpoint)
+            _save_checkpoint(dict(epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                                  scheduler=scheduler.state_dict(), stopper=stopper.state_dict(),
+                                  step_rule=rule.state_dict(), best_state=best_state,
+                                  result=result.to_dict(), random=random_state(),
+                                  recorder=recorder.state_dict() if recorder is not None else {}),
+                             checkpoint, f"{description}{phase}, epoch {epoch}")
         bar.update(1)
         bar.set_postfix_str(_progress_text(train_loss, val_acc))
     bar.close()
@@ -326,14 +324,37 @@ def train_phase(model: MultiExitModel, phase: str, settings: PhaseConfig, data: 
     return result
 
 
+#: What every checkpoint of a phase holds; one without them is not resumed.
+CHECKPOINT_FIELDS = ("epoch", "model", "optimizer", "scheduler", "stopper", "step_rule", "best_state",
+                     "result", "random", "recorder")
+
+
+def _save_checkpoint(state: dict, checkpoint: Path, what: str) -> None:
+    """Write one epoch's checkpoint (:func:`mexlib.checkpoints.write_checkpoint`); a failure (a
+    full disk, a read-only folder) names the phase, the epoch and the file, and keeps the
+    previous checkpoint."""
+    try:
+        write_checkpoint(state, checkpoint)
+    except OSError as error:
+        raise CheckpointWriteError(error.errno or errno.EIO,
+                                   f"could not write the checkpoint of {what} to {checkpoint}: "
+                                   f"{error.strerror or error} (the previous checkpoint is kept)") from error
+
+
 def _read_checkpoint(checkpoint: Path | None, device: torch.device) -> dict | None:
+    """The phase's checkpoint, or None (the phase starts afresh): none yet, or one that is
+    damaged, cut short, foreign or incomplete, which is named in a warning."""
     if checkpoint is None or not checkpoint.is_file():
         return None
     try:
-        return torch.load(checkpoint, weights_only=True, map_location=device)  # tensors and plain values only
-    except Exception as error:  # a truncated or foreign file: start the phase afresh
-        warnings.warn(f"cannot resume from {checkpoint} ({type(error).__name__}: {error}); "
-                      f"training the phase from its start")
+        state = read_checkpoint(checkpoint, map_location=device)
+        missing = [f for f in CHECKPOINT_FIELDS if not isinstance(state, dict) or f not in state]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        return state
+    except Exception as error:  # damaged, truncated, foreign: start the phase afresh
+        warnings.warn(f"cannot resume from the checkpoint {checkpoint} ({type(error).__name__}: {error}); "
+                      f"training the phase from its start", DamagedCheckpointWarning)
         return None
 
 

@@ -24,6 +24,7 @@ from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, targ
 from mexlib.models import ExitContext
 from mexlib.store import RunStore, run_key
 from mexlib.batches import BatchLoader
+from mexlib.checkpoints import read_checkpoint
 from mexlib.train import DeviceData, build_model, step_rule, train_regime
 
 CPU = torch.device("cpu")
@@ -292,7 +293,7 @@ def test_l2w_phase_resumes_exactly_after_an_interruption(tmp_path, fashion, monk
     with pytest.raises(KeyboardInterrupt):
         train_regime(config, data, CPU, workdir=tmp_path, progress=False)
     monkeypatch.setattr(BatchLoader, "set_epoch", original)
-    state = torch.load(tmp_path / "joint.ckpt", weights_only=False)
+    state = read_checkpoint(tmp_path / "joint.ckpt")
     assert state["epoch"] == 1 and state["step_rule"]["step"] == 2 * len(data.train_loader("joint", 64))
     resumed, _ = train_regime(config, data, CPU, workdir=tmp_path, progress=False)
     straight, _ = train_regime(config, data, CPU, progress=False)

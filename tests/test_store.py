@@ -26,6 +26,7 @@ import mexlib.provenance
 import mexlib.store
 import mexlib.train
 from mexlib import paths
+from mexlib.checkpoints import read_checkpoint, write_checkpoint
 from mexlib.config import RunConfig, make_config
 from mexlib.data import dataset_spec
 from mexlib.store import DamagedRunWarning, RunStore, StoredRun, backbone_key, run_key, verify
@@ -675,14 +676,14 @@ def test_a_file_written_whole_keeps_the_old_one_on_a_full_disk(tmp_path):
     with _small_disk(tmp_path / "small", "64k") as root:
         marker, checkpoint = root / "failed.json", root / "joint.ckpt"
         paths.write_whole(marker, '{"error": "old"}')
-        mexlib.train._save_atomic({"epoch": 1}, checkpoint)
+        write_checkpoint({"epoch": 1}, checkpoint)
         before = {f.name: f.read_bytes() for f in root.iterdir()}
         with pytest.raises(OSError, match="No space left on device"):
             paths.write_whole(marker, "x" * 200_000)
         with pytest.raises(OSError, match="No space left on device"):
-            mexlib.train._save_atomic({"epoch": 2, "weights": torch.zeros(50_000)}, checkpoint)
+            write_checkpoint({"epoch": 2, "weights": torch.zeros(50_000)}, checkpoint)
         assert {f.name: f.read_bytes() for f in root.iterdir()} == before  # nothing else left, nothing changed
-        assert torch.load(checkpoint, weights_only=True) == {"epoch": 1}
+        assert read_checkpoint(checkpoint) == {"epoch": 1}
 
 
 def test_a_read_only_store_is_read_and_refuses_a_write_by_name(tmp_path):
@@ -760,3 +761,18 @@ def test_the_code_fingerprint_covers_every_module_a_run_depends_on(tmp_path, mon
         assert "verdicts.py" in result_modules() and "study.py" in result_modules()
     finally:
         result_modules.cache_clear()
+
+
+def test_a_diverging_run_and_a_failed_checkpoint_name_the_run(tmp_path):
+    from mexlib.checkpoints import CheckpointWriteError
+    from mexlib.methods import TrainingDiverged
+
+    config = make_config("smoke", regime="joint", lr=1e12, train_size=300)
+    with pytest.raises(TrainingDiverged, match=rf"resnet-smoke on fashion-mnist, joint, sdn, seed 0 "
+                                               rf"\(run-{run_key(config)}\): training diverged in phase 'joint'"):
+        RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
+    config = make_config("smoke", regime="joint", epochs=1, train_size=300, seed=3)
+    (tmp_path / "work" / run_key(config) / "joint.ckpt").mkdir(parents=True)  # the checkpoint's name is taken
+    with pytest.raises(CheckpointWriteError, match=rf"seed 3 \(run-{run_key(config)}\): could not write the "
+                                                   rf"checkpoint of .* to {tmp_path / 'work' / run_key(config)}"):
+        RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)

@@ -16,6 +16,7 @@ import torch
 from mexlib import data as data_module
 from mexlib.config import make_config
 from mexlib.batches import BatchLoader
+from mexlib.checkpoints import checkpoint_epoch
 from mexlib.models import exit_logits
 from mexlib.store import RunStore, run_key
 from mexlib.train import (DeviceData, EarlyStopping, TrainingDiverged, build_model, train_backbone,
@@ -134,36 +135,52 @@ def test_a_diverging_ztw_ensemble_stops_by_name(fashion):
 
 
 RESUME_SCRIPT = textwrap.dedent("""
-    import sys, torch
+    import json, sys, torch
     torch.set_num_threads(int(sys.argv[3]))  # the parent's count: results depend on it
     from mexlib.config import make_config
     from mexlib.store import RunStore
-    config = make_config("smoke", regime="joint", epochs=int(sys.argv[2]), train_size=3000)
+    config = make_config("smoke", **json.loads(sys.argv[2]))
     RunStore(sys.argv[1], device="cpu", progress=False).get_or_run(config)
 """)
 
+#: Models and methods whose resume must be bit-identical: the ResNet (no dropout), the text
+#: encoder (dropout draws from torch's global generator), the ViT (its own layout), and the
+#: methods with training of their own after the phases (ZTW's ensembles) or inside them (L2W's
+#: weighting network).
+RESUMED = {
+    "resnet": dict(regime="joint", epochs=6, train_size=3000),
+    "text-dropout": dict(dataset="wordnet-supersenses", regime="joint", epochs=12),
+    "vit": dict(arch="vit-smoke", regime="joint", epochs=6, train_size=2000),
+    "ztw": dict(method="ztw", regime="joint", epochs=6, train_size=2000),
+    "l2w": dict(method="l2w", regime="joint", epochs=6, train_size=2000),
+}
 
-def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    epochs = 6
-    config = make_config("smoke", regime="joint", epochs=epochs, train_size=3000)
+
+@pytest.mark.parametrize("case", list(RESUMED))
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypatch, case):
+    import json
+
+    overrides = RESUMED[case]
+    config = make_config("smoke", **overrides)
+    epochs = overrides["epochs"]
     killed_root = tmp_path / "killed"
     checkpoint = killed_root / "work" / run_key(config) / "joint.ckpt"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    process = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(killed_root), str(epochs),
+    process = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(killed_root), json.dumps(overrides),
                                 str(torch.get_num_threads())],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     reached = -1
     while time.time() < deadline and process.poll() is None:
         if checkpoint.is_file():
-            reached = torch.load(checkpoint, weights_only=False)["epoch"]
+            reached = checkpoint_epoch(checkpoint)
             if reached >= 1:
                 break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert process.poll() is None, f"training ended before it could be killed: {process.stderr.read()}"
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # a real kill: nothing of the process's state survives
     process.wait()
-    reached = torch.load(checkpoint, weights_only=False)["epoch"]
+    reached = checkpoint_epoch(checkpoint)
     assert 1 <= reached < epochs - 1
     assert not any(p.name.startswith("run-") for p in killed_root.iterdir())
 
@@ -178,6 +195,59 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path, monkeypat
     straight = RunStore(tmp_path / "straight", device="cpu", progress=False).get_or_run(config)
     for split in ("val", "test"):
         assert torch.equal(resumed.logits(split)[0], straight.logits(split)[0])
-    assert [r["val_acc"] for r in resumed.history[0]["history"]] == \
-           [r["val_acc"] for r in straight.history[0]["history"]]
+    resumed_weights, straight_weights = resumed.state_dict(), straight.state_dict()
+    assert resumed_weights.keys() == straight_weights.keys()
+    assert all(torch.equal(resumed_weights[k], straight_weights[k]) for k in resumed_weights)
+    strip = [{k: v for k, v in phase.items() if k != "wall_time"} for phase in resumed.history]
+    rows = [[{k: v for k, v in row.items() if k != "seconds"} for row in phase["history"]] for phase in strip]
+    straight_rows = [[{k: v for k, v in row.items() if k != "seconds"} for row in phase["history"]]
+                     for phase in straight.history]
+    assert rows == straight_rows  # every epoch's losses and accuracies, before and after the kill
     assert not checkpoint.parent.exists()  # the work folder is cleaned up once the run is stored
+
+
+def test_a_damaged_checkpoint_restarts_its_phase_by_name(tmp_path, monkeypatch, fashion):
+    """A bit flipped inside a checkpoint's tensors is caught by its checksum: the phase starts
+    again (ending as an uninterrupted run does) with a warning that names the file."""
+    from mexlib.checkpoints import DamagedCheckpointWarning, read_checkpoint
+
+    config = make_config("smoke", regime="joint", epochs=3, train_size=400)
+    data = _device_data(config, fashion)
+    original = BatchLoader.set_epoch
+
+    def interrupt(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch)
+
+    monkeypatch.setattr(BatchLoader, "set_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_regime(config, data, CPU, workdir=tmp_path, progress=False)
+    monkeypatch.setattr(BatchLoader, "set_epoch", original)
+    checkpoint = tmp_path / "joint.ckpt"
+    assert read_checkpoint(checkpoint)["epoch"] == 1
+    damaged = bytearray(checkpoint.read_bytes())
+    damaged[-2000] ^= 0x01  # one bit of a tensor near the end of the payload
+    checkpoint.write_bytes(bytes(damaged))
+    epochs_trained = []
+    monkeypatch.setattr(BatchLoader, "set_epoch", lambda self, e: (epochs_trained.append(e), original(self, e))[1])
+    with pytest.warns(UserWarning, match=f"cannot resume from the checkpoint {checkpoint}.*does not match its checksum") as caught:
+        resumed, _ = train_regime(config, data, CPU, workdir=tmp_path, progress=False)
+    assert any(issubclass(w.category, DamagedCheckpointWarning) for w in caught)
+    assert epochs_trained[0] == 0  # the phase started again
+    monkeypatch.setattr(BatchLoader, "set_epoch", original)
+    straight, _ = train_regime(config, data, CPU, progress=False)
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, straight.state_dict()[name]), name
+
+
+def test_a_checkpoint_that_cannot_be_written_names_the_phase_and_the_file(tmp_path, fashion):
+    config = make_config("smoke", regime="joint", epochs=1, train_size=300)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "joint.ckpt").mkdir()  # the checkpoint's name is taken by a folder: the write fails
+    with pytest.raises(OSError, match=rf"could not write the checkpoint of seed 0 joint joint, epoch 0 to "
+                                      rf"{workdir / 'joint.ckpt'}: ") as info:
+        train_regime(config, _device_data(config, fashion), CPU, workdir=workdir, progress=False)
+    from mexlib.checkpoints import CheckpointWriteError
+    assert isinstance(info.value, CheckpointWriteError)
