@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 import warnings
@@ -60,6 +61,8 @@ from .work_area import WorkArea
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
 RESULTS_VERSION = 2
+#: Where a fresh entry is kept while a damaged one that may not be moved aside holds its name.
+REPLACEMENTS = "replacements"
 _FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
 #: Code that every cached result depends on besides its own: the analyses' measurements.
 ANALYSIS_CODE = ("analysis",)
@@ -112,6 +115,18 @@ def backbone_key(config: RunConfig) -> str:
 
 def run_key(config: RunConfig) -> str:
     return stable_hash(config.to_dict(), salt=f"run-v{RESULTS_VERSION}")
+
+
+def _key_of(kind: str, config_file: Path) -> str | None:
+    """The key of the entry kind ``kind`` (``run``, ``backbone``) that the stored configuration
+    gives, or None when it is not a configuration."""
+    try:
+        values = json.loads(config_file.read_text())
+        if kind == "run":
+            return stable_hash(values, salt=f"run-v{RESULTS_VERSION}")
+        return backbone_key(RunConfig.from_dict(values))
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 @dataclass
@@ -206,38 +221,59 @@ class RunStore:
         return self._find(f"backbone-{backbone_key(self.resolve(config))}")
 
     def _find(self, name: str) -> StoredRun | None:
-        if not self._sound(name, _FILES):
+        path = self._locate(name, _FILES)
+        if path is None:
             return None
-        self._check_code(self.root / name)
-        return StoredRun(self.root / name)
+        stored = _key_of(name.split("-", 1)[0], path / "config.json")
+        if stored != name.split("-", 1)[1]:  # sound files, but another configuration's (a renamed folder)
+            self._set_aside(path.relative_to(self.root).as_posix(),
+                            f"holds the configuration of {stored or 'no run'}, not of the key it is stored under",
+                            stacklevel=4)
+            return None
+        self._check_code(path)
+        return StoredRun(path)
 
-    def _sound(self, name: str, required=()) -> bool:
-        """Whether the entry ``name`` exists and matches its manifest; a damaged one is moved aside."""
+    def _locate(self, name: str, required=()) -> Path | None:
+        """Where the entry ``name`` is sound: its own folder, or the replacement kept in
+        ``replacements/`` while a damaged entry that could not be moved aside holds its name
+        (:func:`write_entry`); None when neither is there and sound. A damaged one is moved
+        aside, or left unread where it cannot be moved."""
         path = self.root / name
-        if not path.exists():
-            return False
-        problem = verify(path, required)
-        if problem is None:
-            return True
-        self._set_aside(name, f"is damaged ({problem})", stacklevel=5)
-        return False
+        if path.exists():
+            problem = verify(path, required)
+            if problem is None:
+                return path
+            self._set_aside(name, f"is damaged ({problem})", stacklevel=6)
+        replacement = self.root / REPLACEMENTS / name
+        if not replacement.exists():
+            return None
+        problem = verify(replacement, required)
+        if problem is not None:
+            self._set_aside(f"{REPLACEMENTS}/{name}", f"is damaged ({problem})", stacklevel=6)
+            return None
+        if not path.exists():  # the damaged entry is gone: the replacement takes its place
+            with contextlib.suppress(OSError):
+                replacement.rename(path)
+                return path
+        return replacement
 
-    def _set_aside(self, name: str, problem: str, stacklevel: int) -> None:
-        """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so.
-        Another process may have moved it first (then there is nothing left to move); a store
-        that cannot be written (read-only, shared) keeps it where it is, and the warning says so."""
+    def _set_aside(self, name: str, problem: str, stacklevel: int) -> bool:
+        """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so;
+        whether it is gone. Another process may have moved it first (then there is nothing left
+        to move); a store this process may not change (read-only, or another user's entry) keeps
+        it where it is, unread, and the warning says so."""
         path = self.root / name
-        damaged = self.root / "damaged" / f"{name}-{uuid.uuid4().hex[:8]}"
         try:
-            damaged.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(damaged)
-            where = f"moved it to {damaged}"
+            where, gone = f"moved it to {_move_aside(path, self.root)}", True
         except FileNotFoundError:  # moved aside by another process that found it as well
-            where = "another process moved it aside"
-        except OSError as error:  # a read-only store: leave it, read around it
-            where = f"could not move it aside ({error.strerror or error}), so it stays and is not read"
+            where, gone = "another process moved it aside", True
+        except OSError as error:  # a read-only store, another user's entry: leave it, read around it
+            where = (f"could not move it aside ({error.strerror or error}{_owner(path)}), so it stays and "
+                     f"is not read")
+            gone = False
         warnings.warn(f"stored entry {path} {problem}; {where}; computing it again", DamagedRunWarning,
                       stacklevel=stacklevel)
+        return gone
 
     def _check_code(self, path: Path) -> None:
         """Note a run trained by other code (:func:`stale_runs`) and warn once; in strict mode
@@ -329,15 +365,16 @@ class RunStore:
         """The objects of entry ``name`` (as :meth:`keep` wrote them), or None when there is none
         or it is damaged (then moved aside, with a warning)."""
         _check_name(name)
-        if not self._sound(name):
+        path = self._locate(name)
+        if path is None:
             return None
-        path = self.root / name
         files = json.loads((path / "manifest.json").read_text())
         try:
             return {file: json.loads((path / file).read_text()) if file.endswith(".json")
                     else _unplain(load_tensors(path / file)) for file in files}
         except ForeignFileError as error:  # written by older code as a pickle of objects
-            self._set_aside(name, f"holds more than tensors and plain values ({error})", stacklevel=3)
+            self._set_aside(path.relative_to(self.root).as_posix(),
+                            f"holds more than tensors and plain values ({error})", stacklevel=3)
             return None
 
     def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()) -> Any:
@@ -399,27 +436,92 @@ def _naming(config: RunConfig, entry: str):
 
 def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path:
     """Write each file with its writer into a temporary folder beside ``final``, add
-    ``manifest.json`` and rename the folder to ``final``; if another process finished ``final``
-    first, keep theirs. A write that fails (:class:`StoreWriteError` for a full disk, a read-only
-    store, ...) removes its temporary folder and leaves every stored entry as it was."""
+    ``manifest.json`` and rename the folder to ``final``; return where the entry now is. If
+    another process finished a sound ``final`` first, keep theirs. If ``final`` is damaged and
+    this process may not move it aside (another user's entry in a shared store), the fresh entry
+    is kept in ``replacements/`` beside it (read instead of it until it is removed), or, where
+    even that is refused, in a temporary folder outside the store; a warning says where and what
+    to do. A write that fails (:class:`StoreWriteError` for a full disk, a read-only store, ...)
+    removes its temporary folder and leaves every stored entry as it was."""
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
         for file, write in writers.items():
             write(tmp / file)
         (tmp / "manifest.json").write_text(json.dumps({f: _describe(tmp / f) for f in writers}, indent=1))
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                raise
+            return _beside(final, tmp, list(writers))
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        # another process renamed its own copy into place first: keep theirs
-        if isinstance(error, OSError) and error.errno in (errno.ENOTEMPTY, errno.EEXIST) and final.is_dir():
-            return final
         if isinstance(error, OSError) and not isinstance(error, StoreWriteError):
             cause = error.strerror or str(error)
             raise StoreWriteError(error.errno, f"could not store {final}: {cause} "
                                                f"(nothing stored before was changed)") from error
         raise
     return final
+
+
+def _beside(final: Path, fresh: Path, required: list[str]) -> Path:
+    """``fresh`` (a complete entry in its temporary folder) could not be renamed to ``final``,
+    which exists: keep ``final`` when it is sound (another process finished it first); else
+    replace it, or keep ``fresh`` beside it."""
+    problem = verify(final, required)
+    if problem is None:
+        shutil.rmtree(fresh, ignore_errors=True)
+        return final
+    root = final.parent
+    try:
+        _move_aside(final, root)
+        fresh.rename(final)
+        return final
+    except FileNotFoundError:  # moved aside by another process: take the place it left
+        fresh.rename(final)
+        return final
+    except OSError as error:
+        cause = f"{error.strerror or error}{_owner(final)}"
+    replacement = root / REPLACEMENTS / final.name
+    if replacement.exists() and verify(replacement, required) is None:  # another reader kept one first
+        shutil.rmtree(fresh, ignore_errors=True)
+        return replacement
+    try:
+        replacement.parent.mkdir(exist_ok=True)
+        if replacement.exists():
+            _move_aside(replacement, root)
+        fresh.rename(replacement)
+        where = f"kept the fresh result at {replacement}, which the store reads instead until {final} is removed"
+    except OSError as error:
+        outside = Path(tempfile.mkdtemp(prefix="mexlib-unkept-")) / final.name
+        shutil.move(fresh, outside)
+        replacement = outside
+        where = (f"could not keep the fresh result in the store either ({error.strerror or error}), so it is "
+                 f"kept at {outside} for now and the next process will compute it again")
+    warnings.warn(f"stored entry {final} is damaged ({problem}) and could not be replaced ({cause}); {where}. "
+                  f"Ask the entry's owner to delete it (or move it into {root / 'damaged'}), or delete it "
+                  f"yourself where you may.", DamagedRunWarning, stacklevel=4)
+    return replacement
+
+
+def _move_aside(path: Path, root: Path) -> Path:
+    """Move the entry ``path`` into ``root/damaged/`` under a name of its own; where it went."""
+    damaged = root / "damaged" / f"{path.name}-{uuid.uuid4().hex[:8]}"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(damaged)
+    return damaged
+
+
+def _owner(path: Path) -> str:
+    """``path``'s owner as words for a message (``, owned by alice``), or nothing if unknown."""
+    try:
+        return f", owned by {path.owner()}"
+    except (OSError, KeyError, NotImplementedError):
+        try:
+            return f", owned by user id {path.stat().st_uid}"
+        except OSError:
+            return ""
 
 
 def verify(path: Path, required=_FILES) -> str | None:

@@ -776,3 +776,81 @@ def test_a_diverging_run_and_a_failed_checkpoint_name_the_run(tmp_path):
     with pytest.raises(CheckpointWriteError, match=rf"seed 3 \(run-{run_key(config)}\): could not write the "
                                                    rf"checkpoint of .* to {tmp_path / 'work' / run_key(config)}"):
         RunStore(tmp_path, device="cpu", progress=False).get_or_run(config)
+
+
+READER_SCRIPT = """
+import hashlib, json, sys, warnings
+import torch
+torch.set_num_threads(int(sys.argv[3]))
+from mexlib.config import make_config
+from mexlib.store import RunStore
+config = make_config("smoke", **json.loads(sys.argv[2]))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    store = RunStore(sys.argv[1], device="cpu", progress=False)
+    run = store.get_or_run(config)
+    again = RunStore(sys.argv[1], device="cpu", progress=False).get_or_run(config)
+print(json.dumps({"path": str(run.path), "again": str(again.path), "trained": store.trained,
+                  "logits": hashlib.sha256(run.logits("test")[0].numpy().tobytes()).hexdigest(),
+                  "again_logits": hashlib.sha256(again.logits("test")[0].numpy().tobytes()).hexdigest(),
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+#: A process that is root but may not override file permissions: another user of a shared store.
+NOT_THE_OWNER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+
+
+def test_a_damaged_entry_of_a_shared_store_is_never_served(shared, tmp_path):
+    """A store another user wrote (its entries theirs, the folders group-writable as a shared
+    store's are): a reader who finds a damaged entry it may not move aside trains the run again
+    and returns the fresh result, kept beside the damaged one, never the damaged one."""
+    import hashlib
+    import json
+    import shutil as _shutil
+    import sys
+
+    if os.geteuid() != 0 or _shutil.which("setpriv") is None:
+        pytest.skip("needs root (to give the store to another user) and util-linux's setpriv (to drop the "
+                    "capability that overrides file permissions)")
+    config = shared.configs["joint"]
+    overrides = {"regime": "joint", "train_size": config.train_size}
+    assert make_config("smoke", **overrides) == config
+    root = tmp_path / "shared"
+    copy = _copy_run(shared.runs["joint"], root)
+    expected = hashlib.sha256(shared.runs["joint"].logits("test")[0].numpy().tobytes()).hexdigest()
+    _flip_bytes(copy / "logits.pt")
+    subprocess.run(["chown", "-R", "65534:65534", str(root)], check=True)
+    (root / "work").mkdir()
+    for folder in (root, root / "work"):
+        os.chown(folder, 65534, 65534)
+        folder.chmod(0o777)  # a shared store: anyone in the group adds entries
+    env = {**os.environ, "PYTHONPATH": str(Path(mexlib.__file__).resolve().parent.parent)}
+    done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", READER_SCRIPT, str(root), json.dumps(overrides),
+                           str(torch.get_num_threads())], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["logits"] == expected and report["again_logits"] == expected  # the fresh result, twice
+    assert report["trained"] == [copy.name]
+    assert report["path"] != str(copy) and report["again"] == report["path"]
+    assert verify(Path(report["path"])) is None
+    assert verify(copy) == "logits.pt does not match its checksum"  # still there: not the reader's to move
+    warned = " ".join(report["warnings"])
+    assert f"could not move it aside" in warned and f"kept the fresh result at {report['path']}" in warned
+
+
+def test_an_entry_renamed_to_another_configurations_key_is_damage(shared, tmp_path):
+    """Sound files under the wrong name (a folder renamed or copied by hand) are not another
+    configuration's result: moved aside, and the asked-for run trained."""
+    asked, other = shared.configs["joint"], shared.configs["mixed"]
+    (tmp_path / f"run-{run_key(asked)}").mkdir()
+    shutil.copytree(shared.runs["mixed"].path, tmp_path / f"run-{run_key(asked)}", dirs_exist_ok=True)
+    shutil.copytree(shared.backbones[1].path, tmp_path / f"backbone-{backbone_key(asked)}")
+    assert verify(tmp_path / f"run-{run_key(asked)}") is None
+    store = _store(tmp_path)
+    with pytest.warns(DamagedRunWarning, match=f"holds the configuration of {run_key(other)}, not of the key"):
+        assert store.find(asked) is None
+    with pytest.warns(DamagedRunWarning, match="not of the key it is stored under"):
+        assert store.find_backbone(asked) is None
+    assert len(list((tmp_path / "damaged").iterdir())) == 2
+    run = store.get_or_run(asked)
+    assert RunConfig.from_dict(run.config) == asked and store.trained == [f"run-{run_key(asked)}"]

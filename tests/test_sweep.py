@@ -347,5 +347,6 @@ def test_a_diverging_run_in_a_local_job_ends_as_failed_with_its_message(tmp_path
     assert row["status"] == "failed"
     assert "training diverged in phase 'joint', epoch 0" in row["error"]
     record = store.work.failure(run_key(config))  # failed.json, as the job wrote it
-    assert record["error"].startswith("TrainingDiverged: training diverged in phase 'joint', epoch 0")
+    assert record["error"].startswith(f"TrainingDiverged: resnet-smoke on fashion-mnist, joint, sdn, seed 0 "
+                                      f"(run-{run_key(config)}): training diverged in phase 'joint', epoch 0")
     assert Path(row["log"]).is_file()
