@@ -16,6 +16,8 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -53,15 +55,53 @@ SCHEDULES = ("cosine", "constant")
 
 
 def _canonical_numbers(obj, floats: tuple[str, ...], ints: tuple[str, ...]) -> None:
-    """Store numbers as one type each, so equal configurations hash equally (1 and 1.0)."""
+    """Store numbers as one type each, so equal configurations hash equally (1 and 1.0); a value
+    that is not a number of that kind (text, a bool, NaN, infinity, 2.5 for a count) raises,
+    naming the field, the value and what is allowed."""
     for name in floats:
-        object.__setattr__(obj, name, float(getattr(obj, name)))
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        object.__setattr__(obj, name, float(value))
     for name in ints:
         value = getattr(obj, name)
-        if value is not None:
-            if isinstance(value, bool) or float(value) != int(value):
-                raise ValueError(f"{name} must be a whole number, got {value!r}")
-            object.__setattr__(obj, name, int(value))
+        if value is None:
+            continue
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or float(value) != int(value)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        object.__setattr__(obj, name, int(value))
+
+
+def _check_range(name: str, value, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """Raise unless ``low <= value <= high`` (``<`` where open), naming the field and the range."""
+    if value is None:
+        return
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        left = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        right = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        allowed = (f"in {left}, {right}" if low is not None and high is not None
+                   else f"{'>' if low_open else '>='} {low:g}" if low is not None
+                   else f"{'<' if high_open else '<='} {high:g}")
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def _check_flags(obj, names: tuple[str, ...]) -> None:
+    """Each of ``names`` is True or False (not 1, "yes" or "maybe"), naming the field otherwise."""
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_text(obj, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a name (text), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -84,17 +124,19 @@ class PhaseConfig:
     patience: int | None = None
 
     def __post_init__(self):
+        if self.epochs is None:
+            raise ValueError("epochs must be a whole number, got None")
         _canonical_numbers(self, floats=("lr", "weight_decay", "momentum"),
                            ints=("epochs", "batch_size", "warmup_epochs", "patience"))
         check(self.optimizer, OPTIMIZERS, "optimizer")
         check(self.schedule, SCHEDULES, "schedule")
-        for name in ("epochs", "warmup_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.batch_size <= 0 or self.weight_decay < 0:
-            raise ValueError(f"lr and batch_size must be positive and weight_decay >= 0: {self}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        _check_range("epochs", self.epochs, 0)
+        _check_range("warmup_epochs", self.warmup_epochs, 0)
+        _check_range("lr", self.lr, 0, low_open=True)
+        _check_range("batch_size", self.batch_size, 1)
+        _check_range("weight_decay", self.weight_decay, 0)
+        _check_range("momentum", self.momentum, 0, 1, high_open=True)
+        _check_range("patience", self.patience, 1)  # None: no early stopping
 
 
 @dataclass(frozen=True)
@@ -139,6 +181,14 @@ class RunConfig:
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
+        _check_text(self, ("profile", "dataset", "arch", "head", "method", "regime", "precision", "compile",
+                           "final_head"))
+        _check_flags(self, ("augment", "trivial_augment", "deterministic"))
+        for name in ("backbone_phase", "joint_phase", "heads_phase"):
+            if not isinstance(getattr(self, name), PhaseConfig):
+                raise ValueError(f"{name} must be a PhaseConfig (or, in make_config, a dict of its fields), "
+                                 f"got {getattr(self, name)!r}")
+        _check_range("seed", self.seed, 0)
         check(self.profile, PROFILES, "profile")
         data = dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
@@ -156,7 +206,11 @@ class RunConfig:
             object.__setattr__(self, "head", default_head_kind(arch.layout))
         check_head(self.head, arch.layout)
         arch.check_final_head(self.final_head)
-        object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in self.exit_after_blocks))
+        blocks = self.exit_after_blocks
+        if (isinstance(blocks, (str, bytes)) or not hasattr(blocks, "__iter__")
+                or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in blocks)):
+            raise ValueError(f"exit_after_blocks must be whole block numbers (e.g. (1, 2, 3)), got {blocks!r}")
+        object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in blocks))
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")

@@ -491,3 +491,44 @@ def test_head_init_is_a_whole_number_from_zero():
     for bad in (-1, 0.5):
         with pytest.raises(ValueError, match="head_init"):
             make_config("smoke", head_init=bad)
+
+
+#: Values of the wrong type, out of range or not finite, each with the words its error must say.
+BAD_VALUES = {
+    "lr=nan": (dict(lr=float("nan")), "lr must be a finite number, got nan"),
+    "lr=inf": (dict(lr=float("inf")), "lr must be a finite number, got inf"),
+    "lr=0": (dict(lr=0), "lr must be > 0, got 0.0"),
+    "momentum=nan": (dict(momentum=float("nan")), "momentum must be a finite number, got nan"),
+    "momentum=1": (dict(momentum=1), r"momentum must be in \[0, 1\), got 1.0"),
+    "weight_decay=-1": (dict(weight_decay=-1), "weight_decay must be >= 0, got -1.0"),
+    "epochs=2.5": (dict(epochs=2.5), "epochs must be a whole number, got 2.5"),
+    "epochs='3'": (dict(epochs="3"), "epochs must be a whole number, got '3'"),
+    "batch_size=0": (dict(batch_size=0), "batch_size must be >= 1, got 0"),
+    "patience=0": (dict(patience=0), "patience must be >= 1, got 0"),
+    "augment='maybe'": (dict(augment="maybe"), "augment must be True or False, got 'maybe'"),
+    "trivial_augment=1": (dict(trivial_augment=1), "trivial_augment must be True or False, got 1"),
+    "deterministic=2": (dict(deterministic=2), "deterministic must be True or False, got 2"),
+    "seed=-1": (dict(seed=-1), "seed must be >= 0, got -1"),
+    "seed=True": (dict(seed=True), "seed must be a whole number, got True"),
+    "train_size=nan": (dict(train_size=float("nan")), "train_size must be a whole number, got nan"),
+    "val_fraction=inf": (dict(val_fraction=float("inf")), "val_fraction must be a finite number, got inf"),
+    "head_init=-1": (dict(head_init=-1), "head_init must be 0"),
+    "regime=3": (dict(regime=3), "regime must be a name .text., got 3"),
+    "exit_after_blocks": (dict(exit_after_blocks=("1", "2")), r"exit_after_blocks must be whole block numbers"),
+    "joint_phase": (dict(joint_phase={"lr": float("nan")}), "lr must be a finite number, got nan"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_every_field_is_validated_by_name(case):
+    overrides, message = BAD_VALUES[case]
+    with pytest.raises(ValueError, match=message):
+        make_config("smoke", **overrides)
+
+
+def test_numbers_of_other_types_are_the_same_configuration():
+    import numpy as np
+
+    base = make_config("smoke", lr=0.5, epochs=3, exit_after_blocks=(1, 2))
+    assert make_config("smoke", lr=np.float32(0.5), epochs=np.int64(3), exit_after_blocks=[np.int64(1), 2]) == base
+    assert RunConfig.from_dict(json.loads(json.dumps(base.to_dict()))) == base
