@@ -31,7 +31,7 @@ data: $(STAMP)
 	$(PY) -c "from mexlib.data import load_dataset; print(load_dataset('fashion-mnist'))"
 
 reproduce: $(STAMP)
-	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(JOBS),--jobs $(JOBS),) $(if $(filter 1 yes true,$(STRICT)),--strict,)
+	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(JOBS),--jobs $(JOBS),) $(if $(STRICT),--strict=$(STRICT),)
 
 # The executed notebooks of the last `make reproduce` as a static site: build/report/<profile>/.
 report: $(STAMP)

@@ -26,6 +26,7 @@ from mexlib.arguments import non_negative_int, positive_int
 from mexlib import evaluate
 from mexlib.config import make_config
 from mexlib.data import dataset_spec
+from mexlib.models import arch_spec
 from mexlib.train import build_model
 
 
@@ -38,9 +39,19 @@ def measure(arch: str, batches=(1, 128), threads=(1, 2), warmup: int = 5, repeat
     return frame.assign(arch=arch)[["arch", *frame.columns]]
 
 
+def _architecture(name: str) -> str:
+    """An image architecture's name, or argparse's usage error naming the valid ones."""
+    try:
+        if arch_spec(name).modality != "image":
+            raise ValueError(f"{name!r} reads texts; this benchmark times image models")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archs", nargs="+", default=["resnet-cpu", "vit-cpu"])
+    parser.add_argument("--archs", nargs="+", type=_architecture, default=["resnet-cpu", "vit-cpu"])
     parser.add_argument("--batches", nargs="+", type=positive_int, default=[1, 128])
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count(), help="all threads (1 is always measured)")
     parser.add_argument("--warmup", type=non_negative_int, default=5)

@@ -45,6 +45,42 @@ def positive_float(text: str) -> float:
     return value
 
 
+#: What a yes/no setting (``STRICT=1``, ``MEXLIB_STRICT=yes``) may say, either way, any case.
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def flag(text: str) -> bool:
+    """A yes/no setting: 1, true, yes or on; 0, false, no, off or nothing (any case)."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is neither yes ({', '.join(TRUE_WORDS)}) nor no "
+                                     f"({', '.join(w for w in FALSE_WORDS if w)} or nothing)")
+
+
+def device(text: str) -> str:
+    """A device this machine has: ``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``."""
+    import torch
+
+    valid = "auto, cpu, cuda, cuda:<index> or mps"
+    if text == "auto":
+        return text
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; valid: {valid}") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device this package trains on; valid: {valid}")
+    if parsed.type == "cuda" and not (torch.cuda.is_available()
+                                      and (parsed.index or 0) < torch.cuda.device_count()):
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no MPS device")
+    return text
+
+
 def int_list(text: str) -> list[int]:
     """Comma-separated whole numbers (``0,1,2``), at least one: seeds."""
     items = [item.strip() for item in text.split(",")]

@@ -181,8 +181,7 @@ class RunConfig:
 
     def __post_init__(self):
         _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
-        _check_text(self, ("profile", "dataset", "arch", "head", "method", "regime", "precision", "compile",
-                           "final_head"))
+        _check_text(self, ("dataset", "arch", "head", "final_head"))  # the others: checked against their choices
         _check_flags(self, ("augment", "trivial_augment", "deterministic"))
         for name in ("backbone_phase", "joint_phase", "heads_phase"):
             if not isinstance(getattr(self, name), PhaseConfig):
@@ -348,13 +347,25 @@ def grid_points(profile: str, grid: Mapping[str, Sequence], seeds: Iterable[int]
     """Every point of ``grid`` × ``seeds``: ``(grid values, seed, configuration)``, seed by seed.
     The evaluation-only field ``policy`` (the exit rule) is part of a point but not of its
     configuration."""
+    for name, where in (("seed", "the seeds"), ("profile", "the profile")):
+        if name in grid or name in overrides:
+            raise ValueError(f"{name} is not a grid or fixed value: give {where} on their own "
+                             f"(run_study's/grid_configs' {name}{'s' if name == 'seed' else ''} argument; "
+                             f"--{name}{'s' if name == 'seed' else ''} on the command line)")
+    both = sorted(set(grid) & set(overrides))
+    if both:
+        raise ValueError(f"{', '.join(both)} is both a grid axis and a fixed value: give it once, as a grid "
+                         f"(several values) or as a fixed value (one)")
+    for name, values in grid.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise ValueError(f"the grid's {name} takes a list of values, got {values!r}")
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     return [(point, seed, make_config(profile, seed=seed, **overrides,
                                       **{k: v for k, v in point.items() if k != "policy"}))
             for seed in seeds for point in points]
 
 
-def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Iterable[int],
+def grid_configs(profile: str, grid: Mapping[str, Sequence] | None, seeds: Iterable[int], /,
                  **overrides) -> list[RunConfig]:
     """The configurations of ``grid`` × ``seeds``, as :func:`mexlib.study.run_study` builds them."""
     return [config for _, _, config in grid_points(profile, grid or {}, seeds, overrides)]
@@ -467,6 +478,9 @@ def make_config(profile: str = "cpu", **overrides: Any) -> RunConfig:
         change = overrides.pop(name, {})
         if isinstance(change, PhaseConfig):
             phase, change = change, {}
+        if not isinstance(change, Mapping):
+            raise ValueError(f"{name} takes a PhaseConfig or a dict of its fields to change (e.g. "
+                             f"{{'lr': 0.01, 'epochs': 3}}; fields: {', '.join(PHASE_FIELDS)}), got {change!r}")
         unknown = set(change) - set(PHASE_FIELDS)
         if unknown:
             raise ValueError(f"unknown phase settings {sorted(unknown)} in {name}; valid: "

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from . import hardware
+from .arguments import device, positive_int
 from .config import make_config
 from .data import DATASETS, ImageData, dataset_spec
 from .methods import get_method
@@ -234,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="'trainer' (default): the layout the trainer uses on this device")
     parser.add_argument("--dataset", default="fashion-mnist", choices=list(DATASETS),
                         help="the input shape (synthetic images; no data are read)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:<index> or mps")
+    parser.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    args.device = str(hardware.resolve_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
     info = hardware.describe(args.device)

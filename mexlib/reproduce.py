@@ -23,8 +23,10 @@ from unittest import mock
 from . import paths
 from .config import PROFILES, figures_dir, make_config, profile_settings
 from .data import load_dataset
-from .arguments import positive_int
+from .arguments import flag, positive_int
 from .hardware import local_jobs, resolve_device, threads_per_job
+from .store import strict_mode
+from .sweep import EXECUTORS
 
 
 def resolve_executor(executor: str = "auto", workers: int | None = None, profile: str = "cpu") -> tuple[str, int]:
@@ -139,19 +141,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--notebook", action="append", help="run only this notebook (repeatable)")
-    parser.add_argument("--executor", default="auto", help="how missing runs train: auto (default: local "
+    parser.add_argument("--executor", default="auto", choices=("auto", *EXECUTORS), help="how missing runs train: auto (default: local "
                         "on a CUDA machine, else inline), inline (in the notebook), local (parallel jobs here), "
                         "slurm (a cluster); see mexlib.sweep")
     parser.add_argument("--workers", type=positive_int, default=None, help="jobs at a time with --executor "
                         "local (default: 2 on the CPU; on a GPU machine as many as the GPUs hold, "
                         "MEXLIB_JOBS_PER_GPU per GPU if set)")
-    parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at a time (default: 2 "
+    parser.add_argument("--jobs", type=positive_int, default=None, help="notebooks executed at a time (default: 2 "
                         "for the smoke profile, else 1)")
-    parser.add_argument("--strict", action="store_true", help="refuse stored runs that other code trained "
-                        "(MEXLIB_STRICT=1 for the notebooks and their jobs) instead of noting them in the outputs")
+    parser.add_argument("--strict", nargs="?", type=flag, const=True, default=None,
+                        help="refuse stored runs that other code trained (MEXLIB_STRICT=1 for the notebooks and "
+                        "their jobs) instead of noting them in the outputs; --strict=no turns it off; default: "
+                        "MEXLIB_STRICT's value")
     args = parser.parse_args(argv)
-    if args.strict:
-        os.environ["MEXLIB_STRICT"] = "1"  # inherited by every kernel and the jobs it starts
+    valid = [nb.stem for nb in notebooks()]
+    unknown = [name for name in args.notebook or () if name not in valid and name.removesuffix(".ipynb") not in valid]
+    if unknown:
+        parser.error(f"unknown notebooks {unknown}; valid: {', '.join(valid)}")
+    try:
+        strict = strict_mode() if args.strict is None else args.strict
+    except ValueError as error:
+        parser.error(str(error))
+    os.environ["MEXLIB_STRICT"] = "1" if strict else "0"  # inherited by every kernel and the jobs it starts
     # fail early, with instructions, when the profile's dataset is missing
     load_dataset(make_config(args.profile).dataset)
     executor, workers = resolve_executor(args.executor, args.workers, args.profile)

@@ -28,6 +28,7 @@ with the labels).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import hashlib
@@ -49,6 +50,7 @@ import torch
 from torch import Tensor
 
 from . import hardware, paths
+from .arguments import flag
 from .checkpoints import CheckpointWriteError, ForeignFileError, load_tensors, save_tensors
 from .config import RunConfig, stable_hash
 from .device_data import DataCache, DeviceData, StreamingData
@@ -92,9 +94,14 @@ _STALE: list[tuple[str, str]] = []
 
 
 def strict_mode() -> bool:
-    """Whether stale runs are refused: ``MEXLIB_STRICT=1`` (``make reproduce STRICT=1``; the test
-    suite sets it)."""
-    return os.environ.get("MEXLIB_STRICT", "").strip().lower() in ("1", "true", "yes")
+    """Whether stale runs are refused: ``MEXLIB_STRICT`` says yes (1, true, yes, on, any case;
+    ``make reproduce STRICT=1``; the test suite sets it) or no (0, false, no, off or unset); any
+    other value raises, naming the valid ones."""
+    value = os.environ.get("MEXLIB_STRICT", "")
+    try:
+        return flag(value)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"MEXLIB_STRICT: {error}") from None
 
 
 def stale_runs(since: int = 0) -> dict[str, str]:

@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = set(slurm) - set(SLURM_OPTIONS)
         if unknown:
             raise ValueError(f"unknown SLURM options {sorted(unknown)}; valid: {', '.join(SLURM_OPTIONS)}")
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         parser.error(str(error))
     store = RunStore(progress=args.command == "run")
     if args.command == "run":

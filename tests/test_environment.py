@@ -291,8 +291,9 @@ def test_reproduce_strict_refuses_stale_runs_in_every_kernel(tmp_path, monkeypat
         monkeypatch.delenv("MEXLIB_STRICT", raising=False)
         assert reproduce.main(["--profile", "smoke", "--notebook", "01_a", *flags]) == 0
         assert (folder / "strict").read_text() == expected
-    for strict, expected in (("STRICT=1", True), ("STRICT=", False)):
+    for strict, expected in (("STRICT=1", "--strict=1"), ("STRICT=TRUE", "--strict=TRUE"), ("STRICT=on", "--strict=on"),
+                             ("STRICT=", None)):
         command = subprocess.run(["make", "-n", "-o", ".venv/.installed", "reproduce", strict], cwd=ROOT,
                                  capture_output=True, text=True, check=True, timeout=60).stdout
         (line,) = [line for line in command.splitlines() if "-m mexlib.reproduce" in line]  # under make: more lines
-        assert ("--strict" in line) is expected, command
+        assert (expected in line.split()) if expected else "--strict" not in line, command

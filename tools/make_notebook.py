@@ -9,6 +9,7 @@ checks that the committed notebooks match their sources.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -64,8 +65,17 @@ def render(source: Path) -> str:
     return nbformat.writes(build(source)) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write notebooks/*.ipynb from notebooks/src/*.py.")
+    parser.add_argument("names", nargs="*", help="only these notebooks (e.g. 01_regimes); default: all")
+    args = parser.parse_args(argv)
+    valid = [source.stem for source in sorted(SOURCES.glob("*.py"))]
+    unknown = [name for name in args.names if name not in valid]
+    if unknown:
+        parser.error(f"unknown notebooks {unknown}; valid: {', '.join(valid)}")
     for source in sorted(SOURCES.glob("*.py")):
+        if args.names and source.stem not in args.names:
+            continue
         target = ROOT / "notebooks" / f"{source.stem}.ipynb"
         target.write_text(render(source))
         print("wrote", target.relative_to(ROOT))
