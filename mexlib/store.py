@@ -63,6 +63,8 @@ from .work_area import WorkArea
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
 RESULTS_VERSION = 2
+#: The file of an entry made by the training code (:meth:`RunStore.keep` ``of_code``): its fingerprint.
+CODE_FILE = "code.json"
 #: Where a fresh entry is kept while a damaged one that may not be moved aside holds its name.
 REPLACEMENTS = "replacements"
 _FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
@@ -78,6 +80,11 @@ class StoreWriteError(OSError):
     """The store could not write an entry (a full disk, a read-only store, a permission): the
     message names the entry and the cause; what the store held before is untouched and no
     temporary folder is left behind."""
+
+
+class UnreadableEntryError(PermissionError):
+    """A stored entry (or the store's folder) this process may not read: named with the cause;
+    it is neither served nor moved aside nor computed again over another user's entry."""
 
 
 class StaleCodeWarning(UserWarning):
@@ -246,13 +253,13 @@ class RunStore:
         (:func:`write_entry`); None when neither is there and sound. A damaged one is moved
         aside, or left unread where it cannot be moved."""
         path = self.root / name
-        if path.exists():
+        if _exists(path):
             problem = verify(path, required)
             if problem is None:
                 return path
             self._set_aside(name, f"is damaged ({problem})", stacklevel=6)
         replacement = self.root / REPLACEMENTS / name
-        if not replacement.exists():
+        if not _exists(replacement):
             return None
         problem = verify(replacement, required)
         if problem is not None:
@@ -282,21 +289,23 @@ class RunStore:
                       stacklevel=stacklevel)
         return gone
 
-    def _check_code(self, path: Path) -> None:
-        """Note a run trained by other code (:func:`stale_runs`) and warn once; in strict mode
-        refuse it."""
-        stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
+    def _check_code(self, path: Path, stored: str | None = None) -> None:
+        """Note an entry made by other code (:func:`stale_runs`) and warn once; in strict mode
+        refuse it. ``stored``: the fingerprint of the code that made it (default: a run's, from
+        its provenance)."""
+        if stored is None:
+            stored = json.loads((path / "provenance.json").read_text()).get("code_fingerprint")
         if stored == self.fingerprint:
             return
         if self.strict:
-            raise StaleRunError(f"{path} was trained by other code (fingerprint {stored}, now {self.fingerprint}) "
-                                f"and strict mode (MEXLIB_STRICT=1) refuses it: train it again (delete the folder, "
+            raise StaleRunError(f"{path} was made by other code (fingerprint {stored}, now {self.fingerprint}) "
+                                f"and strict mode (MEXLIB_STRICT=1) refuses it: compute it again (delete the folder, "
                                 f"or bump mexlib.store.RESULTS_VERSION if the change alters results), or leave "
                                 f"strict mode to reuse it with a note in the outputs")
         _STALE.append((path.name, stored))
         if not self._warned_stale:
             self._warned_stale = True
-            warnings.warn(f"{path.name} (and maybe other stored runs) was trained by other code "
+            warnings.warn(f"{path.name} (and maybe other stored runs) was made by other code "
                           f"(fingerprint {stored}, now {self.fingerprint}); it is reused because "
                           f"RESULTS_VERSION ({RESULTS_VERSION}) is unchanged. If the change alters "
                           f"results, bump mexlib.store.RESULTS_VERSION.", StaleCodeWarning, stacklevel=4)
@@ -358,31 +367,41 @@ class RunStore:
 
     # --- every other kept result -----------------------------------------------------------
 
-    def keep(self, name: str, objects: dict[str, Any]) -> Path:
+    def keep(self, name: str, objects: dict[str, Any], of_code: bool = False) -> Path:
         """Write ``objects`` (file name → object: ``.json`` as JSON, anything else with
         ``torch.save``) as the entry ``name``, atomically with a manifest; an entry of that name
-        that another process finished first is kept instead."""
+        that another process finished first is kept instead. ``of_code``: the entry is made by
+        the code that trains runs (a recording of training), so it carries that code's
+        fingerprint (``code.json``) and is read back as runs are (:meth:`kept`)."""
         _check_name(name)
+        if of_code:
+            objects = {**objects, CODE_FILE: {"code_fingerprint": self.fingerprint}}
         writers = {file: (lambda path, obj=obj: path.write_text(json.dumps(obj, indent=1)))
                    if file.endswith(".json") else (lambda path, obj=obj: save_tensors(_plain(obj), path))
                    for file, obj in objects.items()}
         return write_entry(self.root / name, writers)
 
-    def kept(self, name: str) -> dict[str, Any] | None:
+    def kept(self, name: str, of_code: bool = False) -> dict[str, Any] | None:
         """The objects of entry ``name`` (as :meth:`keep` wrote them), or None when there is none
-        or it is damaged (then moved aside, with a warning)."""
+        or it is damaged (then moved aside, with a warning). ``of_code``: an entry made by the
+        training code, whose fingerprint is checked as a run's is (noted as stale, or refused in
+        strict mode: :class:`StaleRunError`); one without a fingerprint counts as other code's."""
         _check_name(name)
         path = self._locate(name)
         if path is None:
             return None
         files = json.loads((path / "manifest.json").read_text())
         try:
-            return {file: json.loads((path / file).read_text()) if file.endswith(".json")
-                    else _unplain(load_tensors(path / file)) for file in files}
+            found = {file: json.loads((path / file).read_text()) if file.endswith(".json")
+                     else _unplain(load_tensors(path / file)) for file in files}
         except ForeignFileError as error:  # written by older code as a pickle of objects
             self._set_aside(path.relative_to(self.root).as_posix(),
                             f"holds more than tensors and plain values ({error})", stacklevel=3)
             return None
+        if of_code:
+            stamp = found.pop(CODE_FILE, None)
+            self._check_code(path, stamp.get("code_fingerprint") if isinstance(stamp, dict) else "unknown")
+        return found
 
     def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any], code=()) -> Any:
         """``compute()``'s result, kept as the entry ``result-<name>-<key>``: the key hashes
@@ -533,7 +552,14 @@ def _owner(path: Path) -> str:
 
 def verify(path: Path, required=_FILES) -> str | None:
     """None when the entry folder matches its manifest (and has the ``required`` files), else
-    what is wrong."""
+    what is wrong. An entry this process may not read raises :class:`UnreadableEntryError`."""
+    try:
+        return _problem(path, required)
+    except PermissionError as error:
+        raise _unreadable(path, error) from error
+
+
+def _problem(path: Path, required) -> str | None:
     manifest = path / "manifest.json"
     if not manifest.is_file():
         return "no manifest.json"
@@ -550,6 +576,20 @@ def verify(path: Path, required=_FILES) -> str | None:
         if expected.get(name) != _describe(file):
             return f"{name} does not match its checksum"
     return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except PermissionError as error:
+        raise _unreadable(path, error) from error
+
+
+def _unreadable(path: Path, error: OSError) -> UnreadableEntryError:
+    where = error.filename or path
+    return UnreadableEntryError(error.errno, f"stored entry {path} cannot be read ({where}: "
+                                             f"{error.strerror or error}{_owner(Path(where))}): ask its owner to "
+                                             f"make it readable, or use a store of your own (MEXLIB_RUNS)")
 
 
 def _describe(file: Path) -> dict:
@@ -610,6 +650,7 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
 
 
 __all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StaleRunError", "StoreWriteError",
+           "UnreadableEntryError",
            "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",
            "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]

@@ -63,7 +63,7 @@ from . import paths
 from .arguments import int_list, positive_int
 from .config import PROFILES, RunConfig, grid_configs, profile_seeds
 from .hardware import least_busy_gpu, threads_per_job
-from .store import RunStore, backbone_key, run_key
+from .store import RunStore, StaleRunError, UnreadableEntryError, backbone_key, run_key
 
 EXECUTORS = {
     "inline": "in this process, one task after another",
@@ -71,7 +71,9 @@ EXECUTORS = {
     "slurm": "submitit's SLURM executor (partition, GPUs, time limit, array parallelism)",
     "debug": "submitit's debug executor (in this process, through the submission path)",
 }
-STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing", "damaged")
+STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing", "damaged", "stale", "unreadable")
+#: Statuses that need a person: ``sweep status`` exits with 1 when a task has one.
+TROUBLE = ("failed", "damaged", "stale", "unreadable")
 #: SLURM options of :func:`sweep` and their submitit names.
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_job": "gpus_per_node",
                  "time_limit_min": "timeout_min", "cpus_per_task": "cpus_per_task",
@@ -122,8 +124,20 @@ def plan(configs: Iterable[RunConfig], store: RunStore, resolve=None) -> list[Ta
 # --- state, from the store alone ----------------------------------------------------------------
 
 def task_state(task: Task, store: RunStore) -> dict:
-    """The task's status (:data:`STATUSES`) and, where it failed, the error and the log file."""
+    """The task's status (:data:`STATUSES`) and, where it failed, the error and the log file. A
+    stored run of other code in strict mode is ``stale``; an entry or state file this process may
+    not read is ``unreadable`` (with the path and the cause); neither stops the others' status."""
     row = dict(kind=task.kind, key=task.key, task=task.label, status="missing", error="", log="", checkpoint="")
+    try:
+        return _task_state(task, store, row)
+    except StaleRunError as error:
+        return {**row, "status": "stale", "error": str(error)}
+    except OSError as error:  # UnreadableEntryError, or a state file another user keeps from us
+        return {**row, "status": "unreadable", "error": str(error) if isinstance(error, UnreadableEntryError)
+                else f"{error.filename or store.root}: {error.strerror or error}"}
+
+
+def _task_state(task: Task, store: RunStore, row: dict) -> dict:
     found = store.find_backbone(task.config) if task.kind == "backbone" else store.find(task.config)
     if found is not None:
         return {**row, "status": "done"}
@@ -243,7 +257,7 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
         device = (("cuda" if (slurm or {}).get("gpus_per_job") else "cpu") if executor == "slurm"
                   else str(store.device))
     resolve = partial(store.resolve, device=device)  # as the jobs' device will train them
-    skip = ("done", "running") if resubmit else ("done", "running", "queued")
+    skip = ("done", "running", "stale", "unreadable") + (() if resubmit else ("queued",))
     tasks = [t for t in plan(configs, store, resolve) if task_state(t, store)["status"] not in skip]
     log = print if progress else (lambda *a, **k: None)
     log(f"[sweep] {len(tasks)} tasks to train through {executor} "
@@ -409,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = state["status"].value_counts()
     print(state.drop(columns=["key"]).to_markdown(index=False))
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
-    return 1 if counts.get("failed", 0) or counts.get("damaged", 0) else 0
+    return 1 if any(counts.get(s, 0) for s in TROUBLE) else 0
 
 
 if __name__ == "__main__":

@@ -854,3 +854,63 @@ def test_an_entry_renamed_to_another_configurations_key_is_damage(shared, tmp_pa
     assert len(list((tmp_path / "damaged").iterdir())) == 2
     run = store.get_or_run(asked)
     assert RunConfig.from_dict(run.config) == asked and store.trained == [f"run-{run_key(asked)}"]
+
+
+STATUS_SCRIPT = """
+import sys
+from mexlib.sweep import main
+sys.exit(main(["status", "--profile", "smoke", "--grid", "regime=joint,disjoint", "--seeds", "0"]))
+"""
+
+
+def test_an_unreadable_entry_is_reported_by_status_which_goes_on(shared, tmp_path):
+    """Another user's entry this process may not read: status names it as unreadable (path and
+    cause) and reports every other task; finding the run raises the same, never a bare
+    PermissionError, and never moves the entry aside."""
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and util-linux's setpriv (to read as a process that file permissions bind)")
+    root = tmp_path / "store"
+    for run in (shared.runs["joint"], shared.runs["disjoint"], shared.backbones[0]):
+        _copy_run(run, root)
+    unreadable = root / shared.runs["joint"].path.name
+    (unreadable / "logits.pt").chmod(0)
+    env = {**os.environ, "MEXLIB_RUNS": str(root), "PYTHONPATH": str(Path(mexlib.__file__).resolve().parent.parent)}
+    done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", STATUS_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    rows = {line.split("|")[2].strip(): line for line in done.stdout.splitlines() if line.startswith("| run")
+            or line.startswith("| backbone")}
+    assert "unreadable" in rows["sdn joint resnet-smoke seed 0"]
+    assert f"{unreadable / 'logits.pt'}: Permission denied" in rows["sdn joint resnet-smoke seed 0"]
+    assert "done" in rows["sdn disjoint resnet-smoke seed 0"]
+    assert "2 done" in done.stdout and "1 unreadable" in done.stdout
+    assert unreadable.is_dir() and not (root / "damaged").exists()
+
+
+def test_strict_status_reports_stale_runs_and_recordings_of_other_code_are_refused(shared, tmp_path):
+    from mexlib.sweep import plan, task_state
+
+    store = RunStore(shared.root, device="cpu", progress=False, strict=True)
+    store.fingerprint = "0" * 16  # as if the training code had changed since
+    rows = [task_state(task, store) for task in plan([shared.configs["joint"], shared.configs["disjoint"]], store)]
+    assert {row["status"] for row in rows} == {"stale"}
+    assert all("strict mode" in row["error"] for row in rows)
+
+    recordings = RunStore(tmp_path, device="cpu", progress=False, strict=True)
+    recordings.keep("records-abc-gradients", {"records.pt": torch.ones(3)}, of_code=True)
+    recordings.keep("records-old-gradients", {"records.pt": torch.ones(3)})  # older code: no fingerprint
+    assert torch.equal(recordings.kept("records-abc-gradients", of_code=True)["records.pt"], torch.ones(3))
+    later = RunStore(tmp_path, device="cpu", progress=False, strict=True)
+    later.fingerprint = "0" * 16
+    with pytest.raises(mexlib.store.StaleRunError, match="records-abc-gradients.*strict mode"):
+        later.kept("records-abc-gradients", of_code=True)
+    with pytest.raises(mexlib.store.StaleRunError, match="records-old-gradients.*fingerprint unknown"):
+        recordings.kept("records-old-gradients", of_code=True)
+    lenient = RunStore(tmp_path, device="cpu", progress=False, strict=False)
+    lenient.fingerprint = "0" * 16
+    mark = mexlib.store.stale_reads()
+    with pytest.warns(mexlib.store.StaleCodeWarning):
+        assert torch.equal(lenient.kept("records-abc-gradients", of_code=True)["records.pt"], torch.ones(3))
+    assert list(mexlib.store.stale_runs(mark)) == ["records-abc-gradients"]

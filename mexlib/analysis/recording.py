@@ -198,7 +198,7 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
         return []
     key = f"backbone-{backbone_key(config)}" if phase1 else run_key(config)
     entries = [f"records-{key}-{r.key}" for r in recorders]
-    found = [store.kept(entry) for entry in entries]
+    found = [store.kept(entry, of_code=True) for entry in entries]
     missing = [r for r, f in zip(recorders, found) if f is None]
     if missing:
         name = f"records-{key}-{'+'.join(sorted(r.key for r in missing))}"  # one resumable training
@@ -208,7 +208,7 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
         stored = store.find_backbone(config) if phase1 else store.find(config)  # not trained for this
         with store.training(name) as workdir:
             entry_of = dict(zip((r.key for r in recorders), entries))
-            missing = [r for r in missing if store.kept(entry_of[r.key]) is None]  # another process's?
+            missing = [r for r in missing if store.kept(entry_of[r.key], of_code=True) is None]  # another's?
             if missing:
                 fresh = [copy.deepcopy(r) for r in missing]
                 data = store.device_data(config)
@@ -229,10 +229,10 @@ def _records(store: RunStore, config: RunConfig, recorders: list, phase1: bool, 
                                   f"(other code, thread count or machine); the records describe the "
                                   f"retrained one")
                 for r in fresh:
-                    store.keep(f"records-{key}-{r.key}", {"records.pt": r.records()})
+                    store.keep(f"records-{key}-{r.key}", {"records.pt": r.records()}, of_code=True)
                 for checkpoint in workdir.glob("*.ckpt"):  # done: nothing to resume
                     checkpoint.unlink()
-    found = [f if f is not None else store.kept(entry) for f, entry in zip(found, entries)]
+    found = [f if f is not None else store.kept(entry, of_code=True) for f, entry in zip(found, entries)]
     return [f["records.pt"] for f in found]
 
 
