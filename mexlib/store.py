@@ -87,6 +87,10 @@ class UnreadableEntryError(PermissionError):
     it is neither served nor moved aside nor computed again over another user's entry."""
 
 
+class StoreWriteWarning(UserWarning):
+    """A computed result could not be kept (a read-only or full store); it is returned anyway."""
+
+
 class StaleCodeWarning(UserWarning):
     """Stored runs were trained by code that differs from the code now installed."""
 
@@ -416,8 +420,17 @@ class RunStore:
         found = self.kept(entry)
         if found is not None:
             return found["result.pt"]
+        writable = _writable(self.root)
+        if not writable:
+            warnings.warn(f"the store {self.root} cannot be written (read-only, or not yours): computing {entry} "
+                          f"without keeping it; point MEXLIB_RUNS at a writable store to keep it", StoreWriteWarning,
+                          stacklevel=2)
         result = compute()
-        self.keep(entry, {"result.pt": result, "inputs.json": inputs})
+        if writable:
+            try:
+                self.keep(entry, {"result.pt": result, "inputs.json": inputs})
+            except StoreWriteError as error:  # a full disk: the result is not lost, only not kept
+                warnings.warn(f"{error}; the result is returned without being kept", StoreWriteWarning, stacklevel=2)
         return result
 
     # --- writing a run ---------------------------------------------------------------------
@@ -578,6 +591,15 @@ def _problem(path: Path, required) -> str | None:
     return None
 
 
+def _writable(folder: Path) -> bool:
+    """Whether this process may add entries to ``folder`` (or create it: its nearest existing
+    parent is checked); a read-only file system counts as not writable."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()
@@ -650,7 +672,7 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
 
 
 __all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StaleRunError", "StoreWriteError",
-           "UnreadableEntryError",
+           "StoreWriteWarning", "UnreadableEntryError",
            "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",
            "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]

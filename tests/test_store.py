@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
+import warnings
 import os
 import re
 import shutil
@@ -706,6 +708,17 @@ def test_a_read_only_store_is_read_and_refuses_a_write_by_name(tmp_path):
         with pytest.raises(StoreWriteError, match="Read-only file system") as info:
             store.keep("result-new-1", {"values.pt": torch.ones(3)})
         assert str(root / "result-new-1") in str(info.value)
+        # a cached result: said first that it will not be kept, then computed and returned
+        order = []
+
+        def compute():
+            order.append("computed")
+            return torch.arange(4.0)
+
+        with pytest.warns(mexlib.store.StoreWriteWarning, match=f"the store {root} cannot be written") as caught:
+            assert torch.equal(store.cached("answer", {"n": 4}, compute), torch.arange(4.0))
+        assert order == ["computed"] and len(caught) == 1
+        assert not any(p.name.startswith("result-answer") for p in root.iterdir())
 
 
 def test_a_manifest_that_is_json_but_not_a_list_of_files_is_damaged(tmp_path):
@@ -914,3 +927,31 @@ def test_strict_status_reports_stale_runs_and_recordings_of_other_code_are_refus
     with pytest.warns(mexlib.store.StaleCodeWarning):
         assert torch.equal(lenient.kept("records-abc-gradients", of_code=True)["records.pt"], torch.ones(3))
     assert list(mexlib.store.stale_runs(mark)) == ["records-abc-gradients"]
+
+
+def test_a_pickle_of_objects_in_a_stored_run_is_refused_by_name(shared, tmp_path):
+    """A run folder whose logits are a pickle of Python objects (with a manifest that matches
+    them): not loaded, and the error says it is not a result of this package, naming the file,
+    never torch's advice to load it with weights_only=False."""
+    import pickle
+
+    from mexlib.checkpoints import ForeignFileError, load_tensors
+
+    copy = _copy_run(shared.runs["joint"], tmp_path)
+    foreign = copy / "logits.pt"
+    torch.save({"test_logits": torch.zeros(1), "payload": _Foreign()}, foreign)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["logits.pt"] = mexlib.store._describe(foreign)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    run = _store(tmp_path).find(shared.configs["joint"])
+    assert run is not None  # its checksums match: only loading it tells
+    with pytest.raises(ForeignFileError, match=f"{foreign} holds Python objects.*not a result of this package "
+                                               f"and was not loaded") as info:
+        run.logits("test")
+    assert "weights_only=False" not in str(info.value) and isinstance(info.value.__cause__, pickle.UnpicklingError)
+    with pytest.raises(ForeignFileError, match="was not loaded"):
+        load_tensors(foreign)
+
+
+class _Foreign:
+    """An object a pickle can hold and a weights-only load refuses."""
