@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -63,6 +64,10 @@ from .work_area import WorkArea
 
 #: Bump when a change to the code changes what a run produces; old runs are then not reused.
 RESULTS_VERSION = 2
+#: How a temporary entry folder's name starts; the file in it that names its writer (process, host).
+TMP_PREFIX, WRITER_FILE = ".tmp-", ".writer.json"
+#: After how long a leftover whose writer cannot be asked (another host, no record) counts as gone.
+LEFTOVER_AGE_S = 24 * 3600
 #: The file of an entry made by the training code (:meth:`RunStore.keep` ``of_code``): its fingerprint.
 CODE_FILE = "code.json"
 #: Where a fresh entry is kept while a damaged one that may not be moved aside holds its name.
@@ -482,12 +487,14 @@ def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path
     even that is refused, in a temporary folder outside the store; a warning says where and what
     to do. A write that fails (:class:`StoreWriteError` for a full disk, a read-only store, ...)
     removes its temporary folder and leaves every stored entry as it was."""
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
+        (tmp / WRITER_FILE).write_text(json.dumps(_writer()))  # who writes: for leftovers() after a kill
         for file, write in writers.items():
             write(tmp / file)
         (tmp / "manifest.json").write_text(json.dumps({f: _describe(tmp / f) for f in writers}, indent=1))
+        (tmp / WRITER_FILE).unlink()
         try:
             tmp.rename(final)
         except OSError as error:
@@ -502,6 +509,73 @@ def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path
                                                f"(nothing stored before was changed)") from error
         raise
     return final
+
+
+def _writer() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+
+
+def _alive(writer: dict) -> bool | None:
+    """Whether the process a writer record names still runs: None where this process cannot
+    tell (another host, or a system without signal 0)."""
+    if writer.get("host") != socket.gethostname() or os.name == "nt" or not isinstance(writer.get("pid"), int):
+        return None
+    try:
+        os.kill(writer["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def leftovers(root: Path, now: float | None = None) -> list[dict]:
+    """What interrupted writes left in the store at ``root``: temporary entry folders
+    (``.tmp-<entry>-<id>/``) and temporary files of whole-file writes (``.<file>.<id>.part``, a
+    checkpoint's or a marker's). Each as ``path``, ``bytes``, ``age_s``, ``gone`` (whether its
+    writer has ended, so it can be removed) and ``why``. A writer is known gone when it ran on this
+    host and its process has ended (it records itself in the folder); a file of another host's,
+    or one without a record, counts as gone after :data:`LEFTOVER_AGE_S`; a checkpoint's
+    temporary file, as soon as no process holds its run's lock."""
+    root, now = Path(root), time.time() if now is None else now
+    work = WorkArea(root, "")
+    found = []
+    candidates = [*root.glob(f"{TMP_PREFIX}*"), *root.glob("work/.*.part"), *root.glob("work/*/.*.part")]
+    for path in sorted(candidates):
+        try:
+            age = now - path.stat().st_mtime
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+            writer = json.loads((path / WRITER_FILE).read_text()) if (path / WRITER_FILE).is_file() else None
+        except (OSError, ValueError) as error:
+            found.append(dict(path=path, bytes=0, age_s=0.0, gone=False, why=f"cannot be read ({error})"))
+            continue
+        alive = _alive(writer) if isinstance(writer, dict) else None
+        if path.parent.parent == root / "work":  # a checkpoint of work/<key>/: its run's lock tells
+            alive = work.is_locked(path.parent.name)
+            why = "its run is training" if alive else "no process holds its run's lock"
+        elif alive is not None:
+            why = f"its writer (process {writer['pid']} on this host) " + ("still runs" if alive else "has ended")
+        else:
+            alive = age < LEFTOVER_AGE_S
+            who = f"written on {writer.get('host')}" if isinstance(writer, dict) else "no record of its writer"
+            why = f"{who}, {age / 3600:.1f} h old (gone after {LEFTOVER_AGE_S / 3600:.0f} h)"
+        found.append(dict(path=path, bytes=size, age_s=age, gone=not alive, why=why))
+    return found
+
+
+def clean(root: Path, remove: bool = False) -> list[dict]:
+    """:func:`leftovers` of the store at ``root``; with ``remove``, those whose writer is gone are
+    deleted (each row's ``removed`` says so). Never touches a finished entry."""
+    rows = leftovers(root)
+    for row in rows:
+        row["removed"] = False
+        if remove and row["gone"]:
+            if row["path"].is_dir():
+                shutil.rmtree(row["path"])
+            else:
+                row["path"].unlink(missing_ok=True)
+            row["removed"] = True
+    return rows
 
 
 def _beside(final: Path, fresh: Path, required: list[str]) -> Path:
@@ -675,4 +749,4 @@ __all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning
            "StoreWriteWarning", "UnreadableEntryError",
            "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",
-           "backbone_key", "get_or_run", "run_key", "verify", "write_entry"]
+           "backbone_key", "clean", "get_or_run", "leftovers", "run_key", "verify", "write_entry"]

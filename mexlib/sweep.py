@@ -63,7 +63,7 @@ from . import paths
 from .arguments import int_list, positive_int
 from .config import PROFILES, RunConfig, grid_configs, profile_seeds
 from .hardware import least_busy_gpu, threads_per_job
-from .store import RunStore, StaleRunError, UnreadableEntryError, backbone_key, run_key
+from .store import RunStore, StaleRunError, UnreadableEntryError, backbone_key, clean, leftovers, run_key
 
 EXECUTORS = {
     "inline": "in this process, one task after another",
@@ -396,7 +396,9 @@ def _pairs(items: Sequence[str], what: str) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mexlib.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("status", "run"))
+    parser.add_argument("command", choices=("status", "run", "clean"),
+                        help="status: each task's state; run: train what is missing; clean: list (and with --yes "
+                             "remove) what interrupted writes left in the store")
     parser.add_argument("--profile", default="cpu", choices=tuple(PROFILES))
     parser.add_argument("--grid", action="append", help="name=v1,v2 (repeatable; a list literal also works)")
     parser.add_argument("--seeds", type=int_list, default=None, help="comma-separated seeds (default: the profile's)")
@@ -405,7 +407,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=positive_int, default=2)
     parser.add_argument("--threads", type=positive_int, default=None)
     parser.add_argument("--slurm", action="append", help=f"SLURM option name=value: {', '.join(SLURM_OPTIONS)}")
+    parser.add_argument("--resubmit", action="store_true", help="run: submit tasks queued by an earlier sweep "
+                        "again, even where their job may still be in the cluster's queue")
+    parser.add_argument("--yes", action="store_true", help="clean: remove the leftovers whose writer is gone "
+                        "(without it, clean only lists them)")
     args = parser.parse_args(argv)
+    if args.command == "clean":
+        return _clean(RunStore(progress=False).root, args.yes)
     try:  # a bad name or value in --grid, --set or --slurm: the usage error, with the valid ones
         seeds = profile_seeds(args.profile, args.seeds)
         configs = grid_configs(args.profile, _pairs(args.grid, "grid"), seeds, **_pairs(args.set, "set"))
@@ -417,13 +425,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     store = RunStore(progress=args.command == "run")
     if args.command == "run":
-        state = sweep(configs, args.executor, args.workers, args.threads, store=store, slurm=slurm)
+        state = sweep(configs, args.executor, args.workers, args.threads, store=store, slurm=slurm,
+                      resubmit=args.resubmit)
     else:
         state = sweep_state(configs, store)
     counts = state["status"].value_counts()
     print(state.drop(columns=["key"]).to_markdown(index=False))
     print(", ".join(f"{counts.get(s, 0)} {s}" for s in STATUSES))
+    left = leftovers(store.root)
+    if left:
+        gone = [row for row in left if row["gone"]]
+        print(f"{len(left)} leftovers of interrupted writes ({sum(r['bytes'] for r in left) / 1e6:.1f} MB), "
+              f"{len(gone)} of them of writers that are gone: `python -m mexlib.sweep clean` lists them, "
+              f"`--yes` removes those")
     return 1 if any(counts.get(s, 0) for s in TROUBLE) else 0
+
+
+def _clean(root: Path, remove: bool) -> int:
+    rows = clean(root, remove)
+    if not rows:
+        print(f"[sweep] {root}: no leftovers of interrupted writes")
+        return 0
+    table = pd.DataFrame([{"path": str(r["path"].relative_to(root)), "MB": round(r["bytes"] / 1e6, 2),
+                           "writer gone": r["gone"], "why": r["why"], "removed": r["removed"]} for r in rows])
+    print(table.to_markdown(index=False))
+    gone = sum(r["gone"] for r in rows)
+    if remove:
+        print(f"[sweep] removed {sum(r['removed'] for r in rows)} leftovers; kept {len(rows) - gone} whose writer "
+              f"may still run")
+    else:
+        print(f"[sweep] a dry run: {gone} of {len(rows)} leftovers have a writer that is gone; "
+              f"`python -m mexlib.sweep clean --yes` removes them")
+    return 0
 
 
 if __name__ == "__main__":

@@ -350,3 +350,58 @@ def test_a_diverging_run_in_a_local_job_ends_as_failed_with_its_message(tmp_path
     assert record["error"].startswith(f"TrainingDiverged: resnet-smoke on fashion-mnist, joint, sdn, seed 0 "
                                       f"(run-{run_key(config)}): training diverged in phase 'joint', epoch 0")
     assert Path(row["log"]).is_file()
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from mexlib.store import write_entry
+
+def slow(path):
+    path.write_text("half")
+    print("writing", flush=True)
+    time.sleep(600)
+
+write_entry(Path(sys.argv[1]) / "result-slow-1", {"a.json": slow})
+"""
+
+
+def test_a_write_killed_midway_is_listed_by_status_and_removed_by_clean(tmp_path, capsys, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("MEXLIB_RUNS", str(root))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(root)], stdout=subprocess.PIPE, text=True,
+                              env=env)
+    assert writer.stdout.readline().strip() == "writing"
+    (live,) = [p for p in root.iterdir() if p.name.startswith(".tmp-result-slow-1-")]
+    from mexlib.store import clean, leftovers
+
+    (row,) = leftovers(root)
+    assert not row["gone"] and f"process {writer.pid} on this host) still runs" in row["why"]
+    writer.send_signal(signal.SIGKILL)  # as kill -9 would
+    writer.wait()
+    (row,) = leftovers(root)
+    assert row["path"] == live and row["gone"] and "has ended" in row["why"]
+    # a checkpoint's temporary file whose run is not training, and one whose run is
+    (root / "work" / "abc").mkdir(parents=True)
+    (root / "work" / "abc" / ".joint.ckpt.0badc0de.part").write_bytes(b"x" * 10)
+    (root / "work" / "def").mkdir()
+    busy = root / "work" / "def" / ".joint.ckpt.0badc0de.part"
+    busy.write_bytes(b"x")
+    store = RunStore(root, device="cpu", progress=False)
+
+    assert main(["status", "--profile", "smoke", "--grid", "regime=joint", "--seeds", "0"]) == 0
+    assert "3 leftovers of interrupted writes" in capsys.readouterr().out
+    with store.work.lock("def"):
+        assert main(["clean"]) == 0  # a dry run
+        out = capsys.readouterr().out
+        assert "a dry run: 2 of 3 leftovers" in out and live.exists()
+        assert main(["clean", "--yes"]) == 0
+        assert "removed 2 leftovers; kept 1" in capsys.readouterr().out
+        assert not live.exists() and busy.exists()
+        assert [r["path"] for r in clean(root)] == [busy]
