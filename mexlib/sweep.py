@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -71,9 +73,10 @@ EXECUTORS = {
     "slurm": "submitit's SLURM executor (partition, GPUs, time limit, array parallelism)",
     "debug": "submitit's debug executor (in this process, through the submission path)",
 }
-STATUSES = ("done", "running", "queued", "failed", "interrupted", "missing", "damaged", "stale", "unreadable")
+STATUSES = ("done", "running", "queued", "lost", "failed", "interrupted", "missing", "damaged", "stale",
+            "unreadable")
 #: Statuses that need a person: ``sweep status`` exits with 1 when a task has one.
-TROUBLE = ("failed", "damaged", "stale", "unreadable")
+TROUBLE = ("lost", "failed", "damaged", "stale", "unreadable")
 #: SLURM options of :func:`sweep` and their submitit names.
 SLURM_OPTIONS = {"partition": "slurm_partition", "gpus_per_job": "gpus_per_node",
                  "time_limit_min": "timeout_min", "cpus_per_task": "cpus_per_task",
@@ -153,8 +156,30 @@ def _task_state(task: Task, store: RunStore, row: dict) -> dict:
     if failure is not None:
         return {**row, "status": "failed", "error": failure.get("error", ""), "log": failure.get("log") or ""}
     if queued is not None:
-        return {**row, "status": "queued", "log": f"job {queued.get('job')} since {queued.get('time')}"}
+        job = str(queued.get("job"))
+        waiting = job_in_queue(job)
+        if waiting is False:
+            return {**row, "status": "lost", "error": f"job {job}, queued {queued.get('time')}, is no longer in the "
+                                                      f"cluster's queue and never started the task: `sweep run` "
+                                                      f"submits it again"}
+        note = "" if waiting else " (no squeue here to ask whether it still waits: --resubmit submits it again)"
+        return {**row, "status": "queued", "log": f"job {job} since {queued.get('time')}{note}"}
     return {**row, "status": "interrupted" if checkpoints else "missing"}
+
+
+def job_in_queue(job: str) -> bool | None:
+    """Whether the SLURM job ``job`` is still in the cluster's queue (pending or running), by
+    ``squeue``; None where this machine has no ``squeue`` or it does not answer."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--jobs", job, "--format", "%T"], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:  # SLURM answers an unknown (long finished) job id with an error
+        return False if "invalid job id" in done.stderr.lower() else None
+    return bool(done.stdout.strip())
 
 
 def sweep_state(configs: Iterable[RunConfig], store: RunStore | None = None, resolve=None) -> pd.DataFrame:

@@ -405,3 +405,30 @@ def test_a_write_killed_midway_is_listed_by_status_and_removed_by_clean(tmp_path
         assert "removed 2 leftovers; kept 1" in capsys.readouterr().out
         assert not live.exists() and busy.exists()
         assert [r["path"] for r in clean(root)] == [busy]
+
+
+def test_a_queued_task_whose_job_is_gone_is_reported_and_submitted_again(tmp_path, monkeypatch, capsys):
+    """A cluster's queue (a stand-in ``squeue``: job 7 still pends, job 8 is gone): the task
+    queued as job 8 is ``lost`` and trained by the next sweep; the one queued as job 7 waits,
+    unless ``--resubmit``."""
+    import stat
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "squeue"
+    fake.write_text('#!/bin/sh\n'
+                    'case "$*" in *"--jobs 7 "*) echo PENDING;; *"--jobs 8 "*) '
+                    'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    store = _store(tmp_path / "runs")
+    waiting, gone = (make_config("smoke", regime="joint", seed=s, train_size=300, epochs=1) for s in (0, 1))
+    store.work.mark_queued(run_key(waiting), {"job": "7", "time": "2026-12-01 10:00:00"})
+    store.work.mark_queued(run_key(gone), {"job": "8", "time": "2026-12-01 10:00:00"})
+    state = sweep_state([waiting, gone], store).set_index("key")
+    assert state.loc[run_key(waiting), "status"] == "queued"
+    assert state.loc[run_key(gone), "status"] == "lost" and "job 8" in state.loc[run_key(gone), "error"]
+    after = sweep([waiting, gone], "inline", store=store, progress=False).set_index("key")
+    assert after.loc[run_key(gone), "status"] == "done" and after.loc[run_key(waiting), "status"] == "queued"
+    again = sweep([waiting, gone], "inline", store=store, progress=False, resubmit=True).set_index("key")
+    assert (again["status"] == "done").all()
