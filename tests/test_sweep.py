@@ -160,7 +160,7 @@ def test_command_line_status_and_exit_code(tmp_path, monkeypatch, capsys):
     args = ["status", "--profile", "smoke", "--grid", "regime=joint,mixed", "--seeds", "0", "--set", "epochs=1"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "0 done, 0 running, 0 queued, 0 failed, 0 interrupted, 3 missing" in out
+    assert "0 done, 0 running, 0 queued, 0 lost, 0 failed, 0 interrupted, 3 missing, 0 damaged" in out
     config = make_config("smoke", regime="joint", seed=0, epochs=1)
     RunStore(tmp_path, progress=False).work.record_failure(run_key(config), {"error": "ValueError: x", "log": None})
     assert main(args) == 1 and "1 failed" in capsys.readouterr().out
