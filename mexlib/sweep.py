@@ -48,9 +48,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -65,6 +68,7 @@ from . import paths
 from .arguments import int_list, positive_int
 from .config import PROFILES, RunConfig, grid_configs, profile_seeds
 from .hardware import least_busy_gpu, threads_per_job
+from .processes import PROC, descendants, kill
 from .store import RunStore, StaleRunError, UnreadableEntryError, backbone_key, clean, leftovers, run_key
 
 EXECUTORS = {
@@ -309,7 +313,9 @@ def sweep(configs: Iterable[RunConfig], executor: str = "inline", workers: int =
         for task, job in jobs:
             store.work.mark_queued(task.key, {"job": str(job.job_id), "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     elif executor == "local":
-        jobs = _run_local(runner, bodies, workers, poll_s, log, gpus)
+        jobs = []
+        with _jobs_stop_with_this_process(jobs, log):
+            _run_local(runner, bodies, workers, poll_s, log, gpus, jobs)
     else:
         jobs = [(task, runner.submit(body)) for task, body in bodies]
     if wait:
@@ -328,15 +334,18 @@ def _after(configs, store: RunStore, submitted: set, resolve) -> pd.DataFrame:
     return state
 
 
-def _run_local(runner, bodies, workers: int, poll_s: float, log, gpus: int = 0) -> list:
+def _run_local(runner, bodies, workers: int, poll_s: float, log, gpus: int = 0,
+               submitted: list | None = None) -> list:
     """At most ``workers`` jobs at a time, each started as soon as a slot is free and what it
     needs is trained: the first task in plan order (backbones, then runs) that needs no backbone
     of this sweep still in training. So a joint run, which needs none, fills a slot while the
     last backbones train, and a disjoint or mixed run waits only for its own backbone (if that
     job failed, the run trains the backbone itself, as a run does without a sweep). With
     ``gpus``, each job sees one GPU, the one running the fewest of the active jobs
-    (:func:`mexlib.hardware.least_busy_gpu`)."""
-    queue, active, submitted = list(bodies), [], []
+    (:func:`mexlib.hardware.least_busy_gpu`). ``submitted``: the list each started job is added
+    to as it starts (what a stop must end)."""
+    queue, active = list(bodies), []
+    submitted = [] if submitted is None else submitted
     pending = {t.key for t, _ in bodies if t.kind == "backbone"}  # backbones not yet ended
     while queue or active:
         running = []
@@ -361,6 +370,35 @@ def _run_local(runner, bodies, workers: int, poll_s: float, log, gpus: int = 0) 
         if active:
             time.sleep(poll_s)
     return submitted
+
+
+@contextlib.contextmanager
+def _jobs_stop_with_this_process(jobs: list, log):
+    """Local jobs end with the sweep that started them: SIGTERM (as ``kill`` sends) is turned into
+    a KeyboardInterrupt (as Ctrl-C raises), and either stops every job still running, its whole
+    process tree, before it propagates. Their epoch checkpoints stay: the next sweep resumes them."""
+    def terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        running = [(task, job) for task, job in jobs if not job.done()]
+        for _, job in running:
+            process = getattr(job, "_process", None)  # submitit's local job: its controller process
+            if process is not None and process.poll() is None and PROC.is_dir():
+                kill({process.pid} | descendants(process.pid))  # the whole tree, at once and quietly
+            else:
+                job.cancel(check=False)  # where processes cannot be walked: submitit's own stop
+        log(f"[sweep] stopped: {len(running)} local jobs ended with it "
+            f"({', '.join(task.label for task, _ in running) or 'none running'}); their epoch checkpoints stay, "
+            f"and the next sweep resumes them")
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _submit_slurm(runner, bodies) -> list:
@@ -485,7 +523,10 @@ def _clean(root: Path, remove: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the jobs are stopped; no traceback
+        sys.exit(130)
 
 
 __all__ = ["EXECUTORS", "SLURM_OPTIONS", "STATUSES", "Task", "TrainTask", "plan",

@@ -432,3 +432,36 @@ def test_a_queued_task_whose_job_is_gone_is_reported_and_submitted_again(tmp_pat
     assert after.loc[run_key(gone), "status"] == "done" and after.loc[run_key(waiting), "status"] == "queued"
     again = sweep([waiting, gone], "inline", store=store, progress=False, resubmit=True).set_index("key")
     assert (again["status"] == "done").all()
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_stopping_a_sweep_stops_its_local_jobs(tmp_path, stop):
+    """``kill`` (SIGTERM) or Ctrl-C (SIGINT) on ``python -m mexlib.sweep run``: its local jobs end
+    with it, none keeps training as an orphan, and no traceback is printed."""
+    import signal
+    import subprocess
+    import sys
+
+    from mexlib.processes import descendants
+
+    env = {**os.environ, "MEXLIB_RUNS": str(tmp_path / "runs"), "MEXLIB_BUILD": str(tmp_path / "build"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    sweep_process = subprocess.Popen(
+        [sys.executable, "-m", "mexlib.sweep", "run", "--profile", "smoke", "--grid", "regime=joint",
+         "--seeds", "0,1", "--set", "epochs=200", "--set", "train_size=2000", "--executor", "local",
+         "--workers", "2", "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    work = tmp_path / "runs" / "work"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(work.glob("*/*.ckpt"))) < 2:  # both jobs are training
+        time.sleep(0.2)
+    jobs = descendants(sweep_process.pid)
+    assert len(list(work.glob("*/*.ckpt"))) == 2 and jobs, sweep_process.stderr.read() if sweep_process.poll() else ""
+    sweep_process.send_signal(getattr(signal, stop))
+    out, err = sweep_process.communicate(timeout=60)
+    assert sweep_process.returncode != 0 and "Traceback" not in err, err
+    assert "stopped: 2 local jobs ended with it" in out
+    left = {pid for pid in jobs if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"}
+    assert not left, f"jobs still running after the sweep stopped: {left}"
+    assert len(list(work.glob("*/*.ckpt"))) == 2  # what they trained stays, to resume
