@@ -68,7 +68,7 @@ def test_a_bad_value_from_a_shell_is_a_usage_error_not_a_traceback(tmp_path):
     """The real process: exit status 2 and no traceback."""
     env = {**os.environ, "MEXLIB_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "mexlib.sweep", "status", "--profile", "smoke", "--grid",
-                           "seed=0,1"], capture_output=True, text=True, env=env, timeout=120)
+                           "seed=0,1"], capture_output=True, text=True, env=env, timeout=100)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "--seeds" in done.stderr, done.stderr
 
 

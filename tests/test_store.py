@@ -839,7 +839,7 @@ def test_a_damaged_entry_of_a_shared_store_is_never_served(shared, tmp_path):
         folder.chmod(0o777)  # a shared store: anyone in the group adds entries
     env = {**os.environ, "PYTHONPATH": str(Path(mexlib.__file__).resolve().parent.parent)}
     done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", READER_SCRIPT, str(root), json.dumps(overrides),
-                           str(torch.get_num_threads())], capture_output=True, text=True, env=env, timeout=300)
+                           str(torch.get_num_threads())], capture_output=True, text=True, env=env, timeout=100)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["logits"] == expected and report["again_logits"] == expected  # the fresh result, twice
@@ -891,7 +891,7 @@ def test_an_unreadable_entry_is_reported_by_status_which_goes_on(shared, tmp_pat
     (unreadable / "logits.pt").chmod(0)
     env = {**os.environ, "MEXLIB_RUNS": str(root), "PYTHONPATH": str(Path(mexlib.__file__).resolve().parent.parent)}
     done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", STATUS_SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=100)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     rows = {line.split("|")[2].strip(): line for line in done.stdout.splitlines() if line.startswith("| run")
             or line.startswith("| backbone")}
