@@ -148,11 +148,11 @@ RESUME_SCRIPT = textwrap.dedent("""
 #: methods with training of their own after the phases (ZTW's ensembles) or inside them (L2W's
 #: weighting network).
 RESUMED = {
-    "resnet": dict(regime="joint", epochs=6, train_size=3000),
-    "text-dropout": dict(dataset="wordnet-supersenses", regime="joint", epochs=12),
-    "vit": dict(arch="vit-smoke", regime="joint", epochs=6, train_size=2000),
-    "ztw": dict(method="ztw", regime="joint", epochs=6, train_size=2000),
-    "l2w": dict(method="l2w", regime="joint", epochs=6, train_size=2000),
+    "resnet": dict(regime="joint", epochs=5, train_size=1200),
+    "text-dropout": dict(dataset="wordnet-supersenses", regime="joint", epochs=6),
+    "vit": dict(arch="vit-smoke", regime="joint", epochs=5, train_size=1000),
+    "ztw": dict(method="ztw", regime="joint", epochs=5, train_size=1000),
+    "l2w": dict(method="l2w", regime="joint", epochs=5, train_size=600),
 }
 
 
