@@ -77,7 +77,7 @@ from typing import NamedTuple
 import torch
 
 from mexlib import data as mdata
-from mexlib import paths
+from mexlib import hardware, paths
 from mexlib.config import make_config
 from mexlib.evaluate import per_exit_accuracy
 from mexlib.hardware import deterministic_kernels
@@ -512,7 +512,7 @@ def concurrency(counts=(1, 2, 4, 8), steps: int = 100, warmup: int = 10, batch: 
             f"gpu_check._concurrent_worker({steps}, {warmup}, {batch}, {device!r}, {profile!r})")
 
     def one(n: int) -> dict:
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, len(os.sched_getaffinity(0)) // n))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, hardware.usable_cores() // n))}
         workers = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     text=True, env=env) for _ in range(n)]
         try:
@@ -886,7 +886,7 @@ def host() -> dict:
     gpus = [dict(name=torch.cuda.get_device_name(i),
                  memory_gib=round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1))
             for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return dict(commit=commit, cpu_cores=len(os.sched_getaffinity(0)), gpus=gpus, cuda=torch.version.cuda,
+    return dict(commit=commit, cpu_cores=hardware.usable_cores(), gpus=gpus, cuda=torch.version.cuda,
                 cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                 python=sys.version.split()[0])
 

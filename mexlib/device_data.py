@@ -169,7 +169,7 @@ def default_workers() -> int:
         if not value.isdigit():
             raise ValueError(f"MEXLIB_LOADER_WORKERS must be a whole number >= 0, got {value!r}")
         return int(value)
-    return max(0, min(8, len(os.sched_getaffinity(0)) - 1))
+    return max(0, min(8, hardware.usable_cores() - 1))
 
 
 def train_transform(spec: DatasetSpec, trivial_augment: bool = False) -> v2.Compose:

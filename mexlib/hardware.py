@@ -83,10 +83,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity where the OS has one (Linux; Python 3.13's
+    ``os.process_cpu_count``), else every core (macOS, Windows)."""
+    counter = getattr(os, "process_cpu_count", None)
+    if counter is not None:
+        count = counter()
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count()
+    return max(1, count or 1)
+
+
 def threads_per_job(jobs: int) -> int:
     """Torch threads for each of ``jobs`` processes sharing the cores this process may use: more
     OpenMP threads than cores make every process wait at each barrier."""
-    return max(1, len(os.sched_getaffinity(0)) // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 def memory_format(prefers_channels_last: bool, device: str | torch.device) -> torch.memory_format:
@@ -203,7 +216,7 @@ def local_jobs(device: str | torch.device, profile: str = "cpu") -> int:
             raise ValueError(f"MEXLIB_JOBS_PER_GPU must be a positive whole number, got {override!r}")
         return gpus * int(override)
     memory = min(torch.cuda.get_device_properties(g).total_memory for g in range(gpus))
-    return gpus * jobs_per_gpu(memory, len(os.sched_getaffinity(0)), gpus,
+    return gpus * jobs_per_gpu(memory, usable_cores(), gpus,
                                JOB_GPU_MEMORY.get(profile, JOB_GPU_MEMORY["paper"]))
 
 

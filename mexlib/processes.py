@@ -1,9 +1,10 @@
-"""The processes below one process, found and stopped (Linux: read from ``/proc``; elsewhere none).
+"""The processes below one process, found and stopped, on every OS (through ``psutil``).
 
 A notebook run by ``mexlib.reproduce`` starts a kernel in a session of its own, and the kernel
 starts its training jobs (``--executor local``) as children of its own: killing the first
-process, or its process group, leaves the others running. Whatever must stop a whole reproduce
-(``benchmarks/gpu_check.py`` at the end of its time; the test suite after a test) walks the tree:
+process, or its process group, leaves the others running. Whatever must stop a whole tree (a
+sweep stopped by Ctrl-C or ``kill``; ``benchmarks/gpu_check.py`` at the end of its time; the
+test suite after a test) walks it:
 
     kill(descendants(process.pid) | {process.pid})
 """
@@ -12,71 +13,48 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from pathlib import Path
 
-PROC = Path("/proc")
-
-
-def _children() -> dict[int, list[int]]:
-    """Every process's children, from ``/proc/<pid>/stat`` (the parent is its fourth field)."""
-    children: dict[int, list[int]] = {}
-    for entry in PROC.iterdir() if PROC.is_dir() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # ended meanwhile
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    return children
+import psutil
 
 
 def descendants(pid: int | None = None) -> set[int]:
-    """The processes below ``pid`` (default: this one), at any depth."""
-    tree = _children()
-    found: set[int] = set()
-    todo = [os.getpid() if pid is None else pid]
-    while todo:
-        for child in tree.get(todo.pop(), ()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    """The processes below ``pid`` (default: this one), at any depth; none if it has ended."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return set()
 
 
 def kill(pids: set[int], wait: float = 5.0) -> set[int]:
-    """SIGKILL to ``pids`` and to each one's process group (unless it is this process's); returns
-    the pids that were still there. Those that are this process's children are reaped (waiting up
-    to ``wait`` seconds in all), so none stays a zombie."""
-    own = os.getpgid(0)
-    alive, groups = set(), set()
+    """Kill ``pids`` (SIGKILL where there are signals), each with its process group where it leads
+    one of its own (not this process's group); returns the pids that were still there. Waits up to
+    ``wait`` seconds in all for them to end, reaping those that are this process's children so that
+    none stays a zombie."""
+    own = os.getpgid(0) if hasattr(os, "getpgid") else None
+    alive = []
     for pid in pids:
         try:
-            group = os.getpgid(pid)
-        except ProcessLookupError:
+            alive.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
             continue
-        alive.add(pid)
-        if group != own:
-            groups.add(group)
-    for group in groups:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + wait
-    for pid in alive:
-        while time.monotonic() < deadline:
+    if hasattr(os, "killpg"):
+        groups = set()
+        for process in alive:
             try:
-                if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                    break
-            except ChildProcessError:  # not ours to reap (a grandchild), or reaped already
-                break
-            time.sleep(0.01)
-    return alive
+                group = os.getpgid(process.pid)
+            except ProcessLookupError:
+                continue
+            if group != own:
+                groups.add(group)
+        for group in groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    for process in alive:
+        try:
+            process.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    psutil.wait_procs(alive, timeout=wait)  # reaps this process's children among them
+    return {process.pid for process in alive}

@@ -24,7 +24,7 @@ from . import paths
 from .config import PROFILES, figures_dir, make_config, profile_settings
 from .data import load_dataset
 from .arguments import flag, positive_int
-from .hardware import local_jobs, resolve_device, threads_per_job
+from .hardware import local_jobs, resolve_device, threads_per_job, usable_cores
 from .store import strict_mode
 from .sweep import EXECUTORS
 
@@ -70,7 +70,7 @@ def default_jobs(profile: str) -> int:
     at most one per core): two for the smoke profile, whose notebooks spend most of their time
     starting kernels, importing and drawing, which one thread does; one otherwise, where each
     notebook's training needs every core (``--executor local`` runs the training in parallel)."""
-    return min(profile_settings(profile).notebooks_at_once, len(os.sched_getaffinity(0)))
+    return min(profile_settings(profile).notebooks_at_once, usable_cores())
 
 
 def execute(profile: str, only: list[str] | None = None, kernel: str = "python3",

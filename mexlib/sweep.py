@@ -68,7 +68,7 @@ from . import paths
 from .arguments import int_list, positive_int
 from .config import PROFILES, RunConfig, grid_configs, profile_seeds
 from .hardware import least_busy_gpu, threads_per_job
-from .processes import PROC, descendants, kill
+from .processes import descendants, kill
 from .store import RunStore, StaleRunError, UnreadableEntryError, backbone_key, clean, leftovers, run_key
 
 EXECUTORS = {
@@ -388,10 +388,10 @@ def _jobs_stop_with_this_process(jobs: list, log):
         running = [(task, job) for task, job in jobs if not job.done()]
         for _, job in running:
             process = getattr(job, "_process", None)  # submitit's local job: its controller process
-            if process is not None and process.poll() is None and PROC.is_dir():
+            if process is not None and process.poll() is None:
                 kill({process.pid} | descendants(process.pid))  # the whole tree, at once and quietly
             else:
-                job.cancel(check=False)  # where processes cannot be walked: submitit's own stop
+                job.cancel(check=False)  # submitit's own stop
         log(f"[sweep] stopped: {len(running)} local jobs ended with it "
             f"({', '.join(task.label for task, _ in running) or 'none running'}); their epoch checkpoints stay, "
             f"and the next sweep resumes them")

@@ -5,11 +5,12 @@ key, the epoch checkpoints of an attempt, and the failed and queued markers a sw
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from . import paths
 
@@ -24,11 +25,12 @@ class WorkArea:
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[Path]:
-        """Hold ``work/<key>`` and yield it; a checkpoint left by other code is discarded."""
+        """Hold ``work/<key>`` and yield it; a checkpoint left by other code is discarded. The lock
+        is ``filelock``'s (``flock`` on Linux and macOS, as every earlier version of this package
+        took it; the OS's own file lock on Windows), so it ends with its process, however killed."""
         workdir = self.root / key
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        with open(workdir.with_name(f"{key}.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(workdir.with_name(f"{key}.lock")):
             stamp = workdir / "code_fingerprint"
             if stamp.is_file() and stamp.read_text() != self.fingerprint:
                 shutil.rmtree(workdir)
@@ -39,22 +41,20 @@ class WorkArea:
             finally:
                 if workdir.is_dir() and not any(workdir.glob("*.ckpt")):
                     shutil.rmtree(workdir, ignore_errors=True)  # nothing to resume
-                # The lock file stays: deleting it while another process waits on it would let
-                # a third process lock a new file and train the same key at the same time.
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                # The lock file stays (filelock leaves it on POSIX): deleting it while another
+                # process waits on it would let a third process lock a new file and train the same
+                # key at the same time.
 
     def is_locked(self, key: str) -> bool:
         """Whether some process holds ``key``'s lock now (is training it)."""
         path = self.root / f"{key}.lock"
         if not path.is_file():
             return False
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        try:
+            with FileLock(path, timeout=0):
+                return False
+        except Timeout:
+            return True
 
     def checkpoints(self, key: str) -> list[Path]:
         """The epoch checkpoints an interrupted attempt left, from which the next one resumes."""
