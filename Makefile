@@ -31,11 +31,11 @@ data: $(STAMP)
 	$(PY) -c "from mexlib.data import load_dataset; print(load_dataset('fashion-mnist'))"
 
 reproduce: $(STAMP)
-	$(PY) -m mexlib.reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(JOBS),--jobs $(JOBS),) $(if $(STRICT),--strict=$(STRICT),)
+	$(PY) -m mexlib reproduce --profile $(PROFILE) --executor $(EXECUTOR) $(if $(JOBS),--jobs $(JOBS),) $(if $(STRICT),--strict=$(STRICT),)
 
 # The executed notebooks of the last `make reproduce` as a static site: build/report/<profile>/.
 report: $(STAMP)
-	$(PY) -m mexlib.report --profile $(PROFILE)
+	$(PY) -m mexlib report --profile $(PROFILE)
 
 # The suite on two workers (pytest-xdist; tests/conftest.py says how the tests are shared out).
 TEST_WORKERS ?= 2

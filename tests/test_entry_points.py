@@ -65,9 +65,9 @@ def test_bad_input_is_a_usage_error_naming_the_valid_choices(case, capsys, tmp_p
 
 
 def test_a_bad_value_from_a_shell_is_a_usage_error_not_a_traceback(tmp_path):
-    """The real process: exit status 2 and no traceback."""
+    """The real process, through ``python -m mexlib``: exit status 2 and no traceback."""
     env = {**os.environ, "MEXLIB_RUNS": str(tmp_path / "runs"), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "mexlib.sweep", "status", "--profile", "smoke", "--grid",
+    done = subprocess.run([sys.executable, "-m", "mexlib", "sweep", "status", "--profile", "smoke", "--grid",
                            "seed=0,1"], capture_output=True, text=True, env=env, timeout=100)
     assert done.returncode == 2 and "Traceback" not in done.stderr and "--seeds" in done.stderr, done.stderr
 
@@ -101,3 +101,26 @@ def test_a_strict_setting_that_is_neither_is_refused(monkeypatch):
     monkeypatch.setenv("MEXLIB_STRICT", "maybe")
     with pytest.raises(ValueError, match="MEXLIB_STRICT: 'maybe' is neither yes"):
         strict_mode()
+
+
+def test_one_command_names_its_commands_and_refuses_others(capsys):
+    from mexlib.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+    assert main([]) == 2 and "usage: mexlib COMMAND" in capsys.readouterr().out
+    assert main(["nope"]) == 2
+    assert "unknown command 'nope'; valid commands: reproduce, report, sweep, kernel-check" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a command's own bad input: its usage error
+        main(["sweep", "status", "--profile", "laptop"])
+    assert stop.value.code == 2 and "invalid choice: 'laptop'" in capsys.readouterr().err
+
+
+def test_the_installed_command_runs():
+    """``pip install`` puts a ``mexlib`` command beside the interpreter (pyproject's scripts)."""
+    command = Path(sys.executable).parent / ("mexlib.exe" if os.name == "nt" else "mexlib")
+    if not command.exists():
+        pytest.skip(f"{command} is not installed: this environment predates the command (reinstall the package)")
+    done = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "mexlib COMMAND" in done.stdout, done.stderr

@@ -295,5 +295,5 @@ def test_reproduce_strict_refuses_stale_runs_in_every_kernel(tmp_path, monkeypat
                              ("STRICT=", None)):
         command = subprocess.run(["make", "-n", "-o", ".venv/.installed", "reproduce", strict], cwd=ROOT,
                                  capture_output=True, text=True, check=True, timeout=60).stdout
-        (line,) = [line for line in command.splitlines() if "-m mexlib.reproduce" in line]  # under make: more lines
+        (line,) = [line for line in command.splitlines() if "-m mexlib reproduce" in line]  # under make: more lines
         assert (expected in line.split()) if expected else "--strict" not in line, command
