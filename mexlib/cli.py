@@ -3,6 +3,7 @@
     mexlib reproduce --profile smoke         run the study's notebooks (make reproduce)
     mexlib report                            the executed notebooks as a static site (make report)
     mexlib sweep status --grid regime=...    a study's grid as jobs: status, run, clean
+    mexlib store ls --where regime=joint     what the run store holds; show KEY; gc
     mexlib kernel-check --arch resnet-cpu    this machine's kernels against a float64 reference
 
 Each command is the module of the same name (``python -m mexlib.sweep ...`` works as before); a
@@ -19,6 +20,7 @@ COMMANDS = {
     "reproduce": ("mexlib.reproduce", "run the study's notebooks, regenerating figures/ (make reproduce)"),
     "report": ("mexlib.report", "the executed notebooks of the last reproduce as a static site (make report)"),
     "sweep": ("mexlib.sweep", "a study's grid as jobs into the run store: status, run, clean"),
+    "store": ("mexlib.catalogue", "what the run store holds: ls (a table), show KEY, gc (what can go)"),
     "kernel-check": ("mexlib.kernel_check", "check this machine's training kernels against float64"),
 }
 

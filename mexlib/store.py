@@ -72,7 +72,9 @@ LEFTOVER_AGE_S = 24 * 3600
 CODE_FILE = "code.json"
 #: Where a fresh entry is kept while a damaged one that may not be moved aside holds its name.
 REPLACEMENTS = "replacements"
-_FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
+#: The files of every stored run (and phase-1 backbone).
+RUN_FILES = ("config.json", "provenance.json", "history.json", "weights.pt", "logits.pt")
+_FILES = RUN_FILES
 #: Code that every cached result depends on besides its own: the analyses' measurements.
 ANALYSIS_CODE = ("analysis",)
 
@@ -745,7 +747,7 @@ def get_or_run(config: RunConfig, device: str | None = "auto", progress: bool = 
     return RunStore(device=device, progress=progress).get_or_run(config)
 
 
-__all__ = ["DamagedRunWarning", "RESULTS_VERSION", "RunStore", "StaleCodeWarning", "StaleRunError", "StoreWriteError",
+__all__ = ["DamagedRunWarning", "REPLACEMENTS", "RESULTS_VERSION", "RUN_FILES", "RunStore", "StaleCodeWarning", "StaleRunError", "StoreWriteError",
            "StoreWriteWarning", "UnreadableEntryError",
            "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",

@@ -111,7 +111,7 @@ def test_one_command_names_its_commands_and_refuses_others(capsys):
     assert all(name in out for name in COMMANDS)
     assert main([]) == 2 and "usage: mexlib COMMAND" in capsys.readouterr().out
     assert main(["nope"]) == 2
-    assert "unknown command 'nope'; valid commands: reproduce, report, sweep, kernel-check" in capsys.readouterr().err
+    assert "unknown command 'nope'; valid commands: reproduce, report, sweep, store, kernel-check" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:  # a command's own bad input: its usage error
         main(["sweep", "status", "--profile", "laptop"])
     assert stop.value.code == 2 and "invalid choice: 'laptop'" in capsys.readouterr().err
