@@ -110,12 +110,13 @@ def random_state() -> dict:
 
 
 def restore_random_state(state: dict) -> None:
-    """Set every global random generator to ``state`` (:func:`random_state`)."""
+    """Set every global random generator to ``state`` (:func:`random_state`), wherever a load's
+    ``map_location`` put its tensors (a checkpoint resumed on a GPU)."""
     torch.set_rng_state(state["torch"].cpu())
     python = state["python"]
-    random.setstate((python["version"], tuple(python["words"].tolist()), python["gauss"]))
+    random.setstate((python["version"], tuple(python["words"].cpu().tolist()), python["gauss"]))
     numpy = state["numpy"]
-    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+    np.random.set_state((numpy["kind"], numpy["keys"].cpu().numpy().astype(np.uint32), numpy["position"],
                          numpy["has_gauss"], numpy["cached"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -211,14 +211,10 @@ class RunConfig:
             raise ValueError(f"exit_after_blocks must be whole block numbers (e.g. (1, 2, 3)), got {blocks!r}")
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in blocks))
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.head_init < 0:
-            raise ValueError(f"head_init must be 0 (the regimes' shared heads) or more, got {self.head_init}")
+        _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        _check_range("head_init", self.head_init, 0)  # 0: the regimes' shared heads
         for name in ("train_size", "val_size", "test_size"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive or None, got {value}")
+            _check_range(name, getattr(self, name), 1)  # None: all
 
     # --- derived -------------------------------------------------------------------------
 

@@ -46,6 +46,17 @@ def resolve_executor(executor: str = "auto", workers: int | None = None, profile
     return executor, workers
 
 
+def selected(only) -> list:
+    """The notebooks ``only`` names (stems or file names; None or empty: all), in notebook order;
+    a name that is no notebook raises, naming the valid ones."""
+    every = notebooks()
+    valid = {nb.stem for nb in every} | {nb.name for nb in every}
+    unknown = [name for name in only or () if name not in valid]
+    if unknown:
+        raise ValueError(f"unknown notebooks {unknown}; valid: {', '.join(nb.stem for nb in every)}")
+    return [nb for nb in every if not only or nb.stem in only or nb.name in only]
+
+
 def notebooks() -> list:
     return sorted(paths.notebooks_dir().glob("[0-9]*.ipynb"))
 
@@ -87,9 +98,7 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
     jobs = default_jobs(profile) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
-    selected = [nb for nb in notebooks() if not only or nb.stem in only or nb.name in only]
-    if only and len(selected) != len(only):
-        raise ValueError(f"unknown notebooks in {only}; valid: {', '.join(nb.stem for nb in notebooks())}")
+    chosen = selected(only)
     out_dir = paths.build_dir() / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -109,12 +118,12 @@ def execute(profile: str, only: list[str] | None = None, kernel: str = "python3"
         print(f"[reproduce] {notebook.name} done in {seconds:.0f} s", flush=True)
         return notebook.name, seconds
 
-    if jobs == 1 or len(selected) == 1:
-        return [run(notebook) for notebook in selected]
+    if jobs == 1 or len(chosen) == 1:
+        return [run(notebook) for notebook in chosen]
     # each kernel started from here inherits its share of the cores
     with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": str(threads_per_job(jobs))}):
-        finished = _in_parallel(run, selected, jobs)
-    return [(notebook.name, finished[notebook.name]) for notebook in selected]
+        finished = _in_parallel(run, chosen, jobs)
+    return [(notebook.name, finished[notebook.name]) for notebook in chosen]
 
 
 def _in_parallel(run, items: list, jobs: int) -> dict:
@@ -154,11 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                         "their jobs) instead of noting them in the outputs; --strict=no turns it off; default: "
                         "MEXLIB_STRICT's value")
     args = parser.parse_args(argv)
-    valid = [nb.stem for nb in notebooks()]
-    unknown = [name for name in args.notebook or () if name not in valid and name.removesuffix(".ipynb") not in valid]
-    if unknown:
-        parser.error(f"unknown notebooks {unknown}; valid: {', '.join(valid)}")
     try:
+        selected(args.notebook)
         strict = strict_mode() if args.strict is None else args.strict
     except ValueError as error:
         parser.error(str(error))

@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -249,38 +250,23 @@ class RunStore:
         path = self._locate(name, _FILES)
         if path is None:
             return None
-        stored = _key_of(name.split("-", 1)[0], path / "config.json")
-        if stored != name.split("-", 1)[1]:  # sound files, but another configuration's (a renamed folder)
-            self._set_aside(path.relative_to(self.root).as_posix(),
-                            f"holds the configuration of {stored or 'no run'}, not of the key it is stored under",
-                            stacklevel=4)
-            return None
         self._check_code(path)
         return StoredRun(path)
 
-    def _locate(self, name: str, required=()) -> Path | None:
-        """Where the entry ``name`` is sound: its own folder, or the replacement kept in
-        ``replacements/`` while a damaged entry that could not be moved aside holds its name
-        (:func:`write_entry`); None when neither is there and sound. A damaged one is moved
-        aside, or left unread where it cannot be moved."""
-        path = self.root / name
-        if _exists(path):
-            problem = verify(path, required)
+    def _locate(self, name: str, required=(), deep: bool = False) -> Path | None:
+        """Where the entry ``name`` is sound (:func:`problem_of`; ``deep``: its tensor files load
+        too): its own folder, or the replacement kept in ``replacements/`` while a damaged entry
+        that could not be moved aside holds its name (:func:`write_entry`); None when neither is
+        there and sound. A damaged one is moved aside, or left unread where it cannot be moved."""
+        for where in (name, f"{REPLACEMENTS}/{name}"):
+            path = self.root / where
+            if not _exists(path):
+                continue
+            problem = problem_of(path, required, deep)
             if problem is None:
                 return path
-            self._set_aside(name, f"is damaged ({problem})", stacklevel=6)
-        replacement = self.root / REPLACEMENTS / name
-        if not _exists(replacement):
-            return None
-        problem = verify(replacement, required)
-        if problem is not None:
-            self._set_aside(f"{REPLACEMENTS}/{name}", f"is damaged ({problem})", stacklevel=6)
-            return None
-        if not path.exists():  # the damaged entry is gone: the replacement takes its place
-            with contextlib.suppress(OSError):
-                replacement.rename(path)
-                return path
-        return replacement
+            self._set_aside(where, f"is damaged ({problem})", stacklevel=6)
+        return None
 
     def _set_aside(self, name: str, problem: str, stacklevel: int) -> bool:
         """Move the entry ``name`` into ``damaged/`` (kept for a look, never read again) and say so;
@@ -296,8 +282,7 @@ class RunStore:
             where = (f"could not move it aside ({error.strerror or error}{_owner(path)}), so it stays and "
                      f"is not read")
             gone = False
-        warnings.warn(f"stored entry {path} {problem}; {where}; computing it again", DamagedRunWarning,
-                      stacklevel=stacklevel)
+        warnings.warn(f"stored entry {path} {problem}; {where}", DamagedRunWarning, stacklevel=stacklevel)
         return gone
 
     def _check_code(self, path: Path, stored: str | None = None) -> None:
@@ -398,17 +383,12 @@ class RunStore:
         training code, whose fingerprint is checked as a run's is (noted as stale, or refused in
         strict mode: :class:`StaleRunError`); one without a fingerprint counts as other code's."""
         _check_name(name)
-        path = self._locate(name)
+        path = self._locate(name, deep=True)  # a pickle of objects (older code's) is damage too
         if path is None:
             return None
         files = json.loads((path / "manifest.json").read_text())
-        try:
-            found = {file: json.loads((path / file).read_text()) if file.endswith(".json")
-                     else _unplain(load_tensors(path / file)) for file in files}
-        except ForeignFileError as error:  # written by older code as a pickle of objects
-            self._set_aside(path.relative_to(self.root).as_posix(),
-                            f"holds more than tensors and plain values ({error})", stacklevel=3)
-            return None
+        found = {file: json.loads((path / file).read_text()) if file.endswith(".json")
+                 else _unplain(load_tensors(path / file)) for file in files}
         if of_code:
             stamp = found.pop(CODE_FILE, None)
             self._check_code(path, stamp.get("code_fingerprint") if isinstance(stamp, dict) else "unknown")
@@ -499,10 +479,10 @@ def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path
         (tmp / WRITER_FILE).unlink()
         try:
             tmp.rename(final)
+            return final
         except OSError as error:
             if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
                 raise
-            return _beside(final, tmp, list(writers))
     except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(error, OSError) and not isinstance(error, StoreWriteError):
@@ -510,7 +490,11 @@ def write_entry(final: Path, writers: dict[str, Callable[[Path], None]]) -> Path
             raise StoreWriteError(error.errno, f"could not store {final}: {cause} "
                                                f"(nothing stored before was changed)") from error
         raise
-    return final
+    try:  # the name is taken: by another process's sound entry, or by a damaged one
+        return _beside(final, tmp, list(writers))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _writer() -> dict:
@@ -553,7 +537,12 @@ def leftovers(root: Path, now: float | None = None) -> list[dict]:
             continue
         alive = _alive(writer) if isinstance(writer, dict) else None
         if path.parent.parent == root / "work":  # a checkpoint of work/<key>/: its run's lock tells
-            alive = work.is_locked(path.parent.name)
+            try:
+                alive = work.is_locked(path.parent.name)
+            except OSError as error:
+                found.append(dict(path=path, bytes=size, age_s=age, gone=False,
+                                  why=f"its run's lock cannot be read ({error.strerror or error})"))
+                continue
             why = "its run is training" if alive else "no process holds its run's lock"
         elif alive is not None:
             why = f"its writer (process {writer['pid']} on this host) " + ("still runs" if alive else "has ended")
@@ -572,11 +561,14 @@ def clean(root: Path, remove: bool = False) -> list[dict]:
     for row in rows:
         row["removed"] = False
         if remove and row["gone"]:
-            if row["path"].is_dir():
-                shutil.rmtree(row["path"])
-            else:
-                row["path"].unlink(missing_ok=True)
-            row["removed"] = True
+            try:
+                if row["path"].is_dir():
+                    shutil.rmtree(row["path"])
+                else:
+                    row["path"].unlink(missing_ok=True)
+                row["removed"] = True
+            except OSError as error:  # another user's: not ours to remove
+                row["why"] += f"; not removed ({error.strerror or error})"
     return rows
 
 
@@ -584,7 +576,7 @@ def _beside(final: Path, fresh: Path, required: list[str]) -> Path:
     """``fresh`` (a complete entry in its temporary folder) could not be renamed to ``final``,
     which exists: keep ``final`` when it is sound (another process finished it first); else
     replace it, or keep ``fresh`` beside it."""
-    problem = verify(final, required)
+    problem = problem_of(final, required, deep=True)
     if problem is None:
         shutil.rmtree(fresh, ignore_errors=True)
         return final
@@ -599,7 +591,7 @@ def _beside(final: Path, fresh: Path, required: list[str]) -> Path:
     except OSError as error:
         cause = f"{error.strerror or error}{_owner(final)}"
     replacement = root / REPLACEMENTS / final.name
-    if replacement.exists() and verify(replacement, required) is None:  # another reader kept one first
+    if replacement.exists() and problem_of(replacement, required, deep=True) is None:  # another reader's
         shutil.rmtree(fresh, ignore_errors=True)
         return replacement
     try:
@@ -648,9 +640,32 @@ def verify(path: Path, required=_FILES) -> str | None:
         raise _unreadable(path, error) from error
 
 
+def problem_of(path: Path, required=(), deep: bool = False) -> str | None:
+    """None when the entry at ``path`` may be served, else what is wrong: its files against its
+    manifest (:func:`verify`); for a run or a phase-1 backbone, its ``config.json`` against the key
+    its name gives (a folder renamed to another configuration's key is damage); with ``deep``,
+    every tensor file loads as tensors and plain values (not a pickle of objects)."""
+    problem = verify(path, required)
+    if problem is not None:
+        return problem
+    kind, _, key = path.name.partition("-")
+    if kind in ("run", "backbone"):
+        stored = _key_of(kind, path / "config.json")
+        if stored != key:
+            return f"it holds the configuration of {stored or 'no run'}, not of the key it is stored under"
+    if deep:
+        for file in json.loads((path / "manifest.json").read_text()):
+            if not file.endswith(".json"):
+                try:
+                    load_tensors(path / file)
+                except ForeignFileError as error:
+                    return f"it holds more than tensors and plain values ({error})"
+    return None
+
+
 def _problem(path: Path, required) -> str | None:
     manifest = path / "manifest.json"
-    if not manifest.is_file():
+    if not _is_file(manifest):
         return "no manifest.json"
     try:
         expected = json.loads(manifest.read_text())
@@ -660,11 +675,20 @@ def _problem(path: Path, required) -> str | None:
         return f"manifest.json holds a {type(expected).__name__}, not a list of files"
     for name in dict.fromkeys([*required, *expected]):
         file = path / name
-        if not file.is_file():
+        if not _is_file(file):
             return f"{name} is missing"
         if expected.get(name) != _describe(file):
             return f"{name} does not match its checksum"
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a folder this process may not search raises PermissionError
+    (``Path.is_file`` hides it on newer Pythons, which would make an unreadable entry look damaged)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _writable(folder: Path) -> bool:
@@ -678,7 +702,10 @@ def _writable(folder: Path) -> bool:
 
 def _exists(path: Path) -> bool:
     try:
-        return path.exists()
+        os.stat(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
     except PermissionError as error:
         raise _unreadable(path, error) from error
 
@@ -751,4 +778,4 @@ __all__ = ["DamagedRunWarning", "REPLACEMENTS", "RESULTS_VERSION", "RUN_FILES", 
            "StoreWriteWarning", "UnreadableEntryError",
            "StoredRun", "stale_reads", "stale_runs", "strict_mode",
            "WorkArea",
-           "backbone_key", "clean", "get_or_run", "leftovers", "run_key", "verify", "write_entry"]
+           "backbone_key", "clean", "get_or_run", "leftovers", "problem_of", "run_key", "verify", "write_entry"]

@@ -171,9 +171,15 @@ def _task_state(task: Task, store: RunStore, row: dict) -> dict:
     return {**row, "status": "interrupted" if checkpoints else "missing"}
 
 
+#: SLURM job states in which a queued job may still start its task.
+WAITING_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING",
+                  "SUSPENDED", "STAGE_OUT")
+
+
 def job_in_queue(job: str) -> bool | None:
-    """Whether the SLURM job ``job`` is still in the cluster's queue (pending or running), by
-    ``squeue``; None where this machine has no ``squeue`` or it does not answer."""
+    """Whether the SLURM job ``job`` may still start its task: in the cluster's queue in a state
+    of :data:`WAITING_STATES` (``squeue`` lists an ended job for a while, as COMPLETED, FAILED,
+    CANCELLED, TIMEOUT...: gone too); None where this machine has no ``squeue`` or it does not answer."""
     if shutil.which("squeue") is None:
         return None
     try:
@@ -183,7 +189,7 @@ def job_in_queue(job: str) -> bool | None:
         return None
     if done.returncode != 0:  # SLURM answers an unknown (long finished) job id with an error
         return False if "invalid job id" in done.stderr.lower() else None
-    return bool(done.stdout.strip())
+    return any(state.strip().upper() in WAITING_STATES for state in done.stdout.splitlines())
 
 
 def sweep_state(configs: Iterable[RunConfig], store: RunStore | None = None, resolve=None) -> pd.DataFrame:
@@ -376,22 +382,31 @@ def _run_local(runner, bodies, workers: int, poll_s: float, log, gpus: int = 0,
 def _jobs_stop_with_this_process(jobs: list, log):
     """Local jobs end with the sweep that started them: SIGTERM (as ``kill`` sends) is turned into
     a KeyboardInterrupt (as Ctrl-C raises), and either stops every job still running, its whole
-    process tree, before it propagates. Their epoch checkpoints stay: the next sweep resumes them."""
+    process tree, before it propagates (a job started but not yet listed too: every process this
+    one started meanwhile). Their epoch checkpoints stay: the next sweep resumes them."""
     def terminate(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     main = threading.current_thread() is threading.main_thread()
+    before = descendants()
     previous = signal.signal(signal.SIGTERM, terminate) if main else None
     try:
         yield
     except KeyboardInterrupt:
+        if main:  # a second Ctrl-C or kill must not cut the stop short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         running = [(task, job) for task, job in jobs if not job.done()]
+        tree = descendants() - before
         for _, job in running:
             process = getattr(job, "_process", None)  # submitit's local job: its controller process
             if process is not None and process.poll() is None:
-                kill({process.pid} | descendants(process.pid))  # the whole tree, at once and quietly
+                tree |= {process.pid} | descendants(process.pid)
             else:
                 job.cancel(check=False)  # submitit's own stop
+        kill(tree)  # the whole trees, at once and quietly
+        if main:
+            signal.signal(signal.SIGINT, interrupt)
         log(f"[sweep] stopped: {len(running)} local jobs ended with it "
             f"({', '.join(task.label for task, _ in running) or 'none running'}); their epoch checkpoints stay, "
             f"and the next sweep resumes them")
@@ -476,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(without it, clean only lists them)")
     args = parser.parse_args(argv)
     if args.command == "clean":
-        return _clean(RunStore(progress=False).root, args.yes)
+        return _clean(paths.runs_dir(), args.yes)
     try:  # a bad name or value in --grid, --set or --slurm: the usage error, with the valid ones
         seeds = profile_seeds(args.profile, args.seeds)
         configs = grid_configs(args.profile, _pairs(args.grid, "grid"), seeds, **_pairs(args.set, "set"))
@@ -484,9 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = set(slurm) - set(SLURM_OPTIONS)
         if unknown:
             raise ValueError(f"unknown SLURM options {sorted(unknown)}; valid: {', '.join(SLURM_OPTIONS)}")
+        store = RunStore(progress=args.command == "run")  # MEXLIB_STRICT is read here
     except (ValueError, TypeError) as error:
         parser.error(str(error))
-    store = RunStore(progress=args.command == "run")
     if args.command == "run":
         state = sweep(configs, args.executor, args.workers, args.threads, store=store, slurm=slurm,
                       resubmit=args.resubmit)

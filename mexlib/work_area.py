@@ -5,14 +5,26 @@ key, the epoch checkpoints of an attempt, and the failed and queued markers a sw
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+try:  # POSIX: whether another user's lock is held, through a file this process may only read
+    import fcntl
+except ImportError:  # Windows: filelock's own lock, which opens the file for writing
+    fcntl = None
+
 from . import paths
+
+
+#: The OS's own lock, never filelock's fallback to a lock file's mere existence (which a killed
+#: holder would leave behind, so that the next process waited for ever), where filelock can say so.
+_NATIVE_ONLY = {"fallback_to_soft": False} if "fallback_to_soft" in inspect.signature(FileLock.__init__).parameters else {}
 
 
 class WorkArea:
@@ -30,7 +42,7 @@ class WorkArea:
         took it; the OS's own file lock on Windows), so it ends with its process, however killed."""
         workdir = self.root / key
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(workdir.with_name(f"{key}.lock")):
+        with FileLock(workdir.with_name(f"{key}.lock"), **_NATIVE_ONLY):
             stamp = workdir / "code_fingerprint"
             if stamp.is_file() and stamp.read_text() != self.fingerprint:
                 shutil.rmtree(workdir)
@@ -50,8 +62,17 @@ class WorkArea:
         path = self.root / f"{key}.lock"
         if not path.is_file():
             return False
+        if fcntl is not None:  # read-only: another user's lock file (0644) can be asked too
+            handle = os.open(path, os.O_RDONLY)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(handle)  # closing releases a lock this check took
+            return False
         try:
-            with FileLock(path, timeout=0):
+            with FileLock(path, timeout=0, **_NATIVE_ONLY):
                 return False
         except Timeout:
             return True

@@ -512,7 +512,7 @@ BAD_VALUES = {
     "seed=True": (dict(seed=True), "seed must be a whole number, got True"),
     "train_size=nan": (dict(train_size=float("nan")), "train_size must be a whole number, got nan"),
     "val_fraction=inf": (dict(val_fraction=float("inf")), "val_fraction must be a finite number, got inf"),
-    "head_init=-1": (dict(head_init=-1), "head_init must be 0"),
+    "head_init=-1": (dict(head_init=-1), "head_init must be >= 0, got -1"),
     "regime=3": (dict(regime=3), "unknown regime 3; valid regimes: disjoint, joint, mixed"),
     "arch=3": (dict(arch=3), "unknown architecture 3; valid architectures: resnet-smoke"),
     "head=3": (dict(head=3), "head must be a name .text., got 3"),

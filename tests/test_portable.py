@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Calls and modules that exist only on Linux (or only on POSIX), with the portable way in.
 LINUX_ONLY = {"os.sched_getaffinity": "mexlib.hardware.usable_cores", "fcntl": "filelock",
               "/proc": "psutil (mexlib.processes)"}
-#: The one place that may ask for the affinity, behind a check that the OS has it.
-ALLOWED = {("hardware.py", "os.sched_getaffinity")}
+#: The places that may use them, each behind a check that the OS has it.
+ALLOWED = {("hardware.py", "os.sched_getaffinity"), ("work_area.py", "fcntl")}
 
 
 def _linux_only_uses(file: Path) -> list[str]:
@@ -26,7 +26,8 @@ def _linux_only_uses(file: Path) -> list[str]:
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [f"fcntl (line {node.lineno})" for a in node.names if a.name == "fcntl"]
+            found += [f"fcntl (line {node.lineno})" for a in node.names
+                      if a.name == "fcntl" and (file.name, "fcntl") not in ALLOWED]
         elif isinstance(node, ast.ImportFrom) and node.module == "fcntl":
             found.append(f"fcntl (line {node.lineno})")
         elif isinstance(node, ast.Attribute) and node.attr == "sched_getaffinity":

@@ -709,15 +709,14 @@ def test_a_read_only_store_is_read_and_refuses_a_write_by_name(tmp_path):
             store.keep("result-new-1", {"values.pt": torch.ones(3)})
         assert str(root / "result-new-1") in str(info.value)
         # a cached result: said first that it will not be kept, then computed and returned
-        order = []
-
-        def compute():
-            order.append("computed")
-            return torch.arange(4.0)
-
+        warned_before = []
         with pytest.warns(mexlib.store.StoreWriteWarning, match=f"the store {root} cannot be written") as caught:
+            def compute():
+                warned_before.append(len(caught))
+                return torch.arange(4.0)
+
             assert torch.equal(store.cached("answer", {"n": 4}, compute), torch.arange(4.0))
-        assert order == ["computed"] and len(caught) == 1
+        assert warned_before == [1] and len(caught) == 1
         assert not any(p.name.startswith("result-answer") for p in root.iterdir())
 
 
@@ -797,16 +796,20 @@ import torch
 torch.set_num_threads(int(sys.argv[3]))
 from mexlib.config import make_config
 from mexlib.store import RunStore
-config = make_config("smoke", **json.loads(sys.argv[2]))
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    store = RunStore(sys.argv[1], device="cpu", progress=False)
-    run = store.get_or_run(config)
-    again = RunStore(sys.argv[1], device="cpu", progress=False).get_or_run(config)
-print(json.dumps({"path": str(run.path), "again": str(again.path), "trained": store.trained,
-                  "logits": hashlib.sha256(run.logits("test")[0].numpy().tobytes()).hexdigest(),
-                  "again_logits": hashlib.sha256(again.logits("test")[0].numpy().tobytes()).hexdigest(),
-                  "warnings": [str(w.message) for w in caught]}))
+reports = []
+for overrides in json.loads(sys.argv[2]):
+    config = make_config("smoke", **overrides)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = RunStore(sys.argv[1], device="cpu", progress=False)
+        run = store.get_or_run(config)
+        again = RunStore(sys.argv[1], device="cpu", progress=False).get_or_run(config)
+    reports.append({"path": str(run.path), "again": str(again.path), "trained": store.trained,
+                    "config": run.config, "asked": json.loads(json.dumps(config.to_dict())),
+                    "logits": hashlib.sha256(run.logits("test")[0].numpy().tobytes()).hexdigest(),
+                    "again_logits": hashlib.sha256(again.logits("test")[0].numpy().tobytes()).hexdigest(),
+                    "warnings": [str(w.message) for w in caught]})
+print(json.dumps(reports))
 """
 
 #: A process that is root but may not override file permissions: another user of a shared store.
@@ -828,20 +831,24 @@ def test_a_damaged_entry_of_a_shared_store_is_never_served(shared, tmp_path):
     config = shared.configs["joint"]
     overrides = {"regime": "joint", "train_size": config.train_size}
     assert make_config("smoke", **overrides) == config
+    renamed = {"regime": "joint", "train_size": config.train_size, "epochs": 1, "seed": 5}  # another's files
     root = tmp_path / "shared"
     copy = _copy_run(shared.runs["joint"], root)
     expected = hashlib.sha256(shared.runs["joint"].logits("test")[0].numpy().tobytes()).hexdigest()
     _flip_bytes(copy / "logits.pt")
+    wrong = root / f"run-{run_key(make_config('smoke', **renamed))}"
+    shutil.copytree(shared.runs["mixed"].path, wrong)  # sound files, under another configuration's key
     subprocess.run(["chown", "-R", "65534:65534", str(root)], check=True)
     (root / "work").mkdir()
     for folder in (root, root / "work"):
         os.chown(folder, 65534, 65534)
         folder.chmod(0o777)  # a shared store: anyone in the group adds entries
     env = {**os.environ, "PYTHONPATH": str(Path(mexlib.__file__).resolve().parent.parent)}
-    done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", READER_SCRIPT, str(root), json.dumps(overrides),
-                           str(torch.get_num_threads())], capture_output=True, text=True, env=env, timeout=100)
+    done = subprocess.run([*NOT_THE_OWNER, sys.executable, "-c", READER_SCRIPT, str(root),
+                           json.dumps([overrides, renamed]), str(torch.get_num_threads())],
+                          capture_output=True, text=True, env=env, timeout=100)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report, other = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["logits"] == expected and report["again_logits"] == expected  # the fresh result, twice
     assert report["trained"] == [copy.name]
     assert report["path"] != str(copy) and report["again"] == report["path"]
@@ -849,6 +856,10 @@ def test_a_damaged_entry_of_a_shared_store_is_never_served(shared, tmp_path):
     assert verify(copy) == "logits.pt does not match its checksum"  # still there: not the reader's to move
     warned = " ".join(report["warnings"])
     assert f"could not move it aside" in warned and f"kept the fresh result at {report['path']}" in warned
+    # the renamed folder: its files are sound but another configuration's, and not the reader's to move
+    assert other["config"] == other["asked"] and other["trained"] == [wrong.name]
+    assert other["path"] == str(root / "replacements" / wrong.name) and other["again"] == other["path"]
+    assert "not of the key it is stored under" in " ".join(other["warnings"]) and wrong.is_dir()
 
 
 def test_an_entry_renamed_to_another_configurations_key_is_damage(shared, tmp_path):

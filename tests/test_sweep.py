@@ -418,16 +418,20 @@ def test_a_queued_task_whose_job_is_gone_is_reported_and_submitted_again(tmp_pat
     fake = bin_dir / "squeue"
     fake.write_text('#!/bin/sh\n'
                     'case "$*" in *"--jobs 7 "*) echo PENDING;; *"--jobs 8 "*) '
-                    'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n')
+                    'echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; '
+                    '*"--jobs 9 "*) echo COMPLETED;; esac\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     store = _store(tmp_path / "runs")
     waiting, gone = (make_config("smoke", regime="joint", seed=s, train_size=300, epochs=1) for s in (0, 1))
     store.work.mark_queued(run_key(waiting), {"job": "7", "time": "2026-12-01 10:00:00"})
     store.work.mark_queued(run_key(gone), {"job": "8", "time": "2026-12-01 10:00:00"})
-    state = sweep_state([waiting, gone], store).set_index("key")
+    ended = make_config("smoke", regime="joint", seed=2, train_size=300, epochs=1)  # ended without starting it
+    store.work.mark_queued(run_key(ended), {"job": "9", "time": "2026-12-01 10:00:00"})
+    state = sweep_state([waiting, gone, ended], store).set_index("key")
     assert state.loc[run_key(waiting), "status"] == "queued"
     assert state.loc[run_key(gone), "status"] == "lost" and "job 8" in state.loc[run_key(gone), "error"]
+    assert state.loc[run_key(ended), "status"] == "lost"
     after = sweep([waiting, gone], "inline", store=store, progress=False).set_index("key")
     assert after.loc[run_key(gone), "status"] == "done" and after.loc[run_key(waiting), "status"] == "queued"
     again = sweep([waiting, gone], "inline", store=store, progress=False, resubmit=True).set_index("key")
