@@ -253,16 +253,16 @@ class RunStore:
         self._check_code(path)
         return StoredRun(path)
 
-    def _locate(self, name: str, required=(), deep: bool = False) -> Path | None:
-        """Where the entry ``name`` is sound (:func:`problem_of`; ``deep``: its tensor files load
-        too): its own folder, or the replacement kept in ``replacements/`` while a damaged entry
-        that could not be moved aside holds its name (:func:`write_entry`); None when neither is
-        there and sound. A damaged one is moved aside, or left unread where it cannot be moved."""
+    def _locate(self, name: str, required=()) -> Path | None:
+        """Where the entry ``name`` is sound (:func:`problem_of`): its own folder, or the
+        replacement kept in ``replacements/`` while a damaged entry that could not be moved aside
+        holds its name (:func:`write_entry`); None when neither is there and sound. A damaged one
+        is moved aside, or left unread where it cannot be moved."""
         for where in (name, f"{REPLACEMENTS}/{name}"):
             path = self.root / where
             if not _exists(path):
                 continue
-            problem = problem_of(path, required, deep)
+            problem = problem_of(path, required)
             if problem is None:
                 return path
             self._set_aside(where, f"is damaged ({problem})", stacklevel=6)
@@ -383,12 +383,22 @@ class RunStore:
         training code, whose fingerprint is checked as a run's is (noted as stale, or refused in
         strict mode: :class:`StaleRunError`); one without a fingerprint counts as other code's."""
         _check_name(name)
-        path = self._locate(name, deep=True)  # a pickle of objects (older code's) is damage too
-        if path is None:
+        for where in (name, f"{REPLACEMENTS}/{name}"):  # as _locate, loading each file once
+            path = self.root / where
+            if not _exists(path):
+                continue
+            problem = problem_of(path)
+            if problem is None:
+                try:
+                    files = json.loads((path / "manifest.json").read_text())
+                    found = {file: json.loads((path / file).read_text()) if file.endswith(".json")
+                             else _unplain(load_tensors(path / file)) for file in files}
+                    break
+                except ForeignFileError as error:  # a pickle of objects (older code's): damage too
+                    problem = f"it holds more than tensors and plain values ({error})"
+            self._set_aside(where, f"is damaged ({problem})", stacklevel=3)
+        else:
             return None
-        files = json.loads((path / "manifest.json").read_text())
-        found = {file: json.loads((path / file).read_text()) if file.endswith(".json")
-                 else _unplain(load_tensors(path / file)) for file in files}
         if of_code:
             stamp = found.pop(CODE_FILE, None)
             self._check_code(path, stamp.get("code_fingerprint") if isinstance(stamp, dict) else "unknown")
