@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
@@ -29,7 +30,8 @@ def kill(pids: set[int], wait: float = 5.0) -> set[int]:
     """Kill ``pids`` (SIGKILL where there are signals), each with its process group where it leads
     one of its own (not this process's group); returns the pids that were still there. Waits up to
     ``wait`` seconds in all for them to end, reaping those that are this process's children so that
-    none stays a zombie."""
+    none stays a zombie; another process's child counts as ended once it is a zombie (reaping it is
+    its parent's, or init's, business, which may take long in a container)."""
     own = os.getpgid(0) if hasattr(os, "getpgid") else None
     alive = []
     for pid in pids:
@@ -37,6 +39,7 @@ def kill(pids: set[int], wait: float = 5.0) -> set[int]:
             alive.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             continue
+    ours = [process for process in alive if _parent(process) == os.getpid()]  # before they are orphans
     if hasattr(os, "killpg"):
         groups = set()
         for process in alive:
@@ -56,5 +59,23 @@ def kill(pids: set[int], wait: float = 5.0) -> set[int]:
             process.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    psutil.wait_procs(alive, timeout=wait)  # reaps this process's children among them
+    deadline = time.monotonic() + wait
+    psutil.wait_procs(ours, timeout=wait)  # reaps them
+    for process in alive:
+        while process not in ours and not _ended(process) and time.monotonic() < deadline:
+            time.sleep(0.01)
     return {process.pid for process in alive}
+
+
+def _parent(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
