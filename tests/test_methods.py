@@ -23,8 +23,8 @@ from mexlib.methods.weighting import depth_weights as get_depth_weights
 from mexlib.methods.l2w import L2WStep, WeightPredictor, allocate_to_exits, target_exit_distribution
 from mexlib.models import ExitContext
 from mexlib.store import RunStore, run_key
-from mexlib.batches import BatchLoader
 from mexlib.checkpoints import read_checkpoint
+from interrupted import train_until
 from mexlib.train import DeviceData, build_model, step_rule, train_regime
 
 CPU = torch.device("cpu")
@@ -282,17 +282,7 @@ def test_l2w_meta_step_changes_the_wpn_and_leaves_the_model_as_the_regular_step(
 def test_l2w_phase_resumes_exactly_after_an_interruption(tmp_path, fashion, monkeypatch):
     config = make_config("smoke", method="l2w", regime="joint", epochs=3, train_size=256)
     data = DeviceData.from_dataset(config, fashion, CPU)
-    original = BatchLoader.set_epoch
-
-    def interrupt(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    monkeypatch.setattr(BatchLoader, "set_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_regime(config, data, CPU, workdir=tmp_path, progress=False)
-    monkeypatch.setattr(BatchLoader, "set_epoch", original)
+    train_until(2, config, data, CPU, tmp_path, monkeypatch)
     state = read_checkpoint(tmp_path / "joint.ckpt")
     assert state["epoch"] == 1 and state["step_rule"]["step"] == 2 * len(data.train_loader("joint", 64))
     resumed, _ = train_regime(config, data, CPU, workdir=tmp_path, progress=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import warnings
 import os
 import re
 import shutil
@@ -855,7 +854,7 @@ def test_a_damaged_entry_of_a_shared_store_is_never_served(shared, tmp_path):
     assert verify(Path(report["path"])) is None
     assert verify(copy) == "logits.pt does not match its checksum"  # still there: not the reader's to move
     warned = " ".join(report["warnings"])
-    assert f"could not move it aside" in warned and f"kept the fresh result at {report['path']}" in warned
+    assert "could not move it aside" in warned and f"kept the fresh result at {report['path']}" in warned
     # the renamed folder: its files are sound but another configuration's, and not the reader's to move
     assert other["config"] == other["asked"] and other["trained"] == [wrong.name]
     assert other["path"] == str(root / "replacements" / wrong.name) and other["again"] == other["path"]

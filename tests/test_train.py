@@ -17,6 +17,7 @@ from mexlib import data as data_module
 from mexlib.config import make_config
 from mexlib.batches import BatchLoader
 from mexlib.checkpoints import checkpoint_epoch
+from interrupted import train_until
 from mexlib.models import exit_logits
 from mexlib.store import RunStore, run_key
 from mexlib.train import (DeviceData, EarlyStopping, TrainingDiverged, build_model, train_backbone,
@@ -213,17 +214,8 @@ def test_a_damaged_checkpoint_restarts_its_phase_by_name(tmp_path, monkeypatch, 
 
     config = make_config("smoke", regime="joint", epochs=3, train_size=400)
     data = _device_data(config, fashion)
+    train_until(2, config, data, CPU, tmp_path, monkeypatch)
     original = BatchLoader.set_epoch
-
-    def interrupt(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original(self, epoch)
-
-    monkeypatch.setattr(BatchLoader, "set_epoch", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train_regime(config, data, CPU, workdir=tmp_path, progress=False)
-    monkeypatch.setattr(BatchLoader, "set_epoch", original)
     checkpoint = tmp_path / "joint.ckpt"
     assert read_checkpoint(checkpoint)["epoch"] == 1
     damaged = bytearray(checkpoint.read_bytes())
