@@ -52,7 +52,7 @@ def save_tensors(obj, path: Path) -> None:
 def load_tensors(source: Path | io.BytesIO, map_location=None, name: Path | str | None = None):
     """What :func:`save_tensors` wrote: tensors and plain values only (``weights_only``). A file
     that holds other Python objects raises :class:`ForeignFileError`, naming it (torch's own
-    message would suggest loading it with ``weights_only=False``, which runs its code)."""
+    message would suggest loading it with the weights-only check turned off, which runs its code)."""
     try:
         return torch.load(source, weights_only=True, map_location=map_location)
     except pickle.UnpicklingError as error:

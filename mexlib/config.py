@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -30,6 +29,7 @@ from .methods import METHODS
 from .models import arch_spec, check_exit_placement, check_head, default_head_kind
 from .models.encoders import PREFERRED_FINAL_HEADS, PREFERRED_HEADS
 from .registry import check, lookup
+from .values import canonical_numbers, check_flags, check_range, check_text
 
 REGIMES = {
     "disjoint": "phase 1 (backbone) then phase 3 (heads only, backbone frozen)",
@@ -54,56 +54,6 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
 
 
-def _canonical_numbers(obj, floats: tuple[str, ...], ints: tuple[str, ...]) -> None:
-    """Store numbers as one type each, so equal configurations hash equally (1 and 1.0); a value
-    that is not a number of that kind (text, a bool, NaN, infinity, 2.5 for a count) raises,
-    naming the field, the value and what is allowed."""
-    for name in floats:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        object.__setattr__(obj, name, float(value))
-    for name in ints:
-        value = getattr(obj, name)
-        if value is None:
-            continue
-        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-                or float(value) != int(value)):
-            raise ValueError(f"{name} must be a whole number, got {value!r}")
-        object.__setattr__(obj, name, int(value))
-
-
-def _check_range(name: str, value, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> None:
-    """Raise unless ``low <= value <= high`` (``<`` where open), naming the field and the range."""
-    if value is None:
-        return
-    below = low is not None and (value <= low if low_open else value < low)
-    above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        left = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        right = "" if high is None else f"{high:g}" + (")" if high_open else "]")
-        allowed = (f"in {left}, {right}" if low is not None and high is not None
-                   else f"{'>' if low_open else '>='} {low:g}" if low is not None
-                   else f"{'<' if high_open else '<='} {high:g}")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _check_flags(obj, names: tuple[str, ...]) -> None:
-    """Each of ``names`` is True or False (not 1, "yes" or "maybe"), naming the field otherwise."""
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_text(obj, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a name (text), got {value!r}")
-
-
 @dataclass(frozen=True)
 class PhaseConfig:
     """Optimisation of one training phase.
@@ -126,17 +76,17 @@ class PhaseConfig:
     def __post_init__(self):
         if self.epochs is None:
             raise ValueError("epochs must be a whole number, got None")
-        _canonical_numbers(self, floats=("lr", "weight_decay", "momentum"),
+        canonical_numbers(self, floats=("lr", "weight_decay", "momentum"),
                            ints=("epochs", "batch_size", "warmup_epochs", "patience"))
         check(self.optimizer, OPTIMIZERS, "optimizer")
         check(self.schedule, SCHEDULES, "schedule")
-        _check_range("epochs", self.epochs, 0)
-        _check_range("warmup_epochs", self.warmup_epochs, 0)
-        _check_range("lr", self.lr, 0, low_open=True)
-        _check_range("batch_size", self.batch_size, 1)
-        _check_range("weight_decay", self.weight_decay, 0)
-        _check_range("momentum", self.momentum, 0, 1, high_open=True)
-        _check_range("patience", self.patience, 1)  # None: no early stopping
+        check_range("epochs", self.epochs, 0)
+        check_range("warmup_epochs", self.warmup_epochs, 0)
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("momentum", self.momentum, 0, 1, high_open=True)
+        check_range("patience", self.patience, 1)  # None: no early stopping
 
 
 @dataclass(frozen=True)
@@ -180,14 +130,14 @@ class RunConfig:
     final_head: str = "own"
 
     def __post_init__(self):
-        _canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
-        _check_text(self, ("dataset", "arch", "head", "final_head"))  # the others: checked against their choices
-        _check_flags(self, ("augment", "trivial_augment", "deterministic"))
+        canonical_numbers(self, floats=("val_fraction",), ints=("train_size", "val_size", "test_size", "seed", "head_init"))
+        check_text(self, ("dataset", "arch", "head", "final_head"))  # the others: checked against their choices
+        check_flags(self, ("augment", "trivial_augment", "deterministic"))
         for name in ("backbone_phase", "joint_phase", "heads_phase"):
             if not isinstance(getattr(self, name), PhaseConfig):
                 raise ValueError(f"{name} must be a PhaseConfig (or, in make_config, a dict of its fields), "
                                  f"got {getattr(self, name)!r}")
-        _check_range("seed", self.seed, 0)
+        check_range("seed", self.seed, 0)
         check(self.profile, PROFILES, "profile")
         data = dataset_spec(self.dataset)
         arch = arch_spec(self.arch)
@@ -211,10 +161,10 @@ class RunConfig:
             raise ValueError(f"exit_after_blocks must be whole block numbers (e.g. (1, 2, 3)), got {blocks!r}")
         object.__setattr__(self, "exit_after_blocks", tuple(int(b) for b in blocks))
         check_exit_placement(self.exit_after_blocks, arch.num_blocks)
-        _check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
-        _check_range("head_init", self.head_init, 0)  # 0: the regimes' shared heads
+        check_range("val_fraction", self.val_fraction, 0, 1, low_open=True, high_open=True)
+        check_range("head_init", self.head_init, 0)  # 0: the regimes' shared heads
         for name in ("train_size", "val_size", "test_size"):
-            _check_range(name, getattr(self, name), 1)  # None: all
+            check_range(name, getattr(self, name), 1)  # None: all
 
     # --- derived -------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import torch
 
 import mexlib
 import mexlib.data
+import mexlib.entries
 import mexlib.models
 import mexlib.provenance
 import mexlib.store
@@ -951,7 +952,7 @@ def test_a_pickle_of_objects_in_a_stored_run_is_refused_by_name(shared, tmp_path
     foreign = copy / "logits.pt"
     torch.save({"test_logits": torch.zeros(1), "payload": _Foreign()}, foreign)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["logits.pt"] = mexlib.store._describe(foreign)
+    manifest["logits.pt"] = mexlib.entries._describe(foreign)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     run = _store(tmp_path).find(shared.configs["joint"])
     assert run is not None  # its checksums match: only loading it tells

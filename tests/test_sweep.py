@@ -17,7 +17,8 @@ import torch
 from mexlib import study
 from mexlib.config import grid_configs, make_config
 from mexlib.store import RunStore, run_key
-from mexlib.sweep import STATUSES, _executor, _run_local, main, plan, sweep, sweep_state
+from mexlib.jobs import run_local
+from mexlib.sweep import STATUSES, _executor, main, plan, sweep, sweep_state
 
 pytest.importorskip("submitit")
 
@@ -239,7 +240,7 @@ def test_local_jobs_start_when_their_backbone_is_trained_and_joint_runs_fill_the
     tasks = plan(configs, _store(tmp_path / "runs"))
     clock = _Clock({"backbone": 4, "disjoint": 2, "joint": 5, "mixed": 4})
     monkeypatch.setattr("mexlib.sweep.time.sleep", clock.sleep)
-    submitted = _run_local(clock, [(t, t) for t in tasks], workers=2, poll_s=1, log=lambda *a: None)
+    submitted = run_local(clock, [(t, t) for t in tasks], workers=2, poll_s=1, log=lambda *a: None)
     assert sorted(t.key for t, _ in submitted) == sorted(t.key for t in tasks)
     ended = {t.key: j.started + j.length for t, j in clock.jobs}
     for task, job in clock.jobs:
@@ -263,7 +264,7 @@ def test_local_jobs_on_several_gpus_each_see_the_least_busy_one(tmp_path, monkey
     tasks = plan(configs, _store(tmp_path / "runs"))
     clock = _Clock({"backbone": 3, "disjoint": 2, "joint": 5, "mixed": 4})
     monkeypatch.setattr("mexlib.sweep.time.sleep", clock.sleep)
-    submitted = _run_local(clock, [(t, t) for t in tasks], workers=6, poll_s=1, log=lambda *a: None, gpus=2)
+    submitted = run_local(clock, [(t, t) for t in tasks], workers=6, poll_s=1, log=lambda *a: None, gpus=2)
     assert len(submitted) == len(tasks)
     assert all(len(job.visible_gpus) == 1 and job.visible_gpus[0] in (0, 1) for _, job in clock.jobs)
     assert clock.parameters["gpus_per_node"] == 1
@@ -290,7 +291,7 @@ def test_a_backbone_that_ends_between_two_looks_still_releases_its_runs(tmp_path
             return Job()
 
     monkeypatch.setattr("mexlib.sweep.time.sleep", lambda _: None)
-    submitted = _run_local(Runner(), [(t, t) for t in tasks], workers=2, poll_s=0, log=lambda *a: None)
+    submitted = run_local(Runner(), [(t, t) for t in tasks], workers=2, poll_s=0, log=lambda *a: None)
     assert [t.kind for t, _ in submitted] == ["backbone", "run"]
 
 
